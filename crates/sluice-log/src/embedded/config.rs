@@ -1,0 +1,71 @@
+//! Settings of the embedded log (the `[log]` section of sluice.toml).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// When an append is acknowledged.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the group commit's fdatasync: survives kill -9 and power loss.
+    #[default]
+    Fsync,
+    /// After the write; a background flusher fsyncs every `flush_interval_ms`.
+    /// Survives kill -9; a power loss may lose the last interval.
+    Interval,
+    /// After the write; fsync only when a segment rolls or the log closes.
+    /// Survives kill -9 (the page cache keeps the data); a power loss may lose much.
+    None,
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Durability::Fsync => "fsync",
+            Durability::Interval => "interval",
+            Durability::None => "none",
+        })
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "interval" => Ok(Durability::Interval),
+            "none" => Ok(Durability::None),
+            other => Err(format!(
+                "unknown durability {other:?}: expected fsync, interval or none"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    pub durability: Durability,
+    /// With `durability = "interval"`: how often dirty partitions are fsynced.
+    pub flush_interval_ms: u64,
+    /// One sparse index entry per this many bytes of batches.
+    pub index_interval_bytes: u32,
+    /// The most bytes one group commit writes at once.
+    pub max_group_bytes: usize,
+    /// How often retention and compaction run.
+    pub maintenance_interval_ms: u64,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            durability: Durability::Fsync,
+            flush_interval_ms: 1000,
+            index_interval_bytes: 4096,
+            max_group_bytes: 16 << 20,
+            maintenance_interval_ms: 30_000,
+        }
+    }
+}

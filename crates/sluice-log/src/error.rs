@@ -1,0 +1,63 @@
+//! Typed errors of the log layer.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Every way a `Log` call can fail. Each variant names what was wrong, so the HTTP edge
+/// can map it to a stable Problem type and a user can act on the message.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("topic `{0}` does not exist")]
+    TopicNotFound(String),
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    #[error("partition {partition} of topic `{topic}` does not exist")]
+    PartitionNotFound { topic: String, partition: u32 },
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("invalid topic config `{field}`: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
+    #[error(
+        "offset {requested} is out of range for `{topic}` partition {partition}: \
+         available offsets are {earliest}..{latest}"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        requested: u64,
+        earliest: u64,
+        latest: u64,
+    },
+    #[error("record rejected: {reason}")]
+    InvalidRecord { reason: String },
+    #[error(
+        "partition {partition} of `{topic}` refuses writes after a failed write or fsync \
+         (its state on disk is uncertain); reopen the log to recover"
+    )]
+    Poisoned { topic: String, partition: u32 },
+    #[error("corrupt data in {path} at byte {position}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error("data dir {path} is in use by another process (its lock is held)")]
+    Locked { path: PathBuf },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LogError {
+        let path = path.into();
+        move |source| LogError::Io { path, source }
+    }
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,0 +1,3 @@
+//! Integration tests of the log layer, one binary (link time matters on 2 cores).
+
+mod contract;
