@@ -51,7 +51,7 @@ struct Inner {
     /// Serialises topic creation, deletion and config changes.
     admin: Mutex<()>,
     closed: AtomicBool,
-    stop: (Mutex<bool>, Condvar),
+    stop: Arc<Stop>,
     _lock: Box<dyn DirLock>,
 }
 
@@ -108,6 +108,12 @@ impl EmbeddedLog {
                 tracing::warn!(path = %path.display(), "ignoring a directory that is not a topic");
                 continue;
             };
+            if !fs.exists(&path.join(TOPIC_FILE)) {
+                // Its topic file is a creation's commit point: this one never finished.
+                tracing::warn!(path = %path.display(), "removing a topic whose creation was interrupted");
+                fs.remove_dir_all(&path).map_err(LogError::io(&path))?;
+                continue;
+            }
             let topic = open_topic(&fs, &settings, &topic_name, path)?;
             topics.insert(topic_name, Arc::new(topic));
         }
@@ -119,7 +125,7 @@ impl EmbeddedLog {
                 topics: RwLock::new(topics),
                 admin: Mutex::new(()),
                 closed: AtomicBool::new(false),
-                stop: (Mutex::new(false), Condvar::new()),
+                stop: Arc::new(Stop::default()),
                 _lock: lock,
             }),
         };
@@ -140,7 +146,7 @@ impl EmbeddedLog {
         if s.durability == Durability::Interval {
             spawn_periodic(
                 "sluice-log-flush",
-                Arc::downgrade(&self.inner),
+                &self.inner,
                 Duration::from_millis(s.flush_interval_ms.max(1)),
                 |inner| {
                     for p in all_partitions(inner) {
@@ -153,7 +159,7 @@ impl EmbeddedLog {
         }
         spawn_periodic(
             "sluice-log-clean",
-            Arc::downgrade(&self.inner),
+            &self.inner,
             Duration::from_millis(s.maintenance_interval_ms.max(1)),
             |inner| {
                 if let Err(e) = maintain(inner) {
@@ -247,10 +253,18 @@ impl EmbeddedLog {
     }
 }
 
+/// Tells the background threads to end. Kept apart from `Inner`, so that a waiting
+/// thread holds no reference to the log and dropping the log stops it.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
 impl Inner {
     fn signal_stop(&self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
+        *self.stop.stopped.lock() = true;
+        self.stop.wake.notify_all();
     }
 }
 
@@ -260,19 +274,21 @@ impl Drop for Inner {
     }
 }
 
-fn spawn_periodic(name: &str, inner: Weak<Inner>, every: Duration, f: fn(&Inner)) {
+fn spawn_periodic(name: &str, inner: &Arc<Inner>, every: Duration, f: fn(&Inner)) {
+    let stop = inner.stop.clone();
+    let inner: Weak<Inner> = Arc::downgrade(inner);
     let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
         loop {
-            let Some(strong) = inner.upgrade() else { return };
             {
-                let mut stopped = strong.stop.0.lock();
+                let mut stopped = stop.stopped.lock();
                 if !*stopped {
-                    strong.stop.1.wait_for(&mut stopped, every);
+                    stop.wake.wait_for(&mut stopped, every);
                 }
                 if *stopped {
                     return;
                 }
             }
+            let Some(strong) = inner.upgrade() else { return };
             f(&strong);
         }
     });

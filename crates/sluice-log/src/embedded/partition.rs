@@ -243,7 +243,7 @@ impl Partition {
             }
             let mut bytes = p.batch.bytes;
             let base = staged.next;
-            batch::set_base_offset(&mut bytes, base);
+            batch::set_base_offset(&mut bytes, base, p.batch.body_crc);
             let count = u64::from(p.batch.count);
             let pos = staged.start + staged.buf.len() as u64;
             let rel_base = (base - w.active.base) as u32;

@@ -8,8 +8,10 @@ use crate::types::{Header, Offset, Record, StoredRecord, Timestamp};
 
 /// Bytes before the first record: base offset, length, CRC and the CRC'd fields.
 pub const HEADER_LEN: usize = 44;
-/// The CRC covers `[CRC_START, total_len)`; the base offset and length are outside it,
-/// so a batch is encoded (and checksummed) before its offset is known.
+/// The CRC covers the base offset `[0, 8)` and `[CRC_START, total_len)`. The body's CRC
+/// is computed when the batch is encoded, before its offset is known; placing the batch
+/// combines it with the offset's CRC in O(log n) (`crc32c_combine`), so the writer
+/// never re-reads the body and yet a flipped bit in the offset is caught.
 pub const CRC_START: usize = 16;
 /// Bytes counted by the length field are those after it.
 const LENGTH_END: usize = 12;
@@ -104,7 +106,7 @@ pub fn verify(batch: &[u8], header: &BatchHeader) -> Result<(), FormatError> {
             available: batch.len(),
         });
     }
-    let computed = crc32c::crc32c(&batch[CRC_START..total]);
+    let computed = crc32c::crc32c_append(crc32c::crc32c(&batch[0..8]), &batch[CRC_START..total]);
     if computed != header.crc {
         return Err(FormatError::CrcMismatch {
             stored: header.crc,
@@ -114,9 +116,13 @@ pub fn verify(batch: &[u8], header: &BatchHeader) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// Writes `base` into an encoded batch (outside the CRC, so nothing else changes).
-pub fn set_base_offset(batch: &mut [u8], base: u64) {
-    batch[0..8].copy_from_slice(&base.to_le_bytes());
+/// Places an encoded batch at `base`: writes the offset and the CRC of offset + body.
+/// `body_crc` is the CRC of `batch[CRC_START..]`, as `BatchBuilder::finish_body` returned.
+pub fn set_base_offset(batch: &mut [u8], base: u64, body_crc: u32) {
+    let base_bytes = base.to_le_bytes();
+    let crc = crc32c::crc32c_combine(crc32c::crc32c(&base_bytes), body_crc, batch.len() - CRC_START);
+    batch[0..8].copy_from_slice(&base_bytes);
+    batch[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Builds one batch record by record. Offsets are deltas from the base offset, which
@@ -195,9 +201,16 @@ impl BatchBuilder {
         self.last_offset_delta = offset_delta;
     }
 
-    /// Fills in the header and CRC. The base offset can still be changed afterwards
-    /// with `set_base_offset`.
-    pub fn finish(mut self, base_offset: u64) -> Vec<u8> {
+    /// Fills in the header at `base_offset`, with its CRC.
+    pub fn finish(self, base_offset: u64) -> Vec<u8> {
+        let (mut buf, body_crc) = self.finish_body();
+        set_base_offset(&mut buf, base_offset, body_crc);
+        buf
+    }
+
+    /// Fills in the header but the base offset and CRC; returns the body's CRC for
+    /// `set_base_offset`.
+    pub fn finish_body(mut self) -> (Vec<u8>, u32) {
         let length = (self.buf.len() - LENGTH_END) as u32;
         let max_ts = if self.count == 0 {
             self.first_timestamp
@@ -205,7 +218,6 @@ impl BatchBuilder {
             self.max_timestamp
         };
         let b = &mut self.buf;
-        b[0..8].copy_from_slice(&base_offset.to_le_bytes());
         b[8..12].copy_from_slice(&length.to_le_bytes());
         b[16] = MAGIC;
         b[17] = 0;
@@ -214,9 +226,8 @@ impl BatchBuilder {
         b[24..28].copy_from_slice(&self.count.to_le_bytes());
         b[28..36].copy_from_slice(&self.first_timestamp.to_le_bytes());
         b[36..44].copy_from_slice(&max_ts.to_le_bytes());
-        let crc = crc32c::crc32c(&b[CRC_START..]);
-        b[12..16].copy_from_slice(&crc.to_le_bytes());
-        self.buf
+        let body_crc = crc32c::crc32c(&b[CRC_START..]);
+        (self.buf, body_crc)
     }
 }
 
@@ -224,6 +235,7 @@ impl BatchBuilder {
 #[derive(Debug)]
 pub struct EncodedBatch {
     pub bytes: Vec<u8>,
+    pub body_crc: u32,
     pub count: u32,
     pub max_timestamp: i64,
 }
@@ -251,8 +263,10 @@ pub fn encode_append(records: &[Record], now: Timestamp) -> Result<EncodedBatch,
     }
     let count = records.len() as u32;
     let max_timestamp = builder.max_timestamp;
+    let (bytes, body_crc) = builder.finish_body();
     Ok(EncodedBatch {
-        bytes: builder.finish(0),
+        bytes,
+        body_crc,
         count,
         max_timestamp,
     })
@@ -351,7 +365,7 @@ mod tests {
         fn encode_decode_roundtrip(records in proptest::collection::vec(record(), 1..20), base in 0u64..1 << 50) {
             let now = Timestamp(1_700_000_000_000);
             let mut enc = encode_append(&records, now).unwrap();
-            set_base_offset(&mut enc.bytes, base);
+            set_base_offset(&mut enc.bytes, base, enc.body_crc);
             let header = decode_header(&enc.bytes).unwrap();
             prop_assert_eq!(header.total_len(), enc.bytes.len());
             prop_assert_eq!(header.record_count as usize, records.len());
@@ -368,10 +382,11 @@ mod tests {
         }
 
         #[test]
-        fn any_flipped_bit_is_detected(records in proptest::collection::vec(record(), 1..5), bit in 0usize..10_000) {
-            let enc = encode_append(&records, Timestamp(0)).unwrap();
+        fn any_flipped_bit_is_detected(records in proptest::collection::vec(record(), 1..5), bit in 0usize..10_000, base: u64) {
+            let mut enc = encode_append(&records, Timestamp(0)).unwrap();
+            set_base_offset(&mut enc.bytes, base, enc.body_crc);
             let mut bytes = enc.bytes;
-            let bit = bit % ((bytes.len() - CRC_START) * 8) + CRC_START * 8;
+            let bit = bit % (bytes.len() * 8);
             bytes[bit / 8] ^= 1 << (bit % 8);
             let rejected = match decode_header(&bytes) {
                 Err(_) => true,

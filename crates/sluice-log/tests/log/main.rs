@@ -1,3 +1,5 @@
 //! Integration tests of the log layer, one binary (link time matters on 2 cores).
 
 mod contract;
+mod model;
+mod faults;
