@@ -3,3 +3,5 @@
 mod contract;
 mod model;
 mod faults;
+mod crash;
+mod golden;
