@@ -28,7 +28,7 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize>;
     /// fdatasync: the data (and the size) is durable when this returns Ok.
     fn sync_data(&self) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
 }
 
@@ -94,7 +94,7 @@ pub fn write_atomic(fs: &dyn Fs, path: &Path, data: &[u8]) -> io::Result<()> {
 /// Reads a whole (small) file.
 pub fn read_all(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
     let file = fs.open(path, OpenMode::Read)?;
-    let len = usize::try_from(file.len()?).map_err(|_| io::ErrorKind::InvalidData)?;
+    let len = usize::try_from(file.size()?).map_err(|_| io::ErrorKind::InvalidData)?;
     let mut buf = vec![0; len];
     read_exact_at(&*file, &mut buf, 0)?;
     Ok(buf)
@@ -117,7 +117,7 @@ impl FsFile for StdFile {
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {

@@ -170,11 +170,17 @@ pub enum CleanupPolicy {
 
 impl CleanupPolicy {
     pub fn compacts(self) -> bool {
-        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete)
+        matches!(
+            self,
+            CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
+        )
     }
 
     pub fn deletes(self) -> bool {
-        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete)
+        matches!(
+            self,
+            CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete
+        )
     }
 }
 
@@ -215,7 +221,11 @@ impl TopicConfig {
         if self.partitions == 0 || self.partitions > Self::MAX_PARTITIONS {
             return Err(LogError::InvalidConfig {
                 field: "partitions",
-                reason: format!("must be 1..={}, got {}", Self::MAX_PARTITIONS, self.partitions),
+                reason: format!(
+                    "must be 1..={}, got {}",
+                    Self::MAX_PARTITIONS,
+                    self.partitions
+                ),
             });
         }
         if !(Self::MIN_SEGMENT_BYTES..=Self::MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {

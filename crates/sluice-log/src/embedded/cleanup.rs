@@ -20,7 +20,8 @@ use std::sync::atomic::Ordering;
 use super::partition::Partition;
 use super::recovery::{CLEANED, SWAP};
 use super::segment::{
-    self, INDEX_EXT, IndexBuilder, LOG_EXT, Segment, TIME_INDEX_EXT, segment_path,
+    self, INDEX_EXT, IndexBuilder, LOG_EXT, LiveIndex, Placed, Segment, TIME_INDEX_EXT,
+    segment_path,
 };
 use crate::error::{LogError, Result};
 use crate::format::batch::{self, BatchBuilder};
@@ -68,7 +69,9 @@ impl Partition {
         for seg in &removed {
             self.remove_segment_files(seg.base)?;
         }
-        self.fs.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(LogError::io(&self.dir))?;
         stats.segments_deleted = removed.len();
         tracing::debug!(topic = %self.topic, partition = self.id.0, deleted = doomed, "retention");
         Ok(stats)
@@ -114,7 +117,10 @@ impl Partition {
             Some(k) => {
                 latest.get(k.as_ref()) == Some(&r.offset.0)
                     && (r.value.is_some()
-                        || r.timestamp.0.saturating_add(config.delete_retention_ms as i64) > now.0)
+                        || r.timestamp
+                            .0
+                            .saturating_add(config.delete_retention_ms as i64)
+                            > now.0)
             }
         };
         // Pass 2: rewrite groups of consecutive segments that fit in one segment.
@@ -139,12 +145,15 @@ impl Partition {
 
     /// Rewrites `group` into one segment of the records `keep` accepts and swaps it in.
     /// `None` when there was nothing to gain.
-    fn rewrite(&self, group: &[Arc<Segment>], keep: &impl Fn(&StoredRecord) -> bool) -> Result<Option<u64>> {
+    fn rewrite(
+        &self,
+        group: &[Arc<Segment>],
+        keep: &impl Fn(&StoredRecord) -> bool,
+    ) -> Result<Option<u64>> {
         let base = group[0].base;
         let end_offset = group[group.len() - 1].end_offset();
         let mut out: Vec<u8> = Vec::new();
-        let mut offsets: Vec<OffsetEntry> = Vec::new();
-        let mut times: Vec<TimeEntry> = Vec::new();
+        let mut entries = LiveIndex::default();
         let mut index = IndexBuilder::new(self.settings.index_interval_bytes);
         let mut max_ts = i64::MIN;
         let mut removed = 0u64;
@@ -154,11 +163,12 @@ impl Partition {
                 let batches = seg.read_batches(pos, 4 << 20)?;
                 for (h, bytes) in &batches {
                     pos += h.total_len() as u64;
-                    let records = batch::decode_records(bytes, h).map_err(|e| LogError::Corrupt {
-                        path: seg.path.clone(),
-                        position: pos,
-                        reason: e.to_string(),
-                    })?;
+                    let records =
+                        batch::decode_records(bytes, h).map_err(|e| LogError::Corrupt {
+                            path: seg.path.clone(),
+                            position: pos,
+                            reason: e.to_string(),
+                        })?;
                     let kept: Vec<&StoredRecord> = records.iter().filter(|r| keep(r)).collect();
                     removed += (records.len() - kept.len()) as u64;
                     let Some(first) = kept.first() else { continue };
@@ -179,15 +189,14 @@ impl Partition {
                         position: pos,
                         reason: e.to_string(),
                     })?;
-                    index.on_batch(
-                        (new_base - base) as u32,
-                        (h2.last_offset() - base) as u32,
-                        out.len() as u64,
-                        encoded.len() as u64,
-                        h2.max_timestamp,
-                        &mut offsets,
-                        &mut times,
-                    );
+                    let placed = Placed {
+                        rel_base: (new_base - base) as u32,
+                        rel_last: (h2.last_offset() - base) as u32,
+                        position: out.len() as u64,
+                        len: encoded.len() as u64,
+                        max_timestamp: h2.max_timestamp,
+                    };
+                    index.on_batch(&placed, &mut entries);
                     max_ts = max_ts.max(h2.max_timestamp);
                     out.extend_from_slice(&encoded);
                 }
@@ -202,7 +211,7 @@ impl Partition {
             log_bytes: out.len() as u64,
             max_timestamp: max_ts,
         };
-        self.swap_in(group, &summary, &out, &offsets, &times)?;
+        self.swap_in(group, &summary, &out, &entries.offsets, &entries.times)?;
         tracing::debug!(topic = %self.topic, partition = self.id.0, base, segments = group.len(),
             removed, "compacted");
         Ok(Some(removed))
@@ -218,7 +227,9 @@ impl Partition {
     ) -> Result<()> {
         let (fs, dir, base) = (&*self.fs, &self.dir, summary.base_offset);
         let cleaned_log = segment_path(dir, base, &format!("{LOG_EXT}{CLEANED}"));
-        let file = fs.open(&cleaned_log, OpenMode::CreateTruncate).map_err(LogError::io(&cleaned_log))?;
+        let file = fs
+            .open(&cleaned_log, OpenMode::CreateTruncate)
+            .map_err(LogError::io(&cleaned_log))?;
         fs::write_all_at(&*file, data, 0).map_err(LogError::io(&cleaned_log))?;
         file.sync_data().map_err(LogError::io(&cleaned_log))?;
         drop(file);
@@ -243,13 +254,14 @@ impl Partition {
             fs.rename(&from, &to).map_err(LogError::io(&from))?;
         }
         sync()?;
-        let replacement = Arc::new(Segment::open_sealed(fs, dir, base)?.ok_or_else(|| {
-            LogError::Corrupt {
-                path: segment_path(dir, base, LOG_EXT),
-                position: 0,
-                reason: "compacted segment does not match its index".into(),
-            }
-        })?);
+        let replacement =
+            Arc::new(
+                Segment::open_sealed(fs, dir, base)?.ok_or_else(|| LogError::Corrupt {
+                    path: segment_path(dir, base, LOG_EXT),
+                    position: 0,
+                    reason: "compacted segment does not match its index".into(),
+                })?,
+            );
         let mut segs = self.segments.write();
         if let Some(at) = segs.iter().position(|s| s.base == base) {
             let n = group.len().min(segs.len() - at);

@@ -13,6 +13,7 @@ mod config;
 mod partition;
 mod recovery;
 mod segment;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 pub use cleanup::CleanupStats;
 pub use config::{Durability, EmbeddedConfig};
 use partition::Partition;
+pub use verify::{Damage, VerifyReport, verify_dir};
 
 use crate::error::{LogError, Result};
 use crate::format::batch::{self, FormatError};
@@ -63,7 +65,9 @@ pub struct EmbeddedLog {
 
 impl std::fmt::Debug for EmbeddedLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedLog").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("EmbeddedLog")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,21 +88,31 @@ impl EmbeddedLog {
         Self::open_with_fs(Arc::new(StdFs), dir.as_ref(), settings)
     }
 
-    pub fn open_with_fs(fs: Arc<dyn Fs>, dir: &Path, settings: EmbeddedConfig) -> Result<EmbeddedLog> {
+    pub fn open_with_fs(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        settings: EmbeddedConfig,
+    ) -> Result<EmbeddedLog> {
         fs.create_dir_all(dir).map_err(LogError::io(dir))?;
         let lock_path = dir.join("LOCK");
         let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => LogError::Locked { path: dir.to_path_buf() },
+            std::io::ErrorKind::WouldBlock => LogError::Locked {
+                path: dir.to_path_buf(),
+            },
             _ => LogError::Io {
                 path: lock_path.clone(),
                 source: e,
             },
         })?;
         let topics_dir = dir.join(TOPICS_DIR);
-        fs.create_dir_all(&topics_dir).map_err(LogError::io(&topics_dir))?;
+        fs.create_dir_all(&topics_dir)
+            .map_err(LogError::io(&topics_dir))?;
         let settings = Arc::new(settings);
         let mut topics = BTreeMap::new();
-        for name in fs.read_dir(&topics_dir).map_err(LogError::io(&topics_dir))? {
+        for name in fs
+            .read_dir(&topics_dir)
+            .map_err(LogError::io(&topics_dir))?
+        {
             let path = topics_dir.join(&name);
             if name.starts_with(DELETED_PREFIX) {
                 fs.remove_dir_all(&path).map_err(LogError::io(&path))?;
@@ -277,21 +291,25 @@ impl Drop for Inner {
 fn spawn_periodic(name: &str, inner: &Arc<Inner>, every: Duration, f: fn(&Inner)) {
     let stop = inner.stop.clone();
     let inner: Weak<Inner> = Arc::downgrade(inner);
-    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
-        loop {
-            {
-                let mut stopped = stop.stopped.lock();
-                if !*stopped {
-                    stop.wake.wait_for(&mut stopped, every);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            loop {
+                {
+                    let mut stopped = stop.stopped.lock();
+                    if !*stopped {
+                        stop.wake.wait_for(&mut stopped, every);
+                    }
+                    if *stopped {
+                        return;
+                    }
                 }
-                if *stopped {
+                let Some(strong) = inner.upgrade() else {
                     return;
-                }
+                };
+                f(&strong);
             }
-            let Some(strong) = inner.upgrade() else { return };
-            f(&strong);
-        }
-    });
+        });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start a log background thread");
     }
@@ -299,7 +317,10 @@ fn spawn_periodic(name: &str, inner: &Arc<Inner>, every: Duration, f: fn(&Inner)
 
 fn all_partitions(inner: &Inner) -> Vec<Arc<Partition>> {
     let topics: Vec<Arc<Topic>> = inner.topics.read().values().cloned().collect();
-    topics.iter().flat_map(|t| t.partitions.read().clone()).collect()
+    topics
+        .iter()
+        .flat_map(|t| t.partitions.read().clone())
+        .collect()
 }
 
 fn maintain(inner: &Inner) -> Result<CleanupStats> {
@@ -317,7 +338,12 @@ fn maintain(inner: &Inner) -> Result<CleanupStats> {
     Ok(total)
 }
 
-fn open_topic(fs: &Arc<dyn Fs>, settings: &Arc<EmbeddedConfig>, name: &TopicName, dir: PathBuf) -> Result<Topic> {
+fn open_topic(
+    fs: &Arc<dyn Fs>,
+    settings: &Arc<EmbeddedConfig>,
+    name: &TopicName,
+    dir: PathBuf,
+) -> Result<Topic> {
     let path = dir.join(TOPIC_FILE);
     let raw = fs::read_all(&**fs, &path).map_err(LogError::io(&path))?;
     let config: TopicConfig = serde_json::from_slice(&raw).map_err(|e| LogError::Corrupt {
@@ -346,7 +372,9 @@ fn open_topic(fs: &Arc<dyn Fs>, settings: &Arc<EmbeddedConfig>, name: &TopicName
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| LogError::Closed)?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| LogError::Closed)?
 }
 
 #[async_trait]
@@ -383,7 +411,8 @@ impl Log for EmbeddedLog {
             *topic.partitions.write() = parts;
             // The topic file is the commit point: a topic dir without one is discarded.
             this.write_topic_file(&dir, &config)?;
-            fs.sync_dir(&topics_dir).map_err(LogError::io(&topics_dir))?;
+            fs.sync_dir(&topics_dir)
+                .map_err(LogError::io(&topics_dir))?;
             this.inner.topics.write().insert(name, Arc::new(topic));
             Ok(())
         })
@@ -410,8 +439,10 @@ impl Log for EmbeddedLog {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
             let grave = topics_dir.join(format!("{DELETED_PREFIX}{name}-{nanos}"));
-            fs.rename(&topic.dir, &grave).map_err(LogError::io(&topic.dir))?;
-            fs.sync_dir(&topics_dir).map_err(LogError::io(&topics_dir))?;
+            fs.rename(&topic.dir, &grave)
+                .map_err(LogError::io(&topic.dir))?;
+            fs.sync_dir(&topics_dir)
+                .map_err(LogError::io(&topics_dir))?;
             fs.remove_dir_all(&grave).map_err(LogError::io(&grave))
         })
         .await
@@ -493,10 +524,17 @@ impl Log for EmbeddedLog {
         .await
     }
 
-    async fn append(&self, topic: &TopicName, partition: PartitionId, records: Vec<Record>) -> Result<Appended> {
+    async fn append(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        records: Vec<Record>,
+    ) -> Result<Appended> {
         let part = self.partition(topic, partition)?;
         if records.is_empty() {
-            return Ok(Appended { offsets: Vec::new() });
+            return Ok(Appended {
+                offsets: Vec::new(),
+            });
         }
         if part.config.read().cleanup_policy.compacts() && records.iter().any(|r| r.key.is_none()) {
             return Err(LogError::InvalidRecord {
@@ -505,9 +543,14 @@ impl Log for EmbeddedLog {
         }
         let encoded = batch::encode_append(&records, Timestamp::now()).map_err(|e| match e {
             FormatError::BadLength(n) => LogError::InvalidRecord {
-                reason: format!("batch of {n} bytes exceeds the limit of {} bytes", batch::MAX_BATCH_BYTES),
+                reason: format!(
+                    "batch of {n} bytes exceeds the limit of {} bytes",
+                    batch::MAX_BATCH_BYTES
+                ),
             },
-            other => LogError::InvalidRecord { reason: other.to_string() },
+            other => LogError::InvalidRecord {
+                reason: other.to_string(),
+            },
         })?;
         let (rx, lead) = part.enqueue(encoded)?;
         if lead {
@@ -517,7 +560,12 @@ impl Log for EmbeddedLog {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    async fn fetch(&self, topic: &TopicName, partition: PartitionId, request: FetchRequest) -> Result<Fetched> {
+    async fn fetch(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        request: FetchRequest,
+    ) -> Result<Fetched> {
         let part = self.partition(topic, partition)?;
         let mut hw = part.subscribe();
         let deadline = Instant::now() + request.max_wait;
@@ -552,7 +600,12 @@ impl Log for EmbeddedLog {
         Ok(self.partition(topic, partition)?.offsets())
     }
 
-    async fn offset_for_timestamp(&self, topic: &TopicName, partition: PartitionId, at: Timestamp) -> Result<Option<Offset>> {
+    async fn offset_for_timestamp(
+        &self,
+        topic: &TopicName,
+        partition: PartitionId,
+        at: Timestamp,
+    ) -> Result<Option<Offset>> {
         let part = self.partition(topic, partition)?;
         blocking(move || part.offset_for_timestamp(at)).await
     }

@@ -22,10 +22,10 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch};
 
 use super::config::{Durability, EmbeddedConfig};
-use super::segment::{self, IndexBuilder, LiveIndex, Segment, segment_path};
+use super::segment::{self, IndexBuilder, LiveIndex, Placed, Segment, segment_path};
 use crate::error::{LogError, Result};
 use crate::format::batch::{self, EncodedBatch};
-use crate::format::index::{OffsetEntry, SegmentSummary, TimeEntry};
+use crate::format::index::SegmentSummary;
 use crate::fs::{self, Fs, OpenMode};
 use crate::log::{Appended, FetchRequest, PartitionOffsets};
 use crate::types::{Offset, PartitionId, StoredRecord, Timestamp, TopicConfig, TopicName};
@@ -113,7 +113,8 @@ impl Partition {
         let interval = settings.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len());
         for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
-            let seg = super::recovery::open_sealed_or_rebuild(&*fs, &dir, base, bases[i + 1], interval)?;
+            let seg =
+                super::recovery::open_sealed_or_rebuild(&*fs, &dir, base, bases[i + 1], interval)?;
             segments.push(Arc::new(seg));
         }
         let last = bases[bases.len() - 1];
@@ -168,7 +169,10 @@ impl Partition {
 
     /// Queues a batch. Returns the receiver of its result and whether the caller must
     /// start the leader (`lead`) because none is running.
-    pub fn enqueue(&self, batch: EncodedBatch) -> Result<(oneshot::Receiver<Result<Appended>>, bool)> {
+    pub fn enqueue(
+        &self,
+        batch: EncodedBatch,
+    ) -> Result<(oneshot::Receiver<Result<Appended>>, bool)> {
         let (reply, rx) = oneshot::channel();
         let mut q = self.queue.lock();
         if q.closed {
@@ -193,7 +197,9 @@ impl Partition {
                 let mut bytes = 0;
                 let mut group = Vec::new();
                 while let Some(p) = q.pending.front() {
-                    if !group.is_empty() && bytes + p.batch.bytes.len() > self.settings.max_group_bytes {
+                    if !group.is_empty()
+                        && bytes + p.batch.bytes.len() > self.settings.max_group_bytes
+                    {
                         break;
                     }
                     bytes += p.batch.bytes.len();
@@ -223,7 +229,9 @@ impl Partition {
             let seg_len = staged.start + staged.buf.len() as u64;
             let rel_end = staged.next + u64::from(p.batch.count) - w.active.base;
             let too_big = seg_len + size > config.segment_bytes || rel_end > u64::from(u32::MAX);
-            let first = w.first_append_ms.or((!staged.buf.is_empty()).then_some(now));
+            let first = w
+                .first_append_ms
+                .or((!staged.buf.is_empty()).then_some(now));
             let too_old = config
                 .segment_ms
                 .zip(first)
@@ -247,15 +255,14 @@ impl Partition {
             let count = u64::from(p.batch.count);
             let pos = staged.start + staged.buf.len() as u64;
             let rel_base = (base - w.active.base) as u32;
-            w.index.on_batch(
+            let placed = Placed {
                 rel_base,
-                rel_base + (count as u32).saturating_sub(1),
-                pos,
-                size,
-                p.batch.max_timestamp,
-                &mut staged.offsets,
-                &mut staged.times,
-            );
+                rel_last: rel_base + (count as u32).saturating_sub(1),
+                position: pos,
+                len: size,
+                max_timestamp: p.batch.max_timestamp,
+            };
+            w.index.on_batch(&placed, &mut staged.index);
             staged.buf.extend_from_slice(&bytes);
             staged.max_timestamp = staged.max_timestamp.max(p.batch.max_timestamp);
             staged.next += count;
@@ -313,15 +320,14 @@ impl Partition {
         }
         let end = staged.start + staged.buf.len() as u64;
         w.active
-            .publish(end, staged.next, staged.max_timestamp, &staged.offsets, &staged.times);
+            .publish(end, staged.next, staged.max_timestamp, &staged.index);
         w.next_offset = staged.next;
         self.hw.send_replace(staged.next);
         for (reply, offsets) in staged.done.drain(..) {
             let _ = reply.send(Ok(Appended { offsets }));
         }
         staged.buf.clear();
-        staged.offsets.clear();
-        staged.times.clear();
+        staged.index = LiveIndex::default();
         staged.start = end;
         Ok(())
     }
@@ -346,7 +352,9 @@ impl Partition {
             .fs
             .open(&path, OpenMode::CreateTruncate)
             .map_err(LogError::io(&path))?;
-        self.fs.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(LogError::io(&self.dir))?;
         let active = Arc::new(Segment::live(
             base,
             path,
@@ -432,11 +440,12 @@ impl Partition {
             }
             if pos < len {
                 'batches: for (h, bytes) in seg.read_batches(pos, req.max_bytes)? {
-                    let decoded = batch::decode_records(&bytes, &h).map_err(|e| LogError::Corrupt {
-                        path: seg.path.clone(),
-                        position: pos,
-                        reason: e.to_string(),
-                    })?;
+                    let decoded =
+                        batch::decode_records(&bytes, &h).map_err(|e| LogError::Corrupt {
+                            path: seg.path.clone(),
+                            position: pos,
+                            reason: e.to_string(),
+                        })?;
                     for r in decoded.into_iter().filter(|r| r.offset.0 >= from) {
                         records.push(r);
                         if records.len() >= max_records {
@@ -474,11 +483,12 @@ impl Partition {
                     if h.max_timestamp < at.0 {
                         continue;
                     }
-                    let records = batch::decode_records(&bytes, &h).map_err(|e| LogError::Corrupt {
-                        path: seg.path.clone(),
-                        position: pos,
-                        reason: e.to_string(),
-                    })?;
+                    let records =
+                        batch::decode_records(&bytes, &h).map_err(|e| LogError::Corrupt {
+                            path: seg.path.clone(),
+                            position: pos,
+                            reason: e.to_string(),
+                        })?;
                     if let Some(r) = records.iter().find(|r| r.timestamp >= at) {
                         return Ok(Some(r.offset));
                     }
@@ -511,7 +521,10 @@ impl Partition {
         if self.is_poisoned() {
             return Ok(());
         }
-        w.active.file.sync_data().map_err(LogError::io(&w.active.path))?;
+        w.active
+            .file
+            .sync_data()
+            .map_err(LogError::io(&w.active.path))?;
         let (offsets, times) = w.active.live_entries();
         let summary = SegmentSummary {
             end_offset: w.next_offset,
@@ -536,7 +549,10 @@ impl Partition {
 
     /// Index entries held in memory (active segment only).
     pub fn memory_index_entries(&self) -> usize {
-        self.segments.read().last().map_or(0, |s| s.live_index_len())
+        self.segments
+            .read()
+            .last()
+            .map_or(0, |s| s.live_index_len())
     }
 }
 
@@ -545,8 +561,7 @@ struct Staged {
     start: u64,
     next: u64,
     buf: Vec<u8>,
-    offsets: Vec<OffsetEntry>,
-    times: Vec<TimeEntry>,
+    index: LiveIndex,
     max_timestamp: i64,
     done: Vec<(Reply, Vec<Offset>)>,
 }
@@ -557,8 +572,7 @@ impl Staged {
             start,
             next,
             buf: Vec::with_capacity(capacity),
-            offsets: Vec::new(),
-            times: Vec::new(),
+            index: LiveIndex::default(),
             max_timestamp: i64::MIN,
             done: Vec::new(),
         }

@@ -81,7 +81,9 @@ pub(crate) fn open_sealed_or_rebuild(
         return Ok(seg);
     }
     let path = segment_path(dir, base, LOG_EXT);
-    let file = fs.open(&path, OpenMode::ReadWrite).map_err(LogError::io(&path))?;
+    let file = fs
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(LogError::io(&path))?;
     let scan = segment::scan(&*file, &path, base, interval)?;
     if let Some(damage) = &scan.damage {
         tracing::warn!(path = %path.display(), at = scan.valid_len, %damage,
@@ -95,7 +97,14 @@ pub(crate) fn open_sealed_or_rebuild(
         log_bytes: scan.valid_len,
         max_timestamp: scan.max_timestamp,
     };
-    segment::write_index_files(fs, dir, &summary, &scan.index.offsets, &scan.index.times, "")?;
+    segment::write_index_files(
+        fs,
+        dir,
+        &summary,
+        &scan.index.offsets,
+        &scan.index.times,
+        "",
+    )?;
     fs.sync_dir(dir).map_err(LogError::io(dir))?;
     tracing::info!(path = %path.display(), "rebuilt the indexes of a sealed segment");
     Segment::open_sealed(fs, dir, base)?.ok_or_else(|| LogError::Corrupt {
@@ -106,7 +115,12 @@ pub(crate) fn open_sealed_or_rebuild(
 }
 
 /// Reads both index files of a segment fully, if valid and matching `len`.
-fn load_index_files(fs: &dyn Fs, dir: &Path, base: u64, len: u64) -> Option<(SegmentSummary, LiveIndex)> {
+fn load_index_files(
+    fs: &dyn Fs,
+    dir: &Path,
+    base: u64,
+    len: u64,
+) -> Option<(SegmentSummary, LiveIndex)> {
     let raw = fs::read_all(fs, &segment_path(dir, base, INDEX_EXT)).ok()?;
     let (summary, _) = index::verify(&raw, IndexKind::Offset).ok()?;
     let traw = fs::read_all(fs, &segment_path(dir, base, TIME_INDEX_EXT)).ok()?;
@@ -130,10 +144,17 @@ fn load_index_files(fs: &dyn Fs, dir: &Path, base: u64, len: u64) -> Option<(Seg
 /// Opens the last segment for appending. After a clean close its index files match
 /// and are loaded (then removed, so they can never be trusted once stale); otherwise
 /// the segment is scanned and a torn or corrupt tail is cut off.
-pub(crate) fn open_active(fs: &dyn Fs, dir: &Path, base: u64, interval: u32) -> Result<(Segment, IndexBuilder)> {
+pub(crate) fn open_active(
+    fs: &dyn Fs,
+    dir: &Path,
+    base: u64,
+    interval: u32,
+) -> Result<(Segment, IndexBuilder)> {
     let path = segment_path(dir, base, LOG_EXT);
-    let file = fs.open(&path, OpenMode::ReadWrite).map_err(LogError::io(&path))?;
-    let len = file.len().map_err(LogError::io(&path))?;
+    let file = fs
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(LogError::io(&path))?;
+    let len = file.size().map_err(LogError::io(&path))?;
     let (summary, live) = match load_index_files(fs, dir, base, len) {
         Some(found) => found,
         None => {

@@ -3,8 +3,8 @@
 //! one reads them from its index files on demand, so an open log holds little memory.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -86,16 +86,20 @@ impl Segment {
     /// `None` when they are missing, damaged or stale (the caller rebuilds them).
     pub fn open_sealed(fs: &dyn Fs, dir: &Path, base: u64) -> Result<Option<Segment>> {
         let path = segment_path(dir, base, LOG_EXT);
-        let file = fs.open(&path, OpenMode::ReadWrite).map_err(LogError::io(&path))?;
-        let len = file.len().map_err(LogError::io(&path))?;
+        let file = fs
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(LogError::io(&path))?;
+        let len = file.size().map_err(LogError::io(&path))?;
         let Some((summary, offsets, offset_count)) =
             open_index(fs, &segment_path(dir, base, INDEX_EXT), IndexKind::Offset)
         else {
             return Ok(None);
         };
-        let Some((tsummary, times, time_count)) =
-            open_index(fs, &segment_path(dir, base, TIME_INDEX_EXT), IndexKind::Time)
-        else {
+        let Some((tsummary, times, time_count)) = open_index(
+            fs,
+            &segment_path(dir, base, TIME_INDEX_EXT),
+            IndexKind::Time,
+        ) else {
             return Ok(None);
         };
         if summary != tsummary || summary.base_offset != base || summary.log_bytes != len {
@@ -144,22 +148,16 @@ impl Segment {
 
     /// Makes appended batches visible (active segment only). `entries` are the index
     /// entries of the batches just written.
-    pub fn publish(
-        &self,
-        len: u64,
-        end_offset: u64,
-        max_timestamp: i64,
-        offsets: &[OffsetEntry],
-        times: &[TimeEntry],
-    ) {
+    pub fn publish(&self, len: u64, end_offset: u64, max_timestamp: i64, entries: &LiveIndex) {
         if let SegmentIndex::Live(live) = &self.index
-            && (!offsets.is_empty() || !times.is_empty())
+            && (!entries.offsets.is_empty() || !entries.times.is_empty())
         {
             let mut live = live.write();
-            live.offsets.extend_from_slice(offsets);
-            live.times.extend_from_slice(times);
+            live.offsets.extend_from_slice(&entries.offsets);
+            live.times.extend_from_slice(&entries.times);
         }
-        self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
+        self.max_timestamp
+            .fetch_max(max_timestamp, Ordering::AcqRel);
         self.end_offset.store(end_offset, Ordering::Release);
         self.len.store(len, Ordering::Release);
     }
@@ -202,17 +200,21 @@ impl Segment {
             SegmentIndex::Live(live) => {
                 let live = live.read();
                 let i = live.offsets.partition_point(|e| e.relative_offset <= rel);
-                Ok(i.checked_sub(1).map_or(0, |i| u64::from(live.offsets[i].position)))
+                Ok(i.checked_sub(1)
+                    .map_or(0, |i| u64::from(live.offsets[i].position)))
             }
             SegmentIndex::Sealed {
                 offsets,
                 offset_count,
                 ..
             } => {
-                let found = self.search_file(&**offsets, *offset_count, IndexKind::Offset, |raw| {
-                    index::decode_offset_entry(raw).relative_offset <= rel
-                })?;
-                Ok(found.map_or(0, |raw| u64::from(index::decode_offset_entry(&raw).position)))
+                let found =
+                    self.search_file(&**offsets, *offset_count, IndexKind::Offset, |raw| {
+                        index::decode_offset_entry(raw).relative_offset <= rel
+                    })?;
+                Ok(found.map_or(0, |raw| {
+                    u64::from(index::decode_offset_entry(&raw).position)
+                }))
             }
         }
     }
@@ -300,7 +302,8 @@ impl Segment {
         let mut out = Vec::new();
         let mut at = 0usize;
         while at + batch::HEADER_LEN <= buf.len() {
-            let h = batch::decode_header(&buf[at..]).map_err(|e| self.corrupt(pos + at as u64, e))?;
+            let h =
+                batch::decode_header(&buf[at..]).map_err(|e| self.corrupt(pos + at as u64, e))?;
             if at + h.total_len() > buf.len() {
                 break;
             }
@@ -335,7 +338,9 @@ pub(crate) fn write_index_files(
 ) -> Result<()> {
     let write = |ext: &str, data: Vec<u8>| {
         let path = segment_path(dir, summary.base_offset, &format!("{ext}{suffix}"));
-        let file = fs.open(&path, OpenMode::CreateTruncate).map_err(LogError::io(&path))?;
+        let file = fs
+            .open(&path, OpenMode::CreateTruncate)
+            .map_err(LogError::io(&path))?;
         fs::write_all_at(&*file, &data, 0).map_err(LogError::io(&path))?;
         file.sync_data().map_err(LogError::io(&path))
     };
@@ -388,42 +393,45 @@ impl IndexBuilder {
         b
     }
 
-    /// Called for each batch written at `pos`, relative to segment base.
-    pub fn on_batch(
-        &mut self,
-        rel_base: u32,
-        rel_last: u32,
-        pos: u64,
-        len: u64,
-        max_ts: i64,
-        offsets: &mut Vec<OffsetEntry>,
-        times: &mut Vec<TimeEntry>,
-    ) {
+    /// Called for each batch placed in the segment; adds the index entries it earns.
+    pub fn on_batch(&mut self, b: &Placed, out: &mut LiveIndex) {
         if self.since_offset_entry >= self.interval {
-            offsets.push(OffsetEntry {
-                relative_offset: rel_base,
-                position: pos as u32,
+            out.offsets.push(OffsetEntry {
+                relative_offset: b.rel_base,
+                position: b.position as u32,
             });
             self.since_offset_entry = 0;
         }
-        self.since_offset_entry += len;
-        self.since_time_entry += len;
-        if max_ts > self.max_ts_indexed && self.since_time_entry >= self.interval {
-            times.push(TimeEntry {
-                timestamp: max_ts,
-                relative_offset: rel_last,
+        self.since_offset_entry += b.len;
+        self.since_time_entry += b.len;
+        if b.max_timestamp > self.max_ts_indexed && self.since_time_entry >= self.interval {
+            out.times.push(TimeEntry {
+                timestamp: b.max_timestamp,
+                relative_offset: b.rel_last,
             });
-            self.max_ts_indexed = max_ts;
+            self.max_ts_indexed = b.max_timestamp;
             self.since_time_entry = 0;
         }
     }
+}
+
+/// Where a batch went in its segment, for the indexes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placed {
+    /// First and last offsets relative to the segment's base.
+    pub rel_base: u32,
+    pub rel_last: u32,
+    /// Byte position in the segment and length.
+    pub position: u64,
+    pub len: u64,
+    pub max_timestamp: i64,
 }
 
 /// Scans a segment file from the start, checking every batch, to rebuild its indexes
 /// and find where valid data ends. Reads in large chunks; never panics on bad bytes.
 pub(crate) fn scan(file: &dyn FsFile, path: &Path, base: u64, interval: u32) -> Result<Scan> {
     const CHUNK: usize = 4 << 20;
-    let file_len = file.len().map_err(LogError::io(path))?;
+    let file_len = file.size().map_err(LogError::io(path))?;
     let mut out = Scan {
         valid_len: 0,
         end_offset: None,
@@ -479,21 +487,23 @@ pub(crate) fn scan(file: &dyn FsFile, path: &Path, base: u64, interval: u32) -> 
             break;
         }
         // Offsets must increase and stay within what a u32 relative offset can index.
-        let rel_last = h.last_offset().checked_sub(base).filter(|&r| r <= u64::from(u32::MAX));
+        let rel_last = h
+            .last_offset()
+            .checked_sub(base)
+            .filter(|&r| r <= u64::from(u32::MAX));
         let ordered = prev_last.is_none_or(|p| h.base_offset > p) && h.base_offset >= base;
         let (true, Some(rel_last)) = (ordered, rel_last) else {
             out.damage = Some(FormatError::BadRecord("batch offsets out of order"));
             break;
         };
-        builder.on_batch(
-            (h.base_offset - base) as u32,
-            rel_last as u32,
-            pos,
-            total as u64,
-            h.max_timestamp,
-            &mut out.index.offsets,
-            &mut out.index.times,
-        );
+        let placed = Placed {
+            rel_base: (h.base_offset - base) as u32,
+            rel_last: rel_last as u32,
+            position: pos,
+            len: total as u64,
+            max_timestamp: h.max_timestamp,
+        };
+        builder.on_batch(&placed, &mut out.index);
         if h.record_count > 0 {
             out.max_timestamp = out.max_timestamp.max(h.max_timestamp);
         }

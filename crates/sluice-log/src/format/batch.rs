@@ -120,7 +120,11 @@ pub fn verify(batch: &[u8], header: &BatchHeader) -> Result<(), FormatError> {
 /// `body_crc` is the CRC of `batch[CRC_START..]`, as `BatchBuilder::finish_body` returned.
 pub fn set_base_offset(batch: &mut [u8], base: u64, body_crc: u32) {
     let base_bytes = base.to_le_bytes();
-    let crc = crc32c::crc32c_combine(crc32c::crc32c(&base_bytes), body_crc, batch.len() - CRC_START);
+    let crc = crc32c::crc32c_combine(
+        crc32c::crc32c(&base_bytes),
+        body_crc,
+        batch.len() - CRC_START,
+    );
     batch[0..8].copy_from_slice(&base_bytes);
     batch[12..16].copy_from_slice(&crc.to_le_bytes());
 }
@@ -245,7 +249,9 @@ pub fn encode_append(records: &[Record], now: Timestamp) -> Result<EncodedBatch,
     let first_ts = records.first().and_then(|r| r.timestamp).unwrap_or(now).0;
     let size_hint: usize = records
         .iter()
-        .map(|r| 8 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
+        .map(|r| {
+            8 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
+        })
         .sum();
     let mut builder = BatchBuilder::new(first_ts, size_hint);
     for (i, r) in records.iter().enumerate() {
@@ -324,7 +330,9 @@ pub fn decode_records(
             headers.push(Header { key, value });
         }
         if pos != end || delta > u64::from(header.last_offset_delta) {
-            return Err(FormatError::BadRecord("record length or offset delta disagree"));
+            return Err(FormatError::BadRecord(
+                "record length or offset delta disagree",
+            ));
         }
         out.push(StoredRecord {
             offset: Offset(header.base_offset + delta),
@@ -346,7 +354,10 @@ mod tests {
         (
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-            proptest::collection::vec(("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..5)), 0..3),
+            proptest::collection::vec(
+                ("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..5)),
+                0..3,
+            ),
             proptest::option::of(-1_000_000i64..2_000_000_000_000),
         )
             .prop_map(|(k, v, h, ts)| Record {
@@ -354,7 +365,10 @@ mod tests {
                 value: v.map(Bytes::from),
                 headers: h
                     .into_iter()
-                    .map(|(key, value)| Header { key, value: Bytes::from(value) })
+                    .map(|(key, value)| Header {
+                        key,
+                        value: Bytes::from(value),
+                    })
                     .collect(),
                 timestamp: ts.map(Timestamp),
             })

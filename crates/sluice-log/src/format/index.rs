@@ -183,8 +183,14 @@ mod tests {
             max_timestamp: 42,
         };
         let entries = [
-            OffsetEntry { relative_offset: 0, position: 0 },
-            OffsetEntry { relative_offset: 70, position: 4100 },
+            OffsetEntry {
+                relative_offset: 0,
+                position: 0,
+            },
+            OffsetEntry {
+                relative_offset: 70,
+                position: 4100,
+            },
         ];
         let buf = encode_offset_index(&s, &entries);
         assert_eq!(verify(&buf, IndexKind::Offset), Ok((s, 2)));
@@ -193,9 +199,18 @@ mod tests {
         let mut bad = buf.clone();
         bad[HEADER_LEN + 3] ^= 4;
         assert_eq!(verify(&bad, IndexKind::Offset), Err(IndexError::Crc));
-        assert_eq!(verify(&buf[..50], IndexKind::Offset), Err(IndexError::Truncated));
+        assert_eq!(
+            verify(&buf[..50], IndexKind::Offset),
+            Err(IndexError::Truncated)
+        );
 
-        let t = encode_time_index(&s, &[TimeEntry { timestamp: 7, relative_offset: 3 }]);
+        let t = encode_time_index(
+            &s,
+            &[TimeEntry {
+                timestamp: 7,
+                relative_offset: 3,
+            }],
+        );
         let (_, n) = verify(&t, IndexKind::Time).unwrap();
         assert_eq!(n, 1);
         assert_eq!(decode_time_entry(&t[HEADER_LEN..]).timestamp, 7);

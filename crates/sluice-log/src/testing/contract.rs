@@ -22,7 +22,10 @@ async fn read_all(log: &dyn Log, t: &TopicName, p: PartitionId) -> Vec<StoredRec
     let mut out = Vec::new();
     let mut from = log.offsets(t, p).await.expect("offsets").earliest;
     loop {
-        let f = log.fetch(t, p, FetchRequest::new(from)).await.expect("fetch");
+        let f = log
+            .fetch(t, p, FetchRequest::new(from))
+            .await
+            .expect("fetch");
         if f.records.is_empty() {
             return out;
         }
@@ -53,39 +56,64 @@ pub async fn topics_lifecycle(log: &dyn Log, prefix: &str) {
         Err(LogError::TopicExists(_))
     ));
     assert!(matches!(
-        log.create_topic(&topic(prefix, "zero"), TopicConfig::with_partitions(0)).await,
+        log.create_topic(&topic(prefix, "zero"), TopicConfig::with_partitions(0))
+            .await,
         Err(LogError::InvalidConfig { .. })
     ));
     let info = log.topic(&t).await.expect("describe");
     assert_eq!(info.config.partitions, 3);
-    assert!(log.list_topics().await.expect("list").iter().any(|i| i.name == t));
+    assert!(
+        log.list_topics()
+            .await
+            .expect("list")
+            .iter()
+            .any(|i| i.name == t)
+    );
 
     let mut changed = info.config.clone();
     changed.retention_ms = Some(60_000);
     log.update_topic(&t, changed.clone()).await.expect("update");
-    assert_eq!(log.topic(&t).await.expect("describe").config.retention_ms, Some(60_000));
+    assert_eq!(
+        log.topic(&t).await.expect("describe").config.retention_ms,
+        Some(60_000)
+    );
 
     log.add_partitions(&t, 5).await.expect("grow");
     assert_eq!(log.topic(&t).await.expect("describe").config.partitions, 5);
-    log.append(&t, PartitionId(4), vec![Record::value("x")]).await.expect("append to new partition");
-    assert!(log.add_partitions(&t, 2).await.is_err(), "partition count must never shrink");
+    log.append(&t, PartitionId(4), vec![Record::value("x")])
+        .await
+        .expect("append to new partition");
+    assert!(
+        log.add_partitions(&t, 2).await.is_err(),
+        "partition count must never shrink"
+    );
 
     log.delete_topic(&t).await.expect("delete");
-    assert!(matches!(log.topic(&t).await, Err(LogError::TopicNotFound(_))));
-    assert!(matches!(log.delete_topic(&t).await, Err(LogError::TopicNotFound(_))));
+    assert!(matches!(
+        log.topic(&t).await,
+        Err(LogError::TopicNotFound(_))
+    ));
+    assert!(matches!(
+        log.delete_topic(&t).await,
+        Err(LogError::TopicNotFound(_))
+    ));
     assert!(matches!(
         log.append(&t, P0, vec![Record::value("x")]).await,
         Err(LogError::TopicNotFound(_))
     ));
     // A deleted name can be reused, and starts empty.
-    log.create_topic(&t, TopicConfig::with_partitions(1)).await.expect("recreate");
+    log.create_topic(&t, TopicConfig::with_partitions(1))
+        .await
+        .expect("recreate");
     assert!(read_all(log, &t, P0).await.is_empty());
     log.delete_topic(&t).await.expect("delete again");
 }
 
 pub async fn append_then_fetch_roundtrip(log: &dyn Log, prefix: &str) {
     let t = topic(prefix, "roundtrip");
-    log.create_topic(&t, TopicConfig::with_partitions(1)).await.expect("create");
+    log.create_topic(&t, TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
     let mut written = Vec::new();
     let mut last: Option<Offset> = None;
     for batch in 0..20u32 {
@@ -122,16 +150,27 @@ pub async fn append_then_fetch_roundtrip(log: &dyn Log, prefix: &str) {
     }
     // Reading from the middle starts exactly there.
     let mid = written[written.len() / 2].0;
-    let f = log.fetch(&t, P0, FetchRequest::new(mid)).await.expect("fetch mid");
+    let f = log
+        .fetch(&t, P0, FetchRequest::new(mid))
+        .await
+        .expect("fetch mid");
     assert_eq!(f.records.first().map(|r| r.offset), Some(mid));
     // An empty append is a no-op.
-    assert!(log.append(&t, P0, Vec::new()).await.expect("empty").offsets.is_empty());
+    assert!(
+        log.append(&t, P0, Vec::new())
+            .await
+            .expect("empty")
+            .offsets
+            .is_empty()
+    );
     log.delete_topic(&t).await.expect("delete");
 }
 
 pub async fn fetch_limits(log: &dyn Log, prefix: &str) {
     let t = topic(prefix, "limits");
-    log.create_topic(&t, TopicConfig::with_partitions(1)).await.expect("create");
+    log.create_topic(&t, TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
     let big = vec![Record::value(vec![7u8; 10_000]); 5];
     log.append(&t, P0, big).await.expect("append");
     let earliest = log.offsets(&t, P0).await.expect("offsets").earliest;
@@ -145,13 +184,18 @@ pub async fn fetch_limits(log: &dyn Log, prefix: &str) {
         .fetch(&t, P0, FetchRequest::new(earliest).max_bytes(10))
         .await
         .expect("fetch");
-    assert!(!f.records.is_empty(), "one record is returned even when larger than max_bytes");
+    assert!(
+        !f.records.is_empty(),
+        "one record is returned even when larger than max_bytes"
+    );
     log.delete_topic(&t).await.expect("delete");
 }
 
 pub async fn offsets_and_out_of_range(log: &dyn Log, prefix: &str) {
     let t = topic(prefix, "offsets");
-    log.create_topic(&t, TopicConfig::with_partitions(1)).await.expect("create");
+    log.create_topic(&t, TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
     let empty = log.offsets(&t, P0).await.expect("offsets");
     assert_eq!(empty.earliest, empty.latest, "a new partition is empty");
     let a = log
@@ -159,15 +203,27 @@ pub async fn offsets_and_out_of_range(log: &dyn Log, prefix: &str) {
         .await
         .expect("append");
     let o = log.offsets(&t, P0).await.expect("offsets");
-    assert!(o.latest > a.last().expect("offset"), "latest is past the last record");
+    assert!(
+        o.latest > a.last().expect("offset"),
+        "latest is past the last record"
+    );
     assert!(o.earliest <= a.offsets[0]);
-    let at_end = log.fetch(&t, P0, FetchRequest::new(o.latest)).await.expect("fetch at end");
+    let at_end = log
+        .fetch(&t, P0, FetchRequest::new(o.latest))
+        .await
+        .expect("fetch at end");
     assert!(at_end.records.is_empty());
     assert_eq!(at_end.next, o.latest);
-    let beyond = log.fetch(&t, P0, FetchRequest::new(Offset(o.latest.0 + 100))).await;
-    assert!(matches!(beyond, Err(LogError::OffsetOutOfRange { .. })), "{beyond:?}");
+    let beyond = log
+        .fetch(&t, P0, FetchRequest::new(Offset(o.latest.0 + 100)))
+        .await;
+    assert!(
+        matches!(beyond, Err(LogError::OffsetOutOfRange { .. })),
+        "{beyond:?}"
+    );
     assert!(matches!(
-        log.fetch(&t, PartitionId(9), FetchRequest::new(Offset(0))).await,
+        log.fetch(&t, PartitionId(9), FetchRequest::new(Offset(0)))
+            .await,
         Err(LogError::PartitionNotFound { .. })
     ));
     log.delete_topic(&t).await.expect("delete");
@@ -175,40 +231,60 @@ pub async fn offsets_and_out_of_range(log: &dyn Log, prefix: &str) {
 
 pub async fn long_poll_wakes_on_append(log: Arc<dyn Log>, prefix: &str) {
     let t = topic(prefix, "longpoll");
-    log.create_topic(&t, TopicConfig::with_partitions(1)).await.expect("create");
+    log.create_topic(&t, TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
     let latest = log.offsets(&t, P0).await.expect("offsets").latest;
 
     let started = Instant::now();
     let timed_out = log
-        .fetch(&t, P0, FetchRequest::new(latest).max_wait(Duration::from_millis(200)))
+        .fetch(
+            &t,
+            P0,
+            FetchRequest::new(latest).max_wait(Duration::from_millis(200)),
+        )
         .await
         .expect("fetch");
     assert!(timed_out.records.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(150), "waited for max_wait");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "waited for max_wait"
+    );
 
     let writer = {
         let log = log.clone();
         let t = t.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            log.append(&t, P0, vec![Record::value("wake")]).await.expect("append");
+            log.append(&t, P0, vec![Record::value("wake")])
+                .await
+                .expect("append");
         })
     };
     let started = Instant::now();
     let woke = log
-        .fetch(&t, P0, FetchRequest::new(latest).max_wait(Duration::from_secs(20)))
+        .fetch(
+            &t,
+            P0,
+            FetchRequest::new(latest).max_wait(Duration::from_secs(20)),
+        )
         .await
         .expect("fetch");
     assert_eq!(woke.records.len(), 1);
     assert_eq!(woke.records[0].value.as_deref(), Some(&b"wake"[..]));
-    assert!(started.elapsed() < Duration::from_secs(10), "returned when data arrived");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "returned when data arrived"
+    );
     writer.await.expect("writer");
     log.delete_topic(&t).await.expect("delete");
 }
 
 pub async fn offset_for_timestamp(log: &dyn Log, prefix: &str) {
     let t = topic(prefix, "times");
-    log.create_topic(&t, TopicConfig::with_partitions(1)).await.expect("create");
+    log.create_topic(&t, TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
     let mut offsets = Vec::new();
     for ts in [1000i64, 2000, 3000, 4000] {
         let r = Record {
@@ -229,10 +305,16 @@ pub async fn offset_for_timestamp(log: &dyn Log, prefix: &str) {
 
 pub async fn partitions_are_independent(log: &dyn Log, prefix: &str) {
     let t = topic(prefix, "independent");
-    log.create_topic(&t, TopicConfig::with_partitions(4)).await.expect("create");
+    log.create_topic(&t, TopicConfig::with_partitions(4))
+        .await
+        .expect("create");
     for p in 0..4u32 {
-        let records = (0..=p).map(|i| Record::value(format!("p{p}-{i}"))).collect();
-        log.append(&t, PartitionId(p), records).await.expect("append");
+        let records = (0..=p)
+            .map(|i| Record::value(format!("p{p}-{i}")))
+            .collect();
+        log.append(&t, PartitionId(p), records)
+            .await
+            .expect("append");
     }
     for p in 0..4u32 {
         let read = read_all(log, &t, PartitionId(p)).await;
@@ -245,7 +327,9 @@ pub async fn partitions_are_independent(log: &dyn Log, prefix: &str) {
 
 pub async fn concurrent_appends_keep_order(log: Arc<dyn Log>, prefix: &str) {
     let t = topic(prefix, "concurrent");
-    log.create_topic(&t, TopicConfig::with_partitions(1)).await.expect("create");
+    log.create_topic(&t, TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let log = log.clone();
@@ -268,7 +352,11 @@ pub async fn concurrent_appends_keep_order(log: Arc<dyn Log>, prefix: &str) {
         let seq: Vec<String> = read
             .iter()
             .filter(|r| r.key.as_ref() == Some(&key))
-            .filter_map(|r| r.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()))
+            .filter_map(|r| {
+                r.value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
             .collect();
         let expected: Vec<String> = (0..25).map(|i| i.to_string()).collect();
         assert_eq!(seq, expected, "writer {w}'s records stay in its order");
@@ -287,11 +375,18 @@ pub async fn compacted_topics_need_keys(log: &dyn Log, prefix: &str) {
         log.append(&t, P0, vec![Record::value("no key")]).await,
         Err(LogError::InvalidRecord { .. })
     ));
-    log.append(&t, P0, vec![Record::keyed("k", "v"), Record::tombstone("k")])
-        .await
-        .expect("keyed records and tombstones are fine");
+    log.append(
+        &t,
+        P0,
+        vec![Record::keyed("k", "v"), Record::tombstone("k")],
+    )
+    .await
+    .expect("keyed records and tombstones are fine");
     let read = read_all(log, &t, P0).await;
     assert_eq!(read.len(), 2);
-    assert_eq!(read[1].value, None, "a tombstone reads back as a null value");
+    assert_eq!(
+        read[1].value, None,
+        "a tombstone reads back as a null value"
+    );
     log.delete_topic(&t).await.expect("delete");
 }

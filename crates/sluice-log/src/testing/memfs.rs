@@ -186,7 +186,8 @@ impl FsFile for MemFile {
         }
         let limit = {
             let s = self.fs.state.lock();
-            s.space_limit.map(|l| l.saturating_sub(Self::used_by_others(&s, &self.inode)))
+            s.space_limit
+                .map(|l| l.saturating_sub(Self::used_by_others(&s, &self.inode)))
         };
         let mut i = self.inode.lock();
         let pos = usize::try_from(pos).map_err(|_| io::ErrorKind::InvalidInput)?;
@@ -212,7 +213,7 @@ impl FsFile for MemFile {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.inode.lock().data.len() as u64)
     }
 
@@ -248,7 +249,10 @@ impl Drop for MemLock {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 impl Fs for MemFs {
@@ -303,7 +307,10 @@ impl Fs for MemFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
-        s.files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        s.files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -328,14 +335,23 @@ impl Fs for MemFs {
             let moved = |p: &Path| to.join(p.strip_prefix(from).unwrap_or(p));
             let st = &mut *s;
             for map in [&mut st.files, &mut st.durable] {
-                let keys: Vec<PathBuf> = map.keys().filter(|p| p.starts_with(from)).cloned().collect();
+                let keys: Vec<PathBuf> = map
+                    .keys()
+                    .filter(|p| p.starts_with(from))
+                    .cloned()
+                    .collect();
                 for k in keys {
                     if let Some(v) = map.remove(&k) {
                         map.insert(moved(&k), v);
                     }
                 }
             }
-            let dirs: Vec<PathBuf> = s.dirs.iter().filter(|p| p.starts_with(from)).cloned().collect();
+            let dirs: Vec<PathBuf> = s
+                .dirs
+                .iter()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
             for d in dirs {
                 s.dirs.remove(&d);
                 s.dirs.insert(moved(&d));

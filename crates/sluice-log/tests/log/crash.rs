@@ -30,7 +30,11 @@ fn crash_child() {
         return;
     };
     let round: u32 = std::env::var(CHILD_ROUND).unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let log = EmbeddedLog::open(&dir, EmbeddedConfig::default()).unwrap();
         let config = TopicConfig {
@@ -50,11 +54,15 @@ fn crash_child() {
                         let n = 1 + (seq % 5) as usize;
                         let records: Vec<Record> = (0..n)
                             .map(|i| {
-                                let v = format!("r{round}-w{w}-s{seq}-i{i}-{}", "x".repeat((seq as usize * 37) % 400));
+                                let v = format!(
+                                    "r{round}-w{w}-s{seq}-i{i}-{}",
+                                    "x".repeat((seq as usize * 37) % 400)
+                                );
                                 Record::keyed(format!("w{w}"), v)
                             })
                             .collect();
-                        let values: Vec<Bytes> = records.iter().filter_map(|r| r.value.clone()).collect();
+                        let values: Vec<Bytes> =
+                            records.iter().filter_map(|r| r.value.clone()).collect();
                         let appended = log.append(&topic(), p, records).await.unwrap();
                         for (o, v) in appended.offsets.iter().zip(values) {
                             println!("ACK {} {} {}", p.0, o.0, String::from_utf8_lossy(&v));
@@ -78,7 +86,12 @@ fn acknowledged_records_survive_kill_9() {
     let mut rng = fastrand::Rng::with_seed(u64::from(std::process::id()));
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash::crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_ROUND, round.to_string())
             .stdout(Stdio::piped())
@@ -102,7 +115,9 @@ fn acknowledged_records_survive_kill_9() {
             }
         });
         // Kill at a random moment once the child is appending.
-        let first = rx.recv_timeout(Duration::from_secs(60)).expect("the child acknowledges appends");
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child acknowledges appends");
         acked.insert((first.0, first.1), first.2);
         std::thread::sleep(Duration::from_millis(rng.u64(0..150)));
         child.kill().unwrap(); // SIGKILL
@@ -114,21 +129,35 @@ fn acknowledged_records_survive_kill_9() {
         }
         verify(dir.path(), &acked, round);
     }
-    assert!(acked.len() > 1000, "the rounds acknowledged enough records: {}", acked.len());
+    assert!(
+        acked.len() > 1000,
+        "the rounds acknowledged enough records: {}",
+        acked.len()
+    );
 }
 
 fn verify(dir: &std::path::Path, acked: &BTreeMap<(u32, u64), String>, round: u32) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let started = Instant::now();
         let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();
         let reopen = started.elapsed();
         let mut found: BTreeMap<(u32, u64), String> = BTreeMap::new();
         for p in 0..PARTITIONS {
-            let mut from = log.offsets(&topic(), PartitionId(p)).await.unwrap().earliest;
+            let mut from = log
+                .offsets(&topic(), PartitionId(p))
+                .await
+                .unwrap()
+                .earliest;
             let mut last = None;
             loop {
-                let f = log.fetch(&topic(), PartitionId(p), FetchRequest::new(from)).await.unwrap();
+                let f = log
+                    .fetch(&topic(), PartitionId(p), FetchRequest::new(from))
+                    .await
+                    .unwrap();
                 if f.records.is_empty() {
                     break;
                 }
@@ -142,7 +171,11 @@ fn verify(dir: &std::path::Path, acked: &BTreeMap<(u32, u64), String>, round: u3
             }
         }
         for (k, v) in acked {
-            assert_eq!(found.get(k), Some(v), "round {round}: acknowledged record {k:?} survives kill -9");
+            assert_eq!(
+                found.get(k),
+                Some(v),
+                "round {round}: acknowledged record {k:?} survives kill -9"
+            );
         }
         assert!(reopen < Duration::from_secs(5));
         log.close().unwrap();

@@ -23,7 +23,11 @@ fn settings(durability: Durability) -> EmbeddedConfig {
 }
 
 fn open(fs: &MemFs, durability: Durability) -> Result<EmbeddedLog, LogError> {
-    EmbeddedLog::open_with_fs(Arc::new(fs.clone()), Path::new("/data"), settings(durability))
+    EmbeddedLog::open_with_fs(
+        Arc::new(fs.clone()),
+        Path::new("/data"),
+        settings(durability),
+    )
 }
 
 fn topic() -> TopicName {
@@ -38,7 +42,10 @@ fn small_segments() -> TopicConfig {
 }
 
 fn record(i: u32) -> Record {
-    Record::keyed(format!("k{}", i % 7), format!("order-{i}-{}", "p".repeat((i % 50) as usize)))
+    Record::keyed(
+        format!("k{}", i % 7),
+        format!("order-{i}-{}", "p".repeat((i % 50) as usize)),
+    )
 }
 
 async fn read_all(log: &EmbeddedLog, t: &TopicName) -> Result<Vec<StoredRecord>, LogError> {
@@ -82,9 +89,15 @@ async fn torn_tails_are_cut_back_to_whole_batches() {
         drop(log);
         let log = open(&image, Durability::None).unwrap();
         let got = values(&read_all(&log, &topic()).await.unwrap());
-        assert!(written.starts_with(&got), "seed {seed}: recovered data is a prefix of what was written");
+        assert!(
+            written.starts_with(&got),
+            "seed {seed}: recovered data is a prefix of what was written"
+        );
         // The partition takes appends again, after what survived.
-        let next = log.append(&topic(), P0, vec![Record::keyed("k", "after")]).await.unwrap();
+        let next = log
+            .append(&topic(), P0, vec![Record::keyed("k", "after")])
+            .await
+            .unwrap();
         let all = read_all(&log, &topic()).await.unwrap();
         assert_eq!(all.last().map(|r| r.offset), next.last());
         assert_eq!(all.len(), got.len() + 1);
@@ -109,7 +122,11 @@ async fn a_flipped_bit_in_the_tail_truncates_and_in_a_sealed_segment_is_reported
     fs.flip_bit(active, len - 3, 2).unwrap(); // inside the last batch
     let log = open(&fs, Durability::Fsync).unwrap();
     let after = read_all(&log, &topic()).await.unwrap();
-    assert_eq!(after.len(), before.len() - 1, "only the damaged last batch is dropped");
+    assert_eq!(
+        after.len(),
+        before.len() - 1,
+        "only the damaged last batch is dropped"
+    );
     assert_eq!(after[..], before[..before.len() - 1]);
 
     // Bit rot inside a sealed segment: reads that reach it fail with a clear error,
@@ -119,7 +136,14 @@ async fn a_flipped_bit_in_the_tail_truncates_and_in_a_sealed_segment_is_reported
     let err = read_all(&log, &topic()).await.unwrap_err();
     assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("corrupt data"), "{err}");
-    let later = log.fetch(&topic(), P0, FetchRequest::new(after[after.len() - 1].offset)).await.unwrap();
+    let later = log
+        .fetch(
+            &topic(),
+            P0,
+            FetchRequest::new(after[after.len() - 1].offset),
+        )
+        .await
+        .unwrap();
     assert_eq!(later.records.len(), 1);
 }
 
@@ -127,7 +151,9 @@ async fn a_flipped_bit_in_the_tail_truncates_and_in_a_sealed_segment_is_reported
 async fn a_failed_fsync_poisons_the_partition_until_reopened() {
     let fs = MemFs::new();
     let log = open(&fs, Durability::Fsync).unwrap();
-    log.create_topic(&topic(), TopicConfig::with_partitions(1)).await.unwrap();
+    log.create_topic(&topic(), TopicConfig::with_partitions(1))
+        .await
+        .unwrap();
     log.append(&topic(), P0, vec![record(1)]).await.unwrap();
     fs.set_fail_syncs(true);
     let err = log.append(&topic(), P0, vec![record(2)]).await.unwrap_err();
@@ -152,7 +178,9 @@ async fn a_failed_fsync_poisons_the_partition_until_reopened() {
 async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     let fs = MemFs::new();
     let log = open(&fs, Durability::Fsync).unwrap();
-    log.create_topic(&topic(), TopicConfig::with_partitions(1)).await.unwrap();
+    log.create_topic(&topic(), TopicConfig::with_partitions(1))
+        .await
+        .unwrap();
     let mut acked = Vec::new();
     for i in 0..5 {
         log.append(&topic(), P0, vec![record(i)]).await.unwrap();
@@ -160,7 +188,10 @@ async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     }
     let used: u64 = fs.files().iter().filter_map(|p| fs.file_len(p)).sum();
     fs.set_space_limit(Some(used + 20)); // room for part of one more batch: a short write
-    let err = log.append(&topic(), P0, vec![record(99)]).await.unwrap_err();
+    let err = log
+        .append(&topic(), P0, vec![record(99)])
+        .await
+        .unwrap_err();
     assert!(err.to_string().to_lowercase().contains("no space"), "{err}");
     assert_eq!(values(&read_all(&log, &topic()).await.unwrap()), acked);
     // The short write was undone, so once there is room again appends go on.
@@ -172,9 +203,17 @@ async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     assert_eq!(values(&read_all(&log, &topic()).await.unwrap()), acked);
 }
 
-/// A workload with rolls and compaction; returns each acknowledged record with the
-/// number of sync points passed when its acknowledgement was seen.
-async fn workload(fs: &MemFs) -> Vec<(u64, Bytes, Offset)> {
+/// One acknowledged append: sync points passed when its acknowledgement was seen,
+/// its key, value and offset.
+struct Acked {
+    syncs: u64,
+    key: Bytes,
+    value: Bytes,
+    offset: Offset,
+}
+
+/// A workload with rolls and compaction, recording every acknowledgement.
+async fn workload(fs: &MemFs) -> Vec<Acked> {
     let log = open(fs, Durability::Fsync).unwrap();
     let config = TopicConfig {
         cleanup_policy: CleanupPolicy::Compact,
@@ -185,9 +224,17 @@ async fn workload(fs: &MemFs) -> Vec<(u64, Bytes, Offset)> {
     log.create_topic(&topic(), config).await.unwrap();
     let mut acked = Vec::new();
     for i in 0..40u32 {
-        let r = Record::keyed(format!("k{}", i % 3), format!("v{i}-{}", "z".repeat((i % 9) as usize * 10)));
+        let r = Record::keyed(
+            format!("k{}", i % 3),
+            format!("v{i}-{}", "z".repeat((i % 9) as usize * 10)),
+        );
         if let Ok(a) = log.append(&topic(), P0, vec![r.clone()]).await {
-            acked.push((fs.syncs(), r.value.unwrap(), a.offsets[0]));
+            acked.push(Acked {
+                syncs: fs.syncs(),
+                key: r.key.unwrap(),
+                value: r.value.unwrap(),
+                offset: a.offsets[0],
+            });
         }
         if i % 13 == 12 {
             let _ = log.run_cleanup();
@@ -210,28 +257,34 @@ async fn every_sync_point_leaves_a_recoverable_image_with_all_acknowledged_data(
         let acked = workload(&fs).await;
         let image = fs.take_capture().expect("captured");
         let log = open(&image, Durability::Fsync).unwrap_or_else(|e| panic!("sync point {k}: {e}"));
-        let t = topic();
-        let present = match log.topic(&t).await {
-            Ok(_) => read_all(&log, &t).await.unwrap_or_else(|e| panic!("sync point {k}: {e}")),
+        let present = match log.topic(&topic()).await {
+            Ok(_) => read_all(&log, &topic())
+                .await
+                .unwrap_or_else(|e| panic!("sync point {k}: {e}")),
             Err(_) => Vec::new(),
         };
-        // Compaction may have removed superseded records; what must stay is, for every
-        // key, its latest record acknowledged before the crash (or a later one).
-        let durable: Vec<&(u64, Bytes, Offset)> = acked.iter().filter(|(s, _, _)| *s <= k).collect();
-        for key in 0..3 {
-            let prefix = format!("v");
-            let latest = durable.iter().rev().find(|(_, _, o)| {
-                acked.iter().position(|(_, _, x)| x == o).is_some_and(|i| i % 3 == key)
-            });
-            if let Some((_, value, offset)) = latest {
-                let found = present.iter().any(|r| r.offset >= *offset && r.key == Some(Bytes::from(format!("k{key}"))));
-                assert!(found, "sync point {k}: key k{key} lost acknowledged {value:?} at {offset} ({prefix})");
+        // Acknowledged before the crash: its sync point came before k. Compaction may
+        // have removed superseded records, so what must survive is, for every key, its
+        // latest such record or a later one.
+        let durable: Vec<&Acked> = acked.iter().filter(|a| a.syncs <= k).collect();
+        for key in ["k0", "k1", "k2"] {
+            if let Some(latest) = durable.iter().rev().find(|a| a.key == key) {
+                let kept = present
+                    .iter()
+                    .any(|r| r.offset >= latest.offset && r.key.as_deref() == Some(key.as_bytes()));
+                assert!(
+                    kept,
+                    "sync point {k}: {key} lost {:?} at {}",
+                    latest.value, latest.offset
+                );
             }
         }
+        // And whatever is there is intact: a record written by the workload, unchanged.
         for r in &present {
-            let known = acked.iter().any(|(_, v, o)| *o == r.offset && Some(v) == r.value.as_ref());
-            let unacked_tail = !acked.iter().any(|(_, _, o)| *o == r.offset);
-            assert!(known || unacked_tail, "sync point {k}: record at {} is intact", r.offset);
+            let intact = acked
+                .iter()
+                .any(|a| a.offset == r.offset && Some(&a.value) == r.value.as_ref());
+            assert!(intact, "sync point {k}: record at {} is intact", r.offset);
         }
     }
 }
@@ -251,7 +304,9 @@ async fn missing_indexes_are_rebuilt() {
     let mut removed = 0;
     for entry in std::fs::read_dir(&part).unwrap() {
         let p = entry.unwrap().path();
-        if p.extension().is_some_and(|e| e == "index" || e == "timeindex") {
+        if p.extension()
+            .is_some_and(|e| e == "index" || e == "timeindex")
+        {
             std::fs::remove_file(p).unwrap();
             removed += 1;
         }
@@ -260,11 +315,20 @@ async fn missing_indexes_are_rebuilt() {
     let log = EmbeddedLog::open(dir.path(), settings(Durability::Fsync)).unwrap();
     assert_eq!(read_all(&log, &topic()).await.unwrap(), before);
     let mid = before[before.len() / 2].offset;
-    let f = log.fetch(&topic(), P0, FetchRequest::new(mid)).await.unwrap();
+    let f = log
+        .fetch(&topic(), P0, FetchRequest::new(mid))
+        .await
+        .unwrap();
     assert_eq!(f.records[0].offset, mid);
     let rebuilt = std::fs::read_dir(&part)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|e| e == "index"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "index")
+        })
         .count();
     assert!(rebuilt >= 2, "sealed segments got their index files back");
 }
@@ -275,7 +339,10 @@ async fn a_second_opener_of_the_data_dir_is_refused() {
     let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).unwrap();
     let err = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).unwrap_err();
     assert!(matches!(err, LogError::Locked { .. }), "{err}");
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
     log.close().unwrap();
     drop(log);
     EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("free again after close");
@@ -288,7 +355,10 @@ async fn an_unusable_data_dir_gives_a_clear_error() {
     std::fs::write(&file, b"x").unwrap();
     let err = EmbeddedLog::open(file.join("data"), EmbeddedConfig::default()).unwrap_err();
     assert!(matches!(err, LogError::Io { .. }), "{err}");
-    assert!(err.to_string().contains("not-a-dir"), "names the path: {err}");
+    assert!(
+        err.to_string().contains("not-a-dir"),
+        "names the path: {err}"
+    );
 }
 
 #[tokio::test]
@@ -303,7 +373,11 @@ async fn retention_deletes_whole_old_segments_only() {
     log.create_topic(&topic(), config).await.unwrap();
     let mut last = Offset(0);
     for i in 0..200 {
-        last = log.append(&topic(), P0, vec![record(i)]).await.unwrap().offsets[0];
+        last = log
+            .append(&topic(), P0, vec![record(i)])
+            .await
+            .unwrap()
+            .offsets[0];
     }
     let before = log.offsets(&topic(), P0).await.unwrap();
     let stats = log.run_cleanup().unwrap();
@@ -312,11 +386,24 @@ async fn retention_deletes_whole_old_segments_only() {
     assert!(after.earliest > before.earliest);
     assert_eq!(after.latest, before.latest);
     let kept = read_all(&log, &topic()).await.unwrap();
-    assert_eq!(kept.first().unwrap().offset, after.earliest, "a whole segment is the unit");
+    assert_eq!(
+        kept.first().unwrap().offset,
+        after.earliest,
+        "a whole segment is the unit"
+    );
     assert_eq!(kept.last().unwrap().offset, last);
-    let bytes: u64 = segment_files(&fs, "log").iter().filter_map(|p| fs.file_len(p)).sum();
-    assert!(bytes < 4096 + 2048, "size is bounded by retention plus one segment: {bytes}");
-    let old = log.fetch(&topic(), P0, FetchRequest::new(before.earliest)).await.unwrap_err();
+    let bytes: u64 = segment_files(&fs, "log")
+        .iter()
+        .filter_map(|p| fs.file_len(p))
+        .sum();
+    assert!(
+        bytes < 4096 + 2048,
+        "size is bounded by retention plus one segment: {bytes}"
+    );
+    let old = log
+        .fetch(&topic(), P0, FetchRequest::new(before.earliest))
+        .await
+        .unwrap_err();
     assert!(matches!(old, LogError::OffsetOutOfRange { .. }), "{old}");
 
     // Time retention: everything older than 1 ms goes, except the active segment.
@@ -326,5 +413,8 @@ async fn retention_deletes_whole_old_segments_only() {
     std::thread::sleep(std::time::Duration::from_millis(5));
     log.run_cleanup().unwrap();
     assert_eq!(segment_files(&fs, "log").len(), 1);
-    assert_eq!(log.offsets(&topic(), P0).await.unwrap().latest, before.latest);
+    assert_eq!(
+        log.offsets(&topic(), P0).await.unwrap().latest,
+        before.latest
+    );
 }

@@ -13,7 +13,9 @@ use sluice_log::{
 const SEGMENT: &str = "00000000000000000000.log";
 
 fn golden_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1").join(SEGMENT)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/golden-v1")
+        .join(SEGMENT)
 }
 
 fn topic() -> TopicName {
@@ -26,29 +28,62 @@ fn batches() -> Vec<Vec<Record>> {
     let ts = |ms: i64| Some(Timestamp(1_767_225_600_000 + ms));
     vec![
         vec![
-            Record { key: Some(Bytes::from("sku-1")), value: Some(Bytes::from(r#"{"price":1999}"#)), headers: vec![], timestamp: ts(0) },
-            Record { key: Some(Bytes::from("sku-2")), value: Some(Bytes::from(r#"{"price":2499}"#)), headers: vec![], timestamp: ts(5) },
-            Record { key: None, value: Some(Bytes::from("keyless")), headers: vec![], timestamp: ts(3) },
+            Record {
+                key: Some(Bytes::from("sku-1")),
+                value: Some(Bytes::from(r#"{"price":1999}"#)),
+                headers: vec![],
+                timestamp: ts(0),
+            },
+            Record {
+                key: Some(Bytes::from("sku-2")),
+                value: Some(Bytes::from(r#"{"price":2499}"#)),
+                headers: vec![],
+                timestamp: ts(5),
+            },
+            Record {
+                key: None,
+                value: Some(Bytes::from("keyless")),
+                headers: vec![],
+                timestamp: ts(3),
+            },
         ],
-        vec![Record { key: Some(Bytes::from("sku-1")), value: None, headers: vec![], timestamp: ts(10) }],
+        vec![Record {
+            key: Some(Bytes::from("sku-1")),
+            value: None,
+            headers: vec![],
+            timestamp: ts(10),
+        }],
         vec![
             Record {
                 key: Some(Bytes::from("sku-3")),
                 value: Some(Bytes::new()),
                 headers: vec![
-                    Header { key: "flow-id".into(), value: Bytes::from("abc") },
-                    Header { key: "empty".into(), value: Bytes::new() },
+                    Header {
+                        key: "flow-id".into(),
+                        value: Bytes::from("abc"),
+                    },
+                    Header {
+                        key: "empty".into(),
+                        value: Bytes::new(),
+                    },
                 ],
                 timestamp: ts(20),
             },
-            Record { key: Some(Bytes::from(vec![0u8, 255, 7])), value: Some(Bytes::from(vec![1u8; 300])), headers: vec![], timestamp: ts(-1000) },
+            Record {
+                key: Some(Bytes::from(vec![0u8, 255, 7])),
+                value: Some(Bytes::from(vec![1u8; 300])),
+                headers: vec![],
+                timestamp: ts(-1000),
+            },
         ],
     ]
 }
 
 async fn write_segment(dir: &Path) -> PathBuf {
     let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();
-    log.create_topic(&topic(), TopicConfig::with_partitions(1)).await.unwrap();
+    log.create_topic(&topic(), TopicConfig::with_partitions(1))
+        .await
+        .unwrap();
     for b in batches() {
         log.append(&topic(), PartitionId(0), b).await.unwrap();
     }
@@ -65,7 +100,10 @@ async fn golden_segment_reads_back_and_todays_writer_matches_it() {
         std::fs::write(golden_path(), &written).unwrap();
     }
     let golden = std::fs::read(golden_path()).expect("the golden segment is committed");
-    assert_eq!(written, golden, "the writer's bytes drifted from the committed format");
+    assert_eq!(
+        written, golden,
+        "the writer's bytes drifted from the committed format"
+    );
 
     // Old bytes, new reader: a data dir holding only the golden segment (no index).
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +114,11 @@ async fn golden_segment_reads_back_and_todays_writer_matches_it() {
     std::fs::write(dir.path().join("topics/golden/topic.json"), config).unwrap();
     let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).unwrap();
     let read = log
-        .fetch(&topic(), PartitionId(0), FetchRequest::new(sluice_log::Offset(0)))
+        .fetch(
+            &topic(),
+            PartitionId(0),
+            FetchRequest::new(sluice_log::Offset(0)),
+        )
         .await
         .unwrap();
     let expected: Vec<StoredRecord> = batches()

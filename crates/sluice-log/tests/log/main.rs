@@ -1,7 +1,7 @@
 //! Integration tests of the log layer, one binary (link time matters on 2 cores).
 
 mod contract;
-mod model;
-mod faults;
 mod crash;
+mod faults;
 mod golden;
+mod model;

@@ -15,10 +15,19 @@ use sluice_log::{
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { partition: u32, records: Vec<(u8, Option<u16>)> },
-    Read { partition: u32, at: usize, max_records: usize },
+    Append {
+        partition: u32,
+        records: Vec<(u8, Option<u16>)>,
+    },
+    Read {
+        partition: u32,
+        at: usize,
+        max_records: usize,
+    },
     CleanReopen,
-    CrashReopen { seed: u64 },
+    CrashReopen {
+        seed: u64,
+    },
     /// Seal every partition's active segment and run cleanup (which compacts all).
     Compact,
 }
@@ -63,26 +72,46 @@ fn open(fs: &MemFs) -> EmbeddedLog {
     EmbeddedLog::open_with_fs(Arc::new(fs.clone()), Path::new("/data"), settings()).expect("open")
 }
 
-async fn read_from(log: &EmbeddedLog, t: &TopicName, p: u32, from: Offset, max: usize) -> Vec<Entry> {
+async fn read_from(
+    log: &EmbeddedLog,
+    t: &TopicName,
+    p: u32,
+    from: Offset,
+    max: usize,
+) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut from = from;
     loop {
         let f = log
-            .fetch(t, PartitionId(p), FetchRequest::new(from).max_records(max).max_bytes(700))
+            .fetch(
+                t,
+                PartitionId(p),
+                FetchRequest::new(from).max_records(max).max_bytes(700),
+            )
             .await
             .expect("fetch");
         if f.records.is_empty() {
-            assert_eq!(f.next, f.offsets.latest, "an empty read ends at the high watermark");
+            assert_eq!(
+                f.next, f.offsets.latest,
+                "an empty read ends at the high watermark"
+            );
             return out;
         }
         assert!(f.next > from);
         from = f.next;
-        out.extend(f.records.into_iter().map(|r| (r.offset, r.key.expect("key"), r.value)));
+        out.extend(
+            f.records
+                .into_iter()
+                .map(|r| (r.offset, r.key.expect("key"), r.value)),
+        );
     }
 }
 
 fn run(ops: Vec<Op>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let mut fs = MemFs::new();
         let t = TopicName::new("model").expect("name");
@@ -95,7 +124,9 @@ fn run(ops: Vec<Op>) {
             ..TopicConfig::default()
         };
         log.create_topic(&t, config).await.expect("create");
-        let mut model = Model { partitions: vec![Vec::new(), Vec::new()] };
+        let mut model = Model {
+            partitions: vec![Vec::new(), Vec::new()],
+        };
         for op in ops {
             match op {
                 Op::Append { partition, records } => {
@@ -103,11 +134,16 @@ fn run(ops: Vec<Op>) {
                         .iter()
                         .map(|(k, v)| Record {
                             key: Some(Bytes::from(format!("key-{k}"))),
-                            value: v.map(|v| Bytes::from(format!("value-{v}-{}", "x".repeat(v as usize % 90)))),
+                            value: v.map(|v| {
+                                Bytes::from(format!("value-{v}-{}", "x".repeat(v as usize % 90)))
+                            }),
                             ..Record::default()
                         })
                         .collect();
-                    let appended = log.append(&t, PartitionId(partition), recs.clone()).await.expect("append");
+                    let appended = log
+                        .append(&t, PartitionId(partition), recs.clone())
+                        .await
+                        .expect("append");
                     let m = &mut model.partitions[partition as usize];
                     for (o, r) in appended.offsets.into_iter().zip(recs) {
                         if let Some((last, _, _)) = m.last() {
@@ -116,10 +152,17 @@ fn run(ops: Vec<Op>) {
                         m.push((o, r.key.expect("key"), r.value));
                     }
                 }
-                Op::Read { partition, at, max_records } => {
+                Op::Read {
+                    partition,
+                    at,
+                    max_records,
+                } => {
                     let m = &model.partitions[partition as usize];
                     let from = if m.is_empty() {
-                        log.offsets(&t, PartitionId(partition)).await.expect("offsets").earliest
+                        log.offsets(&t, PartitionId(partition))
+                            .await
+                            .expect("offsets")
+                            .earliest
                     } else {
                         m[at % m.len()].0
                     };
@@ -150,9 +193,16 @@ fn run(ops: Vec<Op>) {
             }
         }
         for p in 0..2u32 {
-            let earliest = log.offsets(&t, PartitionId(p)).await.expect("offsets").earliest;
+            let earliest = log
+                .offsets(&t, PartitionId(p))
+                .await
+                .expect("offsets")
+                .earliest;
             let got = read_from(&log, &t, p, earliest, 1000).await;
-            assert_eq!(got, model.partitions[p as usize], "final contents of partition {p}");
+            assert_eq!(
+                got, model.partitions[p as usize],
+                "final contents of partition {p}"
+            );
         }
         log.close().expect("close");
     });

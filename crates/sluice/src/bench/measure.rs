@@ -1,0 +1,87 @@
+//! Measuring helpers: latency percentiles, the disk's own write bandwidth, RSS.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(samples: &mut [Duration]) -> Percentiles {
+        samples.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            (samples[i].as_secs_f64() * 1_000_000.0).round() / 1000.0
+        };
+        Percentiles {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: at(1.0),
+        }
+    }
+}
+
+/// The disk's sequential write bandwidth in MB/s (10^6 bytes), measured like
+/// `dd if=/dev/zero of=FILE bs=1M count=N conv=fdatasync`: 1 MiB writes, one
+/// fdatasync at the end, timed until it returns.
+pub fn disk_write_mb_per_sec(dir: &Path, bytes: u64) -> std::io::Result<f64> {
+    let path = dir.join("disk-probe.bin");
+    let chunk = vec![0u8; 1 << 20];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    let mut written = 0u64;
+    while written < bytes {
+        file.write_all(&chunk)?;
+        written += chunk.len() as u64;
+    }
+    file.sync_data()?;
+    let secs = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(written as f64 / secs / 1e6)
+}
+
+/// Resident set size of this process in MB, from /proc/self/status.
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let mut s: Vec<Duration> = (1..=1000).map(Duration::from_millis).collect();
+        let p = Percentiles::of(&mut s);
+        assert_eq!(p.p50, 500.0);
+        assert_eq!(p.p99, 990.0);
+        assert_eq!(p.p999, 999.0);
+        assert_eq!(p.max, 1000.0);
+        assert_eq!(Percentiles::of(&mut []).p99, 0.0);
+    }
+}

@@ -1,0 +1,6 @@
+//! `sluice bench ...`: benchmarks as commands. Each prints progress to stderr and one
+//! JSON object as the last line of stdout, with the physical limit measured in the
+//! same run so that BENCHMARKS.md can state a ratio.
+
+pub mod log;
+mod measure;

@@ -1,0 +1,94 @@
+//! The command line: subcommands and their flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sluice_log::Durability;
+
+/// Sluice: a log as the source of truth for e-commerce microservices.
+///
+/// Services publish events (products, offers, prices, stock, orders) to a durable,
+/// partitioned log; derived state is rebuilt from it. This build has the embedded log.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file (TOML; see config/sluice.example.toml). Also SLUICE_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override any config key, e.g. --set log.durability=interval (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the data dir and run Sluice until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Check every segment of a data dir and report damage (read-only).
+    Verify(VerifyArgs),
+    /// Print the effective configuration as TOML.
+    Config,
+    /// Benchmarks that print one JSON object as the last line of stdout.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory (overrides data_dir from the config).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Data directory (overrides data_dir from the config).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Append records to the embedded log, read them back, reopen it; compare with the
+    /// disk's own sequential write bandwidth measured in the same run.
+    Log(BenchLogArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchLogArgs {
+    /// Directory to benchmark in (a fresh sub-directory is used and removed after).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Records to append in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// fsync | interval | none
+    #[arg(long, default_value_t = Durability::Fsync)]
+    pub durability: Durability,
+    /// Partitions of the benchmark topic (one writer task group each).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Records per append call.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Appends in flight per partition (they share group commits).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Bytes written to measure the disk's bandwidth (0 skips the measurement).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub disk_probe_bytes: u64,
+    /// Keep the benchmark's data instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}

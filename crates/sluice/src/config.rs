@@ -1,0 +1,195 @@
+//! Sluice's configuration: one serde struct per section, defaults in code and in the
+//! commented `config/sluice.example.toml` (a test keeps the two equal), layered as
+//! defaults <- config file <- `SLUICE_*` environment variables <- `--set` flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sluice_log::EmbeddedConfig;
+
+/// Environment variable naming the config file (like `--config`).
+pub const CONFIG_ENV: &str = "SLUICE_CONFIG";
+/// Prefix of environment overrides: `SLUICE_DATA_DIR`, `SLUICE_LOG__DURABILITY`, ...
+/// (`__` separates sections).
+pub const ENV_PREFIX: &str = "SLUICE_";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// The embedded segmented log on local disk.
+    Embedded,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where Sluice keeps its data (the embedded log, later the derived state).
+    pub data_dir: PathBuf,
+    pub storage: Storage,
+    /// The embedded log.
+    pub log: EmbeddedConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("sluice-data"),
+            storage: Storage::Embedded,
+            log: EmbeddedConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the effective config from an optional file, the environment and
+    /// `key.path=value` overrides. Unknown keys and bad values are errors that name them.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == CONFIG_ENV || rest.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &path, parse_value(&value))
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        for o in overrides {
+            let Some((key, value)) = o.split_once('=') else {
+                bail!("--set {o:?}: expected KEY=VALUE, for example --set log.durability=none");
+            };
+            let path: Vec<String> = key.trim().split('.').map(String::from).collect();
+            set_path(&mut table, &path, parse_value(value.trim()))
+                .with_context(|| format!("--set {o}"))?;
+        }
+        let origin = file.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+        Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration (from {origin}, SLUICE_* variables and flags): {e}"
+            )
+        })
+    }
+}
+
+/// A TOML value if `raw` is one (`42`, `true`, `"x"`, `[1]`), else the raw string.
+fn parse_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    let Some((last, parents)) = path.split_last() else {
+        bail!("empty key");
+    };
+    let mut t = table;
+    for p in parents {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .with_context(|| format!("`{p}` is a value, not a section"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_log::Durability;
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sluice.example.toml")
+    }
+
+    fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                keys(&path, v, out);
+            }
+        } else {
+            out.push(prefix.to_string());
+        }
+    }
+
+    #[test]
+    fn example_file_documents_exactly_the_defaults() {
+        let text = std::fs::read_to_string(example_path()).unwrap();
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "the example file's values are the defaults"
+        );
+        let mut in_file = Vec::new();
+        keys("", &toml::Value::Table(text.parse().unwrap()), &mut in_file);
+        let mut in_code = Vec::new();
+        keys(
+            "",
+            &toml::Value::try_from(Config::default()).unwrap(),
+            &mut in_code,
+        );
+        in_file.sort();
+        in_code.sort();
+        assert_eq!(in_file, in_code, "every option appears in the example file");
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\n[log]\ndurability = \"interval\"\nflush_interval_ms = 5\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("SLUICE_LOG__FLUSH_INTERVAL_MS".to_string(), "7".to_string()),
+            ("SLUICE_DATA_DIR".to_string(), "/from/env".to_string()),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let c = Config::load(Some(&file), env, &["data_dir=/from/flag".into()]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.log.durability, Durability::Interval);
+        assert_eq!(c.log.flush_interval_ms, 7);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = Config::load(None, vec![], &["log.durabilty=none".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("durabilty"), "{err:#}");
+        let err = Config::load(None, vec![], &["log.durability=sometimes".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("sometimes"), "{err:#}");
+        let err = Config::load(None, vec![], &["novalue".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("KEY=VALUE"), "{err:#}");
+        let err = Config::load(Some(Path::new("/nonexistent/s.toml")), vec![], &[]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/s.toml"),
+            "{err:#}"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The `sluice` binary: parses the command line, loads the config and runs a command.
+
+mod bench;
+mod cli;
+mod config;
+mod serve;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{BenchCommand, Cli, Command};
+use crate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = cli
+        .global
+        .config
+        .clone()
+        .or_else(|| std::env::var_os(config::CONFIG_ENV).map(Into::into));
+    let mut config = Config::load(file.as_deref(), std::env::vars(), &cli.global.overrides)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(dir) = args.data_dir {
+                config.data_dir = dir;
+            }
+            runtime.block_on(serve::run(config))
+        }
+        Command::Verify(args) => {
+            if let Some(dir) = args.data_dir {
+                config.data_dir = dir;
+            }
+            verify::run(&config)
+        }
+        Command::Config => {
+            print!("{}", toml::to_string(&config)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Log(args)) => runtime.block_on(bench::log::run(args)),
+    }
+}

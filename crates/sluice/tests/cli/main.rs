@@ -1,0 +1,257 @@
+//! Black-box tests of the `sluice` binary: help, config, serve, verify and bench.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env_remove("SLUICE_CONFIG").env("RUST_LOG", "info");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    sluice().args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in ["serve", "verify", "config", "bench"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let out = run(&["bench", "log", "--help"]);
+    let help = text(&out.stdout);
+    for flag in [
+        "--data-dir",
+        "--record-bytes",
+        "--records",
+        "--durability",
+        "--partitions",
+        "--batch",
+    ] {
+        assert!(help.contains(flag), "{help}");
+    }
+}
+
+#[test]
+fn config_layers_and_rejects_mistakes() {
+    let out = sluice()
+        .args(["config", "--set", "log.flush_interval_ms=250"])
+        .env("SLUICE_LOG__DURABILITY", "interval")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("durability = \"interval\""), "{shown}");
+    assert!(shown.contains("flush_interval_ms = 250"), "{shown}");
+
+    let out = run(&["config", "--set", "log.durabilty=none"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown field `durabilty`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&[
+        "bench",
+        "log",
+        "--data-dir",
+        "/tmp",
+        "--durability",
+        "sometimes",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("sometimes"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn spawn_serve(dir: &Path) -> Child {
+    sluice()
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_lock_holder(dir: &Path) {
+    let started = Instant::now();
+    // The server is up once a second opener is refused.
+    while started.elapsed() < Duration::from_secs(20) {
+        let out = run(&["verify", "--data-dir", dir.to_str().unwrap()]);
+        if text(&out.stderr).contains("in use by another process") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("sluice serve did not start");
+}
+
+#[test]
+fn serve_runs_until_sigterm_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = spawn_serve(&data);
+    wait_for_lock_holder(&data);
+
+    // A second server on the same data dir is refused with a clear message.
+    let second = sluice()
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("in use by another process"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = server.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stopped cleanly"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn serve_on_an_unusable_data_dir_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = sluice()
+        .args(["serve", "--data-dir"])
+        .arg(file.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot open the embedded log") && err.contains("a-file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_reports_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["verify", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a Sluice data dir"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Make a data dir with data by running the benchmark and keeping its files.
+    let out = run(&[
+        "bench",
+        "log",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--records",
+        "2000",
+        "--record-bytes",
+        "100",
+        "--durability",
+        "none",
+        "--disk-probe-bytes",
+        "0",
+        "--keep",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("log");
+    let out = run(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let segment = data.join("topics/bench/0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&segment, bytes).unwrap();
+    let out = run(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("DAMAGE"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bench_log_prints_the_promised_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "bench",
+        "log",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--record-bytes",
+        "200",
+        "--records",
+        "20000",
+        "--durability",
+        "fsync",
+        "--partitions",
+        "2",
+        "--batch",
+        "50",
+        "--disk-probe-bytes",
+        "4194304",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    for key in [
+        "append_mb_per_sec",
+        "append_records_per_sec",
+        "read_mb_per_sec",
+        "read_records_per_sec",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key} in {last}");
+    }
+    for key in ["p50", "p99"] {
+        assert!(
+            v["append_latency_ms"][key].as_f64().unwrap() > 0.0,
+            "{key} in {last}"
+        );
+    }
+    assert_eq!(v["records"], 20000);
+    assert_eq!(v["record_bytes"], 200);
+    assert_eq!(v["partitions"], 2);
+    assert_eq!(v["durability"], "fsync");
+    assert!(v["disk_write_mb_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "the benchmark cleans up"
+    );
+}
