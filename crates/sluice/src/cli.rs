@@ -60,6 +60,16 @@ pub enum BenchCommand {
     /// Append records to the embedded log, read them back, reopen it; compare with the
     /// disk's own sequential write bandwidth measured in the same run.
     Log(BenchLogArgs),
+    /// Open an existing data dir in this fresh process: time to open, segments,
+    /// index entries held in memory, and the process's RSS afterwards.
+    Reopen(BenchReopenArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchReopenArgs {
+    /// The data dir to open (for example one kept by `bench log --keep`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -85,9 +95,10 @@ pub struct BenchLogArgs {
     /// Appends in flight per partition (they share group commits).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// Bytes written to measure the disk's bandwidth (0 skips the measurement).
-    #[arg(long, default_value_t = 256 << 20)]
-    pub disk_probe_bytes: u64,
+    /// Bytes written to measure the disk's bandwidth; default: as many as the
+    /// benchmark appends, at most 1 GiB; 0 skips the measurement.
+    #[arg(long)]
+    pub disk_probe_bytes: Option<u64>,
     /// Keep the benchmark's data instead of removing it.
     #[arg(long)]
     pub keep: bool,

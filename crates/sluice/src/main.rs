@@ -59,5 +59,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Log(args)) => runtime.block_on(bench::log::run(args)),
+        Command::Bench(BenchCommand::Reopen(args)) => bench::reopen::run(&args, &config),
     }
 }

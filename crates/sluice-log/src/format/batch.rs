@@ -1,6 +1,8 @@
 //! Record-batch framing (sans-IO): encoding, header parsing, CRC checks, decoding.
 //! The byte layout is drawn in docs/design/log-format.md; keep the two in step.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::varint;
@@ -278,22 +280,24 @@ pub fn encode_append(records: &[Record], now: Timestamp) -> Result<EncodedBatch,
     })
 }
 
-fn take_nullable(buf: &Bytes, pos: &mut usize) -> Result<Option<Bytes>, FormatError> {
-    let len = varint::get_u64(buf, pos).ok_or(FormatError::BadRecord("length varint"))?;
+/// The range of a nullable field (`len + 1` varint, then bytes) at `*pos` in `body`.
+fn nullable_span(body: &[u8], pos: &mut usize) -> Result<Option<Range<usize>>, FormatError> {
+    let len = varint::get_u64(body, pos).ok_or(FormatError::BadRecord("length varint"))?;
     if len == 0 {
         return Ok(None);
     }
-    take(buf, pos, len - 1).map(Some)
+    span(body, pos, len - 1).map(Some)
 }
 
-fn take(buf: &Bytes, pos: &mut usize, len: u64) -> Result<Bytes, FormatError> {
+/// The range of `len` bytes at `*pos`, which must lie inside `body`.
+fn span(body: &[u8], pos: &mut usize, len: u64) -> Result<Range<usize>, FormatError> {
     let end = (*pos as u64)
         .checked_add(len)
-        .filter(|&e| e <= buf.len() as u64)
-        .ok_or(FormatError::BadRecord("field runs past the batch"))? as usize;
-    let out = buf.slice(*pos..end);
+        .filter(|&e| e <= body.len() as u64)
+        .ok_or(FormatError::BadRecord("field runs past its record"))? as usize;
+    let range = *pos..end;
     *pos = end;
-    Ok(out)
+    Ok(range)
 }
 
 /// Decodes the records of a verified batch. `batch` holds exactly the batch; the
@@ -312,21 +316,23 @@ pub fn decode_records(
             .filter(|&e| e <= batch.len() as u64)
             .ok_or(FormatError::BadRecord("record runs past the batch"))?
             as usize;
-        let body = batch.slice(..end);
-        let delta = varint::get_u64(&body, &mut pos).ok_or(FormatError::BadRecord("offset"))?;
-        let ts = varint::get_u64(&body, &mut pos).ok_or(FormatError::BadRecord("timestamp"))?;
-        let key = take_nullable(&body, &mut pos)?;
-        let value = take_nullable(&body, &mut pos)?;
+        // Every field of this record must lie inside its body.
+        let body = &batch[..end];
+        let delta = varint::get_u64(body, &mut pos).ok_or(FormatError::BadRecord("offset"))?;
+        let ts = varint::get_u64(body, &mut pos).ok_or(FormatError::BadRecord("timestamp"))?;
+        let key = nullable_span(body, &mut pos)?.map(|r| batch.slice(r));
+        let value = nullable_span(body, &mut pos)?.map(|r| batch.slice(r));
         let n_headers =
-            varint::get_u64(&body, &mut pos).ok_or(FormatError::BadRecord("header count"))?;
+            varint::get_u64(body, &mut pos).ok_or(FormatError::BadRecord("header count"))?;
         let mut headers = Vec::new();
         for _ in 0..n_headers {
-            let klen = varint::get_u64(&body, &mut pos).ok_or(FormatError::BadRecord("header"))?;
-            let k = take(&body, &mut pos, klen)?;
-            let key = String::from_utf8(k.to_vec())
-                .map_err(|_| FormatError::BadRecord("header key is not UTF-8"))?;
-            let vlen = varint::get_u64(&body, &mut pos).ok_or(FormatError::BadRecord("header"))?;
-            let value = take(&body, &mut pos, vlen)?;
+            let klen = varint::get_u64(body, &mut pos).ok_or(FormatError::BadRecord("header"))?;
+            let k = span(body, &mut pos, klen)?;
+            let key = std::str::from_utf8(&body[k])
+                .map_err(|_| FormatError::BadRecord("header key is not UTF-8"))?
+                .to_owned();
+            let vlen = varint::get_u64(body, &mut pos).ok_or(FormatError::BadRecord("header"))?;
+            let value = batch.slice(span(body, &mut pos, vlen)?);
             headers.push(Header { key, value });
         }
         if pos != end || delta > u64::from(header.last_offset_delta) {

@@ -62,12 +62,14 @@ pub async fn run(args: BenchLogArgs) -> anyhow::Result<()> {
 }
 
 async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Report> {
-    let disk = if args.disk_probe_bytes > 0 {
-        eprintln!(
-            "measuring the disk: {} MiB sequential write + fdatasync",
-            args.disk_probe_bytes >> 20
-        );
-        let mb = measure::disk_write_mb_per_sec(root, args.disk_probe_bytes)?;
+    let payload = args.records as f64 * args.record_bytes as f64;
+    let probe = args
+        .disk_probe_bytes
+        .unwrap_or((payload as u64).clamp(1 << 20, 1 << 30));
+    let disk = if probe > 0 {
+        eprintln!("measuring the disk: {} MiB sequential write + fdatasync", probe >> 20);
+        measure::settle_writeback();
+        let mb = measure::disk_write_mb_per_sec(root, probe)?;
         eprintln!("disk: {mb:.0} MB/s");
         Some(mb)
     } else {
@@ -83,6 +85,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
     log.create_topic(&topic, TopicConfig::with_partitions(args.partitions))
         .await?;
 
+    measure::settle_writeback();
     eprintln!(
         "appending {} records of {} bytes, {} partition(s), batches of {}, {} in flight per partition, durability {}",
         args.records,
@@ -94,7 +97,6 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
     );
     let (append_elapsed, mut latencies) = append_phase(&log, &topic, args).await?;
     log.flush().await?;
-    let payload = args.records as f64 * args.record_bytes as f64;
 
     eprintln!("reading back");
     let started = Instant::now();

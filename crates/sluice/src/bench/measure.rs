@@ -54,6 +54,14 @@ pub fn disk_write_mb_per_sec(dir: &Path, bytes: u64) -> std::io::Result<f64> {
     Ok(written as f64 / secs / 1e6)
 }
 
+/// Waits until the kernel has written back dirty pages (sync(1)), so that one phase
+/// does not pay for the previous phase's writeback.
+pub fn settle_writeback() {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        eprintln!("warning: cannot run sync ({e}); figures may include earlier writeback");
+    }
+}
+
 /// Resident set size of this process in MB, from /proc/self/status.
 pub fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")

@@ -4,3 +4,4 @@
 
 pub mod log;
 mod measure;
+pub mod reopen;
