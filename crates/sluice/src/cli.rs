@@ -93,7 +93,7 @@ pub struct BenchLogArgs {
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
     /// Appends in flight per partition (they share group commits).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
     /// Bytes written to measure the disk's bandwidth; default: as many as the
     /// benchmark appends, at most 1 GiB; 0 skips the measurement.

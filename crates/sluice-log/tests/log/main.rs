@@ -1,5 +1,6 @@
 //! Integration tests of the log layer, one binary (link time matters on 2 cores).
 
+mod background;
 mod contract;
 mod crash;
 mod faults;

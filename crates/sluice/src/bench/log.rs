@@ -27,7 +27,10 @@ struct Report {
     append_latency_ms: Percentiles,
     read_records_per_sec: f64,
     read_mb_per_sec: f64,
+    /// Mean of the two probes below.
     disk_write_mb_per_sec: Option<f64>,
+    /// The disk probe before the append phase and after the reopen.
+    disk_probes_mb_per_sec: Vec<f64>,
     append_to_disk_ratio: Option<f64>,
     read_to_disk_ratio: Option<f64>,
     log_bytes: u64,
@@ -66,15 +69,10 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
     let probe = args
         .disk_probe_bytes
         .unwrap_or((payload as u64).clamp(1 << 20, 1 << 30));
-    let disk = if probe > 0 {
-        eprintln!("measuring the disk: {} MiB sequential write + fdatasync", probe >> 20);
-        measure::settle_writeback();
-        let mb = measure::disk_write_mb_per_sec(root, probe)?;
-        eprintln!("disk: {mb:.0} MB/s");
-        Some(mb)
-    } else {
-        None
-    };
+    let mut probes = Vec::new();
+    if probe > 0 {
+        probes.push(probe_disk(root, probe)?);
+    }
     let settings = EmbeddedConfig {
         durability: args.durability,
         ..EmbeddedConfig::default()
@@ -126,6 +124,10 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
     let rss = measure::rss_mb();
     log.close()?;
 
+    if probe > 0 {
+        probes.push(probe_disk(root, probe)?);
+    }
+    let disk = (!probes.is_empty()).then(|| probes.iter().sum::<f64>() / probes.len() as f64);
     let append_mb = payload / append_elapsed.as_secs_f64() / 1e6;
     let read_mb = read_bytes as f64 / read_elapsed.as_secs_f64() / 1e6;
     Ok(Report {
@@ -141,6 +143,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
         read_records_per_sec: (read_records as f64 / read_elapsed.as_secs_f64()).round(),
         read_mb_per_sec: round2(read_mb),
         disk_write_mb_per_sec: disk.map(round2),
+        disk_probes_mb_per_sec: probes.into_iter().map(round2).collect(),
         append_to_disk_ratio: disk.map(|d| round2(append_mb / d)),
         read_to_disk_ratio: disk.map(|d| round2(read_mb / d)),
         log_bytes: stats.bytes,
@@ -149,6 +152,18 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
         memory_index_entries: reopened.memory_index_entries,
         rss_mb_after_reopen: round2(rss),
     })
+}
+
+/// The disk's write bandwidth, after letting earlier writeback finish.
+fn probe_disk(root: &std::path::Path, bytes: u64) -> anyhow::Result<f64> {
+    eprintln!(
+        "measuring the disk: {} MiB sequential write + fdatasync",
+        bytes >> 20
+    );
+    measure::settle_writeback();
+    let mb = measure::disk_write_mb_per_sec(root, bytes)?;
+    eprintln!("disk: {mb:.0} MB/s");
+    Ok(mb)
 }
 
 /// Appends `args.records` records with `args.concurrency` appends in flight per

@@ -24,7 +24,10 @@ struct Report {
 
 pub fn run(args: &BenchReopenArgs, config: &Config) -> anyhow::Result<()> {
     if !args.data_dir.join("topics").is_dir() {
-        bail!("{} is not a Sluice data dir (no topics/ inside)", args.data_dir.display());
+        bail!(
+            "{} is not a Sluice data dir (no topics/ inside)",
+            args.data_dir.display()
+        );
     }
     let before = measure::rss_mb();
     let started = Instant::now();

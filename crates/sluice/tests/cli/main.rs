@@ -1,4 +1,7 @@
-//! Black-box tests of the `sluice` binary: help, config, serve, verify and bench.
+//! Black-box tests of the `sluice` binary: help, config, serve, verify and bench;
+//! and the workspace tidy checks.
+
+mod tidy;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,194 @@
+//! What happens without being asked: rolling by age, the interval flusher, the
+//! background cleaner; and a damaged topic file.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_log::testing::MemFs;
+use sluice_log::{
+    CleanupPolicy, Durability, EmbeddedConfig, EmbeddedLog, FetchRequest, Log, LogError, Offset,
+    PartitionId, Record, TopicConfig, TopicName,
+};
+
+const P0: PartitionId = PartitionId(0);
+
+fn topic() -> TopicName {
+    TopicName::new("stock").unwrap()
+}
+
+fn open(fs: &MemFs, settings: EmbeddedConfig) -> EmbeddedLog {
+    EmbeddedLog::open_with_fs(Arc::new(fs.clone()), Path::new("/data"), settings).unwrap()
+}
+
+fn log_files(fs: &MemFs) -> usize {
+    fs.files()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn segments_roll_by_age() {
+    let fs = MemFs::new();
+    let log = open(&fs, EmbeddedConfig::default());
+    let config = TopicConfig {
+        segment_ms: Some(30),
+        ..TopicConfig::with_partitions(1)
+    };
+    log.create_topic(&topic(), config).await.unwrap();
+    log.append(&topic(), P0, vec![Record::value("a")])
+        .await
+        .unwrap();
+    log.append(&topic(), P0, vec![Record::value("b")])
+        .await
+        .unwrap();
+    assert_eq!(log_files(&fs), 1, "young segment: no roll");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    log.append(&topic(), P0, vec![Record::value("c")])
+        .await
+        .unwrap();
+    assert_eq!(
+        log_files(&fs),
+        2,
+        "the old segment was sealed before this append"
+    );
+    let read = log
+        .fetch(&topic(), P0, FetchRequest::new(Offset(0)))
+        .await
+        .unwrap();
+    assert_eq!(read.records.len(), 2, "a fetch reads within one segment");
+    let rest = log
+        .fetch(&topic(), P0, FetchRequest::new(read.next))
+        .await
+        .unwrap();
+    assert_eq!(rest.records[0].value.as_deref(), Some(&b"c"[..]));
+}
+
+#[tokio::test]
+async fn interval_durability_fsyncs_in_the_background() {
+    let fs = MemFs::new();
+    let settings = EmbeddedConfig {
+        durability: Durability::Interval,
+        flush_interval_ms: 20,
+        ..EmbeddedConfig::default()
+    };
+    let log = open(&fs, settings.clone());
+    log.create_topic(&topic(), TopicConfig::with_partitions(1))
+        .await
+        .unwrap();
+    let syncs = fs.syncs();
+    log.append(
+        &topic(),
+        P0,
+        vec![Record::value("acknowledged before its fsync")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs.syncs(), syncs, "the append returned without an fsync");
+    eventually("the background flusher", || fs.syncs() > syncs).await;
+    // A power cut now keeps the record, whatever part of any unsynced tail survives.
+    for seed in 0..8 {
+        let image = fs.crash_image(seed);
+        let log2 = open(&image, settings.clone());
+        let read = log2
+            .fetch(&topic(), P0, FetchRequest::new(Offset(0)))
+            .await
+            .unwrap();
+        assert_eq!(read.records.len(), 1, "seed {seed}");
+    }
+    drop(log);
+}
+
+#[tokio::test]
+async fn the_background_cleaner_compacts_without_being_asked() {
+    let fs = MemFs::new();
+    let settings = EmbeddedConfig {
+        maintenance_interval_ms: 20,
+        ..EmbeddedConfig::default()
+    };
+    let log = open(&fs, settings);
+    let config = TopicConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        segment_bytes: 1024,
+        ..TopicConfig::with_partitions(1)
+    };
+    log.create_topic(&topic(), config).await.unwrap();
+    for i in 0..200 {
+        let r = Record::keyed(
+            format!("sku-{}", i % 4),
+            format!("stock level {i} {}", "x".repeat(40)),
+        );
+        log.append(&topic(), P0, vec![r]).await.unwrap();
+    }
+    let before = log_files(&fs);
+    assert!(before > 10);
+    // Appends and reads go on while the cleaner works.
+    let mut appended = 200;
+    let started = Instant::now();
+    while log_files(&fs) >= before / 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cleaner never ran"
+        );
+        let r = Record::keyed("sku-0", format!("stock level {appended}"));
+        log.append(&topic(), P0, vec![r]).await.unwrap();
+        appended += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut from = Offset(0);
+    let mut latest = std::collections::HashMap::new();
+    loop {
+        let f = log
+            .fetch(&topic(), P0, FetchRequest::new(from))
+            .await
+            .unwrap();
+        if f.records.is_empty() {
+            break;
+        }
+        for r in f.records {
+            latest.insert(r.key.unwrap(), r.value.unwrap());
+        }
+        from = f.next;
+    }
+    assert_eq!(latest.len(), 4, "every key survives compaction");
+    let sku0 = String::from_utf8(latest[&b"sku-0"[..]].to_vec()).unwrap();
+    assert_eq!(
+        sku0,
+        format!("stock level {}", appended - 1),
+        "with its latest value"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_topic_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).unwrap();
+    log.create_topic(&topic(), TopicConfig::with_partitions(2))
+        .await
+        .unwrap();
+    log.close().unwrap();
+    drop(log);
+    let file = dir.path().join("topics/stock/topic.json");
+    std::fs::write(&file, b"{ not json").unwrap();
+    let err = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("topic.json"), "{err}");
+    // Nothing was changed: the partitions' data is still there.
+    assert!(
+        dir.path()
+            .join("topics/stock/1/00000000000000000000.log")
+            .exists()
+    );
+}
