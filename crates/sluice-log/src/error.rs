@@ -58,6 +58,63 @@ impl LogError {
         let path = path.into();
         move |source| LogError::Io { path, source }
     }
+
+    /// A copy for a second recipient (one failed group commit answers many appenders).
+    /// `io::Error` is not `Clone`: the copy keeps its kind and message.
+    pub fn duplicate(&self) -> LogError {
+        use LogError::*;
+        match self {
+            TopicNotFound(t) => TopicNotFound(t.clone()),
+            TopicExists(t) => TopicExists(t.clone()),
+            PartitionNotFound { topic, partition } => PartitionNotFound {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            InvalidTopicName { name, reason } => InvalidTopicName {
+                name: name.clone(),
+                reason,
+            },
+            InvalidConfig { field, reason } => InvalidConfig {
+                field,
+                reason: reason.clone(),
+            },
+            OffsetOutOfRange {
+                topic,
+                partition,
+                requested,
+                earliest,
+                latest,
+            } => OffsetOutOfRange {
+                topic: topic.clone(),
+                partition: *partition,
+                requested: *requested,
+                earliest: *earliest,
+                latest: *latest,
+            },
+            InvalidRecord { reason } => InvalidRecord {
+                reason: reason.clone(),
+            },
+            Poisoned { topic, partition } => Poisoned {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            Corrupt {
+                path,
+                position,
+                reason,
+            } => Corrupt {
+                path: path.clone(),
+                position: *position,
+                reason: reason.clone(),
+            },
+            Locked { path } => Locked { path: path.clone() },
+            Io { path, source } => Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Closed => Closed,
+        }
+    }
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

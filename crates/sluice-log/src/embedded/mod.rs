@@ -9,6 +9,7 @@
 //! ```
 
 mod cleanup;
+mod commit;
 mod config;
 mod partition;
 mod recovery;
@@ -176,9 +177,7 @@ impl EmbeddedLog {
             &self.inner,
             Duration::from_millis(s.maintenance_interval_ms.max(1)),
             |inner| {
-                if let Err(e) = maintain(inner) {
-                    tracing::error!(error = %e, "log cleanup failed");
-                }
+                let _ = maintain(inner); // errors are logged per partition
             },
         );
     }
@@ -323,19 +322,35 @@ fn all_partitions(inner: &Inner) -> Vec<Arc<Partition>> {
         .collect()
 }
 
+/// Retention and compaction on every partition. A failing partition does not stop the
+/// others; the first error is returned after all were tried.
 fn maintain(inner: &Inner) -> Result<CleanupStats> {
     let now = Timestamp::now();
     let mut total = CleanupStats::default();
+    let mut first_err = None;
     for p in all_partitions(inner) {
-        let r = p.enforce_retention(now)?;
-        total.segments_deleted += r.segments_deleted;
+        match p.enforce_retention(now) {
+            Ok(r) => total.segments_deleted += r.segments_deleted,
+            Err(e) => {
+                tracing::error!(topic = %p.topic, partition = p.id.0, error = %e, "retention failed");
+                first_err.get_or_insert(e);
+            }
+        }
         if p.needs_compaction.load(Ordering::Acquire) {
-            let c = p.compact(now)?;
-            total.segments_compacted += c.segments_compacted;
-            total.records_removed += c.records_removed;
+            match p.compact(now) {
+                Ok(c) => {
+                    total.segments_compacted += c.segments_compacted;
+                    total.records_removed += c.records_removed;
+                }
+                Err(e) => {
+                    p.needs_compaction.store(true, Ordering::Release); // try again next time
+                    tracing::error!(topic = %p.topic, partition = p.id.0, error = %e, "compaction failed");
+                    first_err.get_or_insert(e);
+                }
+            }
         }
     }
-    Ok(total)
+    first_err.map_or(Ok(total), Err)
 }
 
 fn open_topic(

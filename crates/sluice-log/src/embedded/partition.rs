@@ -1,55 +1,35 @@
-//! One partition: an ordered list of segments, the last one active, with group commit
-//! for appends and lock-free-ish reads.
-//!
-//! Append path (group commit):
-//!
-//! ```text
-//!  append() --enqueue--> queue --(first one in becomes leader)--> lead() on a blocking thread
-//!                                   leader: take all queued batches, assign offsets,
-//!                                   one write + one fdatasync, publish, reply to each
-//! ```
-//!
-//! Readers never take the writer lock: they clone the segment list and read each
-//! segment up to its published length. A failed write that cannot be undone, or any
-//! failed fsync, poisons the partition: appends fail until the log is reopened.
+//! One partition: an ordered list of segments, the last one active. Appends go through
+//! the group commit in `commit.rs`; readers never take the writer lock: they clone the
+//! segment list and read each segment up to its published length. A failed write that
+//! cannot be undone, or any failed fsync, poisons the partition: appends fail until the
+//! log is reopened.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
-use super::config::{Durability, EmbeddedConfig};
-use super::segment::{self, IndexBuilder, LiveIndex, Placed, Segment, segment_path};
+use super::commit::{Queue, SyncStage};
+use super::config::EmbeddedConfig;
+use super::segment::{self, IndexBuilder, LiveIndex, Segment, segment_path};
 use crate::error::{LogError, Result};
-use crate::format::batch::{self, EncodedBatch};
+use crate::format::batch;
 use crate::format::index::SegmentSummary;
-use crate::fs::{self, Fs, OpenMode};
-use crate::log::{Appended, FetchRequest, PartitionOffsets};
+use crate::fs::{Fs, OpenMode};
+use crate::log::{FetchRequest, PartitionOffsets};
 use crate::types::{Offset, PartitionId, StoredRecord, Timestamp, TopicConfig, TopicName};
 
-pub(crate) type Reply = oneshot::Sender<Result<Appended>>;
-
-struct Pending {
-    batch: EncodedBatch,
-    reply: Reply,
-}
-
-#[derive(Default)]
-struct Queue {
-    pending: VecDeque<Pending>,
-    leader: bool,
-    closed: bool,
-}
-
-struct Writer {
-    active: Arc<Segment>,
-    next_offset: u64,
-    index: IndexBuilder,
+pub(super) struct Writer {
+    pub active: Arc<Segment>,
+    /// Bytes written to the active segment (published or still being synced).
+    pub written_len: u64,
+    /// The offset the next batch gets.
+    pub next_offset: u64,
+    pub index: IndexBuilder,
     /// Timestamp of the active segment's first batch, for rolling by age.
-    first_append_ms: Option<i64>,
+    pub first_append_ms: Option<i64>,
 }
 
 pub(crate) struct Partition {
@@ -60,11 +40,15 @@ pub(crate) struct Partition {
     pub(super) settings: Arc<EmbeddedConfig>,
     pub(super) config: Arc<RwLock<TopicConfig>>,
     pub(super) segments: RwLock<Vec<Arc<Segment>>>,
-    writer: Mutex<Writer>,
-    queue: Mutex<Queue>,
-    hw: watch::Sender<u64>,
+    pub(super) writer: Mutex<Writer>,
+    pub(super) queue: Mutex<Queue>,
+    /// Written batches waiting for their fsync (durability = fsync).
+    pub(super) stage: Mutex<SyncStage>,
+    /// Held while syncing and publishing: keeps publication in write order.
+    pub(super) sync_lock: Mutex<()>,
+    pub(super) hw: watch::Sender<u64>,
     poisoned: AtomicBool,
-    dirty: AtomicBool,
+    pub(super) dirty: AtomicBool,
     /// Held by retention and compaction, which both replace sealed segments.
     pub(super) maintenance: Mutex<()>,
     pub(super) needs_compaction: AtomicBool,
@@ -136,12 +120,15 @@ impl Partition {
             config,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
+                written_len: active.len(),
                 active,
                 next_offset,
                 index,
                 first_append_ms,
             }),
             queue: Mutex::new(Queue::default()),
+            stage: Mutex::new(SyncStage::default()),
+            sync_lock: Mutex::new(()),
             hw: watch::Sender::new(next_offset),
             poisoned: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
@@ -150,14 +137,14 @@ impl Partition {
         })
     }
 
-    fn poisoned_error(&self) -> LogError {
+    pub(super) fn poisoned_error(&self) -> LogError {
         LogError::Poisoned {
             topic: self.topic.to_string(),
             partition: self.id.0,
         }
     }
 
-    fn poison(&self, why: &std::io::Error) {
+    pub(super) fn poison(&self, why: &std::io::Error) {
         tracing::error!(topic = %self.topic, partition = self.id.0, error = %why,
             "partition refuses writes until the log is reopened");
         self.poisoned.store(true, Ordering::Release);
@@ -167,173 +154,9 @@ impl Partition {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    /// Queues a batch. Returns the receiver of its result and whether the caller must
-    /// start the leader (`lead`) because none is running.
-    pub fn enqueue(
-        &self,
-        batch: EncodedBatch,
-    ) -> Result<(oneshot::Receiver<Result<Appended>>, bool)> {
-        let (reply, rx) = oneshot::channel();
-        let mut q = self.queue.lock();
-        if q.closed {
-            return Err(LogError::TopicNotFound(self.topic.to_string()));
-        }
-        q.pending.push_back(Pending { batch, reply });
-        let lead = !q.leader;
-        q.leader = true;
-        Ok((rx, lead))
-    }
-
-    /// Runs group commits until the queue is empty. Blocking: call on a thread that may
-    /// block (`spawn_blocking`).
-    pub fn lead(&self) {
-        loop {
-            let group = {
-                let mut q = self.queue.lock();
-                if q.pending.is_empty() {
-                    q.leader = false;
-                    return;
-                }
-                let mut bytes = 0;
-                let mut group = Vec::new();
-                while let Some(p) = q.pending.front() {
-                    if !group.is_empty()
-                        && bytes + p.batch.bytes.len() > self.settings.max_group_bytes
-                    {
-                        break;
-                    }
-                    bytes += p.batch.bytes.len();
-                    group.extend(q.pending.pop_front());
-                }
-                group
-            };
-            self.commit(group);
-        }
-    }
-
-    fn commit(&self, group: Vec<Pending>) {
-        let mut w = self.writer.lock();
-        if self.is_poisoned() {
-            for p in group {
-                let _ = p.reply.send(Err(self.poisoned_error()));
-            }
-            return;
-        }
-        let config = self.config.read().clone();
-        let now = Timestamp::now().0;
-        let total: usize = group.iter().map(|p| p.batch.bytes.len()).sum();
-        let mut staged = Staged::new(w.active.len(), w.next_offset, total);
-        let mut group = group.into_iter();
-        while let Some(p) = group.next() {
-            let size = p.batch.bytes.len() as u64;
-            let seg_len = staged.start + staged.buf.len() as u64;
-            let rel_end = staged.next + u64::from(p.batch.count) - w.active.base;
-            let too_big = seg_len + size > config.segment_bytes || rel_end > u64::from(u32::MAX);
-            let first = w
-                .first_append_ms
-                .or((!staged.buf.is_empty()).then_some(now));
-            let too_old = config
-                .segment_ms
-                .zip(first)
-                .is_some_and(|(ms, first)| now.saturating_sub(first) >= ms as i64);
-            if seg_len > 0 && (too_big || too_old) {
-                let rolled = self
-                    .write_staged(&mut w, &mut staged)
-                    .and_then(|()| self.roll(&mut w));
-                if let Err(e) = rolled {
-                    staged.fail(&e, self);
-                    for p in std::iter::once(p).chain(group) {
-                        let _ = p.reply.send(Err(self.error_like(&e)));
-                    }
-                    return;
-                }
-                staged = Staged::new(0, w.next_offset, total);
-            }
-            let mut bytes = p.batch.bytes;
-            let base = staged.next;
-            batch::set_base_offset(&mut bytes, base, p.batch.body_crc);
-            let count = u64::from(p.batch.count);
-            let pos = staged.start + staged.buf.len() as u64;
-            let rel_base = (base - w.active.base) as u32;
-            let placed = Placed {
-                rel_base,
-                rel_last: rel_base + (count as u32).saturating_sub(1),
-                position: pos,
-                len: size,
-                max_timestamp: p.batch.max_timestamp,
-            };
-            w.index.on_batch(&placed, &mut staged.index);
-            staged.buf.extend_from_slice(&bytes);
-            staged.max_timestamp = staged.max_timestamp.max(p.batch.max_timestamp);
-            staged.next += count;
-            let offsets = (base..base + count).map(Offset).collect();
-            staged.done.push((p.reply, offsets));
-            if w.first_append_ms.is_none() {
-                w.first_append_ms = Some(now);
-            }
-        }
-        if let Err(e) = self.write_staged(&mut w, &mut staged) {
-            staged.fail(&e, self);
-        }
-    }
-
-    /// Rebuilds an error for a second recipient (errors are not Clone: they hold io::Error).
-    fn error_like(&self, e: &LogError) -> LogError {
-        match e {
-            LogError::Poisoned { .. } => self.poisoned_error(),
-            LogError::Io { path, source } => LogError::Io {
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            other => LogError::InvalidRecord {
-                reason: other.to_string(),
-            },
-        }
-    }
-
-    /// Writes the staged batches at the end of the active segment, syncs them if the
-    /// durability asks for it, publishes them and answers their appenders.
-    fn write_staged(&self, w: &mut Writer, staged: &mut Staged) -> Result<()> {
-        if staged.buf.is_empty() {
-            return Ok(());
-        }
-        let file = &w.active.file;
-        let path = &w.active.path;
-        if let Err(e) = fs::write_all_at(&**file, &staged.buf, staged.start) {
-            // Undo a partial write; if even that fails the tail is unknown.
-            if file.set_len(staged.start).is_err() {
-                self.poison(&e);
-            }
-            return Err(LogError::Io {
-                path: path.clone(),
-                source: e,
-            });
-        }
-        match self.settings.durability {
-            Durability::Fsync => {
-                if let Err(e) = file.sync_data() {
-                    self.poison(&e);
-                    return Err(self.poisoned_error());
-                }
-            }
-            Durability::Interval | Durability::None => self.dirty.store(true, Ordering::Release),
-        }
-        let end = staged.start + staged.buf.len() as u64;
-        w.active
-            .publish(end, staged.next, staged.max_timestamp, &staged.index);
-        w.next_offset = staged.next;
-        self.hw.send_replace(staged.next);
-        for (reply, offsets) in staged.done.drain(..) {
-            let _ = reply.send(Ok(Appended { offsets }));
-        }
-        staged.buf.clear();
-        staged.index = LiveIndex::default();
-        staged.start = end;
-        Ok(())
-    }
-
     /// Seals the active segment (sync, write its index files) and starts a new one.
-    fn roll(&self, w: &mut Writer) -> Result<()> {
+    pub(super) fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.drain_syncs()?;
         let old = w.active.clone();
         if let Err(e) = old.file.sync_data() {
             self.poison(&e);
@@ -375,6 +198,7 @@ impl Partition {
             segs.push(active.clone());
         }
         w.active = active;
+        w.written_len = 0;
         w.index = IndexBuilder::new(self.settings.index_interval_bytes);
         w.first_append_ms = None;
         self.needs_compaction.store(true, Ordering::Release);
@@ -518,7 +342,7 @@ impl Partition {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let w = self.writer.lock();
-        if self.is_poisoned() {
+        if self.is_poisoned() || self.drain_syncs().is_err() {
             return Ok(());
         }
         w.active
@@ -553,34 +377,5 @@ impl Partition {
             .read()
             .last()
             .map_or(0, |s| s.live_index_len())
-    }
-}
-
-/// Batches assembled for one write.
-struct Staged {
-    start: u64,
-    next: u64,
-    buf: Vec<u8>,
-    index: LiveIndex,
-    max_timestamp: i64,
-    done: Vec<(Reply, Vec<Offset>)>,
-}
-
-impl Staged {
-    fn new(start: u64, next: u64, capacity: usize) -> Staged {
-        Staged {
-            start,
-            next,
-            buf: Vec::with_capacity(capacity),
-            index: LiveIndex::default(),
-            max_timestamp: i64::MIN,
-            done: Vec::new(),
-        }
-    }
-
-    fn fail(&mut self, e: &LogError, p: &Partition) {
-        for (reply, _) in self.done.drain(..) {
-            let _ = reply.send(Err(p.error_like(e)));
-        }
     }
 }

@@ -1,0 +1,321 @@
+//! Group commit: how appends to one partition become durable and visible.
+//!
+//! ```text
+//!  append() --enqueue--> queue --(first in, no leader yet)--> lead() on a blocking thread
+//!
+//!  leader:  take queued batches -> assign offsets -> one pwrite --+--> publish + reply
+//!                                                                 |    (interval, none)
+//!                                                                 v
+//!                                          stage --> syncer: one fdatasync for every
+//!                                                    group written so far -> publish
+//!                                                    in write order -> reply (fsync)
+//! ```
+//!
+//! With `durability = fsync` the leader does not wait for the fsync: while the syncer
+//! flushes group N, the leader already writes group N+1, and the next fsync covers all
+//! groups written meanwhile. Readers see a batch only once it is published, so nothing
+//! they saw can vanish in a crash. A roll drains the stage first, so a segment is
+//! sealed only with all of its batches published.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::oneshot;
+
+use super::config::Durability;
+use super::partition::{Partition, Writer};
+use super::segment::{LiveIndex, Placed, Segment};
+use crate::error::{LogError, Result};
+use crate::format::batch::{self, EncodedBatch};
+use crate::fs;
+use crate::log::Appended;
+use crate::types::{Offset, Timestamp};
+
+pub(crate) type Reply = oneshot::Sender<Result<Appended>>;
+
+pub(crate) struct Pending {
+    batch: EncodedBatch,
+    reply: Reply,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    pending: VecDeque<Pending>,
+    pub leader: bool,
+    pub closed: bool,
+}
+
+/// Groups written to the active segment, waiting for the syncer's fdatasync.
+#[derive(Default)]
+pub(crate) struct SyncStage {
+    pending: Vec<Written>,
+    running: bool,
+}
+
+/// A group that was written: what publishing it changes, and whom to answer.
+struct Written {
+    segment: Arc<Segment>,
+    end: u64,
+    next: u64,
+    max_timestamp: i64,
+    index: LiveIndex,
+    replies: Vec<(Reply, Vec<Offset>)>,
+}
+
+/// Batches assembled for one write.
+struct Staged {
+    start: u64,
+    next: u64,
+    buf: Vec<u8>,
+    index: LiveIndex,
+    max_timestamp: i64,
+    done: Vec<(Reply, Vec<Offset>)>,
+}
+
+impl Staged {
+    fn new(start: u64, next: u64, capacity: usize) -> Staged {
+        Staged {
+            start,
+            next,
+            buf: Vec::with_capacity(capacity),
+            index: LiveIndex::default(),
+            max_timestamp: i64::MIN,
+            done: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, e: &LogError) {
+        for (reply, _) in self.done.drain(..) {
+            let _ = reply.send(Err(e.duplicate()));
+        }
+    }
+}
+
+impl Partition {
+    /// Queues a batch. Returns the receiver of its result and whether the caller must
+    /// start the leader (`lead`) because none is running.
+    pub fn enqueue(
+        &self,
+        batch: EncodedBatch,
+    ) -> Result<(oneshot::Receiver<Result<Appended>>, bool)> {
+        let (reply, rx) = oneshot::channel();
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Err(LogError::TopicNotFound(self.topic.to_string()));
+        }
+        q.pending.push_back(Pending { batch, reply });
+        let lead = !q.leader;
+        q.leader = true;
+        Ok((rx, lead))
+    }
+
+    /// Runs group commits until the queue is empty. Blocking: call on a thread that may
+    /// block (`spawn_blocking`).
+    pub fn lead(self: &Arc<Self>) {
+        loop {
+            let group = {
+                let mut q = self.queue.lock();
+                if q.pending.is_empty() {
+                    q.leader = false;
+                    return;
+                }
+                let mut bytes = 0;
+                let mut group = Vec::new();
+                while let Some(p) = q.pending.front() {
+                    if !group.is_empty()
+                        && bytes + p.batch.bytes.len() > self.settings.max_group_bytes
+                    {
+                        break;
+                    }
+                    bytes += p.batch.bytes.len();
+                    group.extend(q.pending.pop_front());
+                }
+                group
+            };
+            self.commit(group);
+        }
+    }
+
+    fn commit(self: &Arc<Self>, group: Vec<Pending>) {
+        let mut w = self.writer.lock();
+        if self.is_poisoned() {
+            for p in group {
+                let _ = p.reply.send(Err(self.poisoned_error()));
+            }
+            return;
+        }
+        let config = self.config.read().clone();
+        let now = Timestamp::now().0;
+        let total: usize = group.iter().map(|p| p.batch.bytes.len()).sum();
+        let mut staged = Staged::new(w.written_len, w.next_offset, total);
+        let mut group = group.into_iter();
+        while let Some(p) = group.next() {
+            let size = p.batch.bytes.len() as u64;
+            let seg_len = staged.start + staged.buf.len() as u64;
+            let rel_end = staged.next + u64::from(p.batch.count) - w.active.base;
+            let too_big = seg_len + size > config.segment_bytes || rel_end > u64::from(u32::MAX);
+            let first = w
+                .first_append_ms
+                .or((!staged.buf.is_empty()).then_some(now));
+            let too_old = config
+                .segment_ms
+                .zip(first)
+                .is_some_and(|(ms, first)| now.saturating_sub(first) >= ms as i64);
+            if seg_len > 0 && (too_big || too_old) {
+                let rolled = self
+                    .write_staged(&mut w, &mut staged)
+                    .and_then(|()| self.roll(&mut w));
+                if let Err(e) = rolled {
+                    staged.fail(&e);
+                    for p in std::iter::once(p).chain(group) {
+                        let _ = p.reply.send(Err(e.duplicate()));
+                    }
+                    return;
+                }
+                staged = Staged::new(0, w.next_offset, total);
+            }
+            let mut bytes = p.batch.bytes;
+            let base = staged.next;
+            batch::set_base_offset(&mut bytes, base, p.batch.body_crc);
+            let count = u64::from(p.batch.count);
+            let rel_base = (base - w.active.base) as u32;
+            let placed = Placed {
+                rel_base,
+                rel_last: rel_base + (count as u32).saturating_sub(1),
+                position: staged.start + staged.buf.len() as u64,
+                len: size,
+                max_timestamp: p.batch.max_timestamp,
+            };
+            w.index.on_batch(&placed, &mut staged.index);
+            staged.buf.extend_from_slice(&bytes);
+            staged.max_timestamp = staged.max_timestamp.max(p.batch.max_timestamp);
+            staged.next += count;
+            let offsets = (base..base + count).map(Offset).collect();
+            staged.done.push((p.reply, offsets));
+            if w.first_append_ms.is_none() {
+                w.first_append_ms = Some(now);
+            }
+        }
+        if let Err(e) = self.write_staged(&mut w, &mut staged) {
+            staged.fail(&e);
+        }
+    }
+
+    /// Writes the staged batches at the end of the active segment, then publishes them
+    /// (interval, none) or hands them to the syncer (fsync).
+    fn write_staged(self: &Arc<Self>, w: &mut Writer, staged: &mut Staged) -> Result<()> {
+        if staged.buf.is_empty() {
+            return Ok(());
+        }
+        let file = &w.active.file;
+        if let Err(e) = fs::write_all_at(&**file, &staged.buf, staged.start) {
+            // Undo a partial write; if even that fails the tail is unknown.
+            if file.set_len(staged.start).is_err() {
+                self.poison(&e);
+            }
+            return Err(LogError::Io {
+                path: w.active.path.clone(),
+                source: e,
+            });
+        }
+        let end = staged.start + staged.buf.len() as u64;
+        w.written_len = end;
+        w.next_offset = staged.next;
+        let written = Written {
+            segment: w.active.clone(),
+            end,
+            next: staged.next,
+            max_timestamp: staged.max_timestamp,
+            index: std::mem::take(&mut staged.index),
+            replies: std::mem::take(&mut staged.done),
+        };
+        staged.buf.clear();
+        staged.start = end;
+        staged.max_timestamp = i64::MIN;
+        match self.settings.durability {
+            Durability::Fsync => self.hand_to_syncer(written),
+            Durability::Interval | Durability::None => {
+                self.dirty.store(true, Ordering::Release);
+                self.publish(written);
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, w: Written) {
+        w.segment.publish(w.end, w.next, w.max_timestamp, &w.index);
+        self.hw.send_replace(w.next);
+        for (reply, offsets) in w.replies {
+            let _ = reply.send(Ok(Appended { offsets }));
+        }
+    }
+
+    fn hand_to_syncer(self: &Arc<Self>, written: Written) {
+        let start = {
+            let mut stage = self.stage.lock();
+            stage.pending.push(written);
+            !std::mem::replace(&mut stage.running, true)
+        };
+        if start {
+            let p = self.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || p.run_syncer())),
+                Err(_) => p.run_syncer(),
+            }
+        }
+    }
+
+    /// The syncer: fsyncs and publishes written groups until none is left.
+    fn run_syncer(&self) {
+        loop {
+            let _order = self.sync_lock.lock();
+            let groups = {
+                let mut stage = self.stage.lock();
+                if stage.pending.is_empty() {
+                    stage.running = false;
+                    return;
+                }
+                std::mem::take(&mut stage.pending)
+            };
+            let _ = self.sync_and_publish(groups);
+        }
+    }
+
+    /// Syncs and publishes whatever is staged now, on the caller's thread (roll, close).
+    pub(super) fn drain_syncs(&self) -> Result<()> {
+        let _order = self.sync_lock.lock();
+        let groups = std::mem::take(&mut self.stage.lock().pending);
+        self.sync_and_publish(groups)
+    }
+
+    /// One fdatasync for all `groups` (all in the active segment: a roll drains the
+    /// stage before it seals), then publication in write order.
+    fn sync_and_publish(&self, groups: Vec<Written>) -> Result<()> {
+        let Some(last) = groups.last() else {
+            return Ok(());
+        };
+        let synced = if self.is_poisoned() {
+            Err(self.poisoned_error())
+        } else {
+            last.segment.file.sync_data().map_err(|e| {
+                self.poison(&e);
+                self.poisoned_error()
+            })
+        };
+        match synced {
+            Ok(()) => {
+                groups.into_iter().for_each(|g| self.publish(g));
+                Ok(())
+            }
+            Err(e) => {
+                for g in groups {
+                    for (reply, _) in g.replies {
+                        let _ = reply.send(Err(e.duplicate()));
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
