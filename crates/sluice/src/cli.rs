@@ -9,8 +9,21 @@ use sluice_log::Durability;
 ///
 /// Services publish events (products, offers, prices, stock, orders) to a durable,
 /// partitioned log; derived state is rebuilt from it. This build has the embedded log.
+const EXAMPLES: &str = "\
+Examples:
+  sluice serve --data-dir /var/lib/sluice       run until Ctrl-C or SIGTERM
+  sluice verify --data-dir /var/lib/sluice      CRC-check every segment, read-only
+  sluice config --set log.durability=interval   show the effective configuration
+  sluice bench log --data-dir /tmp --records 1000000 --durability fsync
+
+Environment:
+  SLUICE_CONFIG=FILE            config file (like --config)
+  SLUICE_DATA_DIR=DIR           any key: SLUICE_ + upper-case key, sections joined by __
+  SLUICE_LOG__DURABILITY=none   e.g. the [log] section's durability
+  RUST_LOG=debug                log verbosity (default info), written to stderr";
+
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, propagate_version = true)]
+#[command(name = "sluice", version, propagate_version = true, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

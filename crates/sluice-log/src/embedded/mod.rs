@@ -94,6 +94,9 @@ impl EmbeddedLog {
         dir: &Path,
         settings: EmbeddedConfig,
     ) -> Result<EmbeddedLog> {
+        if !fs.exists(dir) {
+            tracing::info!(dir = %dir.display(), "creating a new, empty data dir");
+        }
         fs.create_dir_all(dir).map_err(LogError::io(dir))?;
         let lock_path = dir.join("LOCK");
         let lock = fs.lock(&lock_path).map_err(|e| match e.kind() {
