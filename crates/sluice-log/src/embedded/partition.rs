@@ -263,19 +263,16 @@ impl Partition {
                 pos += h.total_len() as u64;
             }
             if pos < len {
-                'batches: for (h, bytes) in seg.read_batches(pos, req.max_bytes)? {
-                    let decoded =
-                        batch::decode_records(&bytes, &h).map_err(|e| LogError::Corrupt {
+                for (h, bytes) in seg.read_batches(pos, req.max_bytes)? {
+                    if records.len() >= max_records {
+                        break;
+                    }
+                    batch::decode_records_into(&bytes, &h, from, max_records, &mut records)
+                        .map_err(|e| LogError::Corrupt {
                             path: seg.path.clone(),
                             position: pos,
                             reason: e.to_string(),
                         })?;
-                    for r in decoded.into_iter().filter(|r| r.offset.0 >= from) {
-                        records.push(r);
-                        if records.len() >= max_records {
-                            break 'batches;
-                        }
-                    }
                 }
             }
             if let Some(last) = records.last() {

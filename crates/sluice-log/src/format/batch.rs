@@ -10,10 +10,10 @@ use crate::types::{Header, Offset, Record, StoredRecord, Timestamp};
 
 /// Bytes before the first record: base offset, length, CRC and the CRC'd fields.
 pub const HEADER_LEN: usize = 44;
-/// The CRC covers the base offset `[0, 8)` and `[CRC_START, total_len)`. The body's CRC
-/// is computed when the batch is encoded, before its offset is known; placing the batch
-/// combines it with the offset's CRC in O(log n) (`crc32c_combine`), so the writer
-/// never re-reads the body and yet a flipped bit in the offset is caught.
+/// The CRC covers `[CRC_START, total_len)` followed by the base offset `[0, 8)`. The
+/// body's CRC is computed when the batch is encoded, before its offset is known;
+/// placing the batch extends it by the 8 offset bytes, so the writer never re-reads
+/// the body and yet a flipped bit in the offset is caught.
 pub const CRC_START: usize = 16;
 /// Bytes counted by the length field are those after it.
 const LENGTH_END: usize = 12;
@@ -108,7 +108,7 @@ pub fn verify(batch: &[u8], header: &BatchHeader) -> Result<(), FormatError> {
             available: batch.len(),
         });
     }
-    let computed = crc32c::crc32c_append(crc32c::crc32c(&batch[0..8]), &batch[CRC_START..total]);
+    let computed = crc32c::crc32c_append(crc32c::crc32c(&batch[CRC_START..total]), &batch[0..8]);
     if computed != header.crc {
         return Err(FormatError::CrcMismatch {
             stored: header.crc,
@@ -118,15 +118,11 @@ pub fn verify(batch: &[u8], header: &BatchHeader) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// Places an encoded batch at `base`: writes the offset and the CRC of offset + body.
+/// Places an encoded batch at `base`: writes the offset and the CRC of body + offset.
 /// `body_crc` is the CRC of `batch[CRC_START..]`, as `BatchBuilder::finish_body` returned.
 pub fn set_base_offset(batch: &mut [u8], base: u64, body_crc: u32) {
     let base_bytes = base.to_le_bytes();
-    let crc = crc32c::crc32c_combine(
-        crc32c::crc32c(&base_bytes),
-        body_crc,
-        batch.len() - CRC_START,
-    );
+    let crc = crc32c::crc32c_append(body_crc, &base_bytes);
     batch[0..8].copy_from_slice(&base_bytes);
     batch[12..16].copy_from_slice(&crc.to_le_bytes());
 }
@@ -307,6 +303,19 @@ pub fn decode_records(
     header: &BatchHeader,
 ) -> Result<Vec<StoredRecord>, FormatError> {
     let mut out = Vec::with_capacity(header.record_count.min(1 << 16) as usize);
+    decode_records_into(batch, header, 0, usize::MAX, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the batch's records with offsets at or after `from` to `out`, stopping when
+/// `out` holds `limit` records.
+pub fn decode_records_into(
+    batch: &Bytes,
+    header: &BatchHeader,
+    from: u64,
+    limit: usize,
+    out: &mut Vec<StoredRecord>,
+) -> Result<(), FormatError> {
     let mut pos = HEADER_LEN;
     for _ in 0..header.record_count {
         let body_len =
@@ -340,15 +349,22 @@ pub fn decode_records(
                 "record length or offset delta disagree",
             ));
         }
+        let offset = header.base_offset + delta;
+        if offset < from {
+            continue;
+        }
+        if out.len() >= limit {
+            break;
+        }
         out.push(StoredRecord {
-            offset: Offset(header.base_offset + delta),
+            offset: Offset(offset),
             timestamp: Timestamp(header.first_timestamp.wrapping_add(varint::unzigzag(ts))),
             key,
             value,
             headers,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
