@@ -82,7 +82,9 @@ pub fn write_all_at(file: &dyn FsFile, mut buf: &[u8], mut pos: u64) -> io::Resu
 /// Replaces `path` with `data` atomically and durably: write a temporary file, sync it,
 /// rename it over `path`, sync the directory.
 pub fn write_atomic(fs: &dyn Fs, path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let file = fs.open(&tmp, OpenMode::CreateTruncate)?;
     write_all_at(&*file, data, 0)?;
     file.sync_data()?;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::commit::{Queue, SyncStage};
 use super::config::EmbeddedConfig;
+use super::recovery::Opened;
 use super::segment::{self, IndexBuilder, LiveIndex, Segment, segment_path};
 use crate::error::{LogError, Result};
 use crate::format::batch;
@@ -49,8 +50,10 @@ pub(crate) struct Partition {
     pub(super) hw: watch::Sender<u64>,
     poisoned: AtomicBool,
     pub(super) dirty: AtomicBool,
-    /// Held by retention and compaction, which both replace sealed segments.
+    /// Held by retention, compaction and sealing, which all replace segments.
     pub(super) maintenance: Mutex<()>,
+    /// Rolled segments not sealed yet.
+    unsealed: Mutex<Vec<Arc<Segment>>>,
     pub(super) needs_compaction: AtomicBool,
 }
 
@@ -96,12 +99,18 @@ impl Partition {
         }
         let interval = settings.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len());
+        let mut last = bases[bases.len() - 1];
         for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
-            let seg =
-                super::recovery::open_sealed_or_rebuild(&*fs, &dir, base, bases[i + 1], interval)?;
-            segments.push(Arc::new(seg));
+            match super::recovery::open_sealed_or_rebuild(&*fs, &dir, base, bases[i + 1], interval)?
+            {
+                Opened::Sealed(seg) => segments.push(Arc::new(seg)),
+                Opened::Damaged => {
+                    super::recovery::cut_after(&*fs, &dir, &bases[i + 1..])?;
+                    last = base;
+                    break;
+                }
+            }
         }
-        let last = bases[bases.len() - 1];
         let (active, index) = super::recovery::open_active(&*fs, &dir, last, interval)?;
         let first_append_ms = if active.is_empty() {
             None
@@ -133,6 +142,7 @@ impl Partition {
             poisoned: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             maintenance: Mutex::new(()),
+            unsealed: Mutex::new(Vec::new()),
             needs_compaction: AtomicBool::new(true),
         })
     }
@@ -154,21 +164,12 @@ impl Partition {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    /// Seals the active segment (sync, write its index files) and starts a new one.
-    pub(super) fn roll(&self, w: &mut Writer) -> Result<()> {
+    /// Starts a new active segment. Sealing the old one (fsync, index files) happens in
+    /// the background (`seal_pending`), so appends only wait for a file creation. A
+    /// crash before it is sealed leaves a segment without index files, which recovery
+    /// rebuilds by scanning it.
+    pub(super) fn roll(self: &Arc<Self>, w: &mut Writer) -> Result<()> {
         self.drain_syncs()?;
-        let old = w.active.clone();
-        if let Err(e) = old.file.sync_data() {
-            self.poison(&e);
-            return Err(self.poisoned_error());
-        }
-        let (offsets, times) = old.live_entries();
-        let summary = SegmentSummary {
-            end_offset: w.next_offset,
-            ..old.summary()
-        };
-        segment::write_index_files(&*self.fs, &self.dir, &summary, &offsets, &times, "")?;
-        let sealed = Arc::new(old.sealed_from_files(&*self.fs, &self.dir)?);
         let base = w.next_offset;
         let path = segment_path(&self.dir, base, segment::LOG_EXT);
         let file = self
@@ -190,31 +191,69 @@ impl Partition {
             },
             LiveIndex::default(),
         ));
-        {
-            let mut segs = self.segments.write();
-            if let Some(last) = segs.last_mut() {
-                *last = sealed;
-            }
-            segs.push(active.clone());
-        }
-        w.active = active;
+        self.segments.write().push(active.clone());
+        let old = std::mem::replace(&mut w.active, active);
         w.written_len = 0;
         w.index = IndexBuilder::new(self.settings.index_interval_bytes);
         w.first_append_ms = None;
+        self.unsealed.lock().push(old);
+        let p = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || p.seal_logged())),
+            Err(_) => p.seal_pending()?,
+        }
+        Ok(())
+    }
+
+    fn seal_logged(&self) {
+        if let Err(e) = self.seal_pending() {
+            tracing::error!(topic = %self.topic, partition = self.id.0, error = %e,
+                "sealing a segment failed; the next open rebuilds its indexes");
+        }
+    }
+
+    /// Seals rolled segments: fsync, write their index files, swap in their sealed form
+    /// (indexes read from files, not held in memory). Segments that retention or
+    /// compaction replaced meanwhile are skipped.
+    pub(super) fn seal_pending(&self) -> Result<()> {
+        let _m = self.maintenance.lock();
+        let pending = std::mem::take(&mut *self.unsealed.lock());
+        for seg in pending {
+            let listed = self.segments.read().iter().any(|s| Arc::ptr_eq(s, &seg));
+            if !listed {
+                continue;
+            }
+            if let Err(e) = seg.file.sync_data() {
+                self.poison(&e);
+                return Err(self.poisoned_error());
+            }
+            let (offsets, times) = seg.live_entries();
+            segment::write_index_files(&*self.fs, &self.dir, &seg.summary(), &offsets, &times, "")?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(LogError::io(&self.dir))?;
+            let sealed = Arc::new(seg.sealed_from_files(&*self.fs, &self.dir)?);
+            let mut segs = self.segments.write();
+            if let Some(slot) = segs.iter_mut().find(|s| Arc::ptr_eq(s, &seg)) {
+                *slot = sealed;
+            }
+        }
         self.needs_compaction.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// Seals the active segment now if it holds data (tests and compaction use it).
-    pub fn roll_now(&self) -> Result<()> {
+    /// Rolls the active segment now if it holds data, and seals it before returning
+    /// (so compaction and retention may act on everything written so far).
+    pub fn roll_now(self: &Arc<Self>) -> Result<()> {
         let mut w = self.writer.lock();
         if self.is_poisoned() {
             return Err(self.poisoned_error());
         }
-        if w.active.is_empty() {
-            return Ok(());
+        if !w.active.is_empty() {
+            self.roll(&mut w)?;
         }
-        self.roll(&mut w)
+        drop(w);
+        self.seal_pending()
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
@@ -342,6 +381,7 @@ impl Partition {
         if self.is_poisoned() || self.drain_syncs().is_err() {
             return Ok(());
         }
+        self.seal_pending()?;
         w.active
             .file
             .sync_data()

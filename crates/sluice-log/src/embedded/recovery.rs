@@ -69,16 +69,28 @@ pub(crate) fn finish_interrupted_swaps(fs: &dyn Fs, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Opens a sealed segment, rebuilding its index files when they are missing or stale.
+/// How a segment before the active one opened.
+pub(crate) enum Opened {
+    Sealed(Segment),
+    /// The segment has no valid index (it was not sealed before a crash) and its data
+    /// is damaged: the log must be cut there (`cut_after`) and it becomes the active one.
+    Damaged,
+}
+
+/// Opens a segment before the active one. Its index files, written only after its data
+/// was synced, prove it intact; without them it was rolled but not yet sealed when the
+/// process stopped, so it is scanned and its indexes rebuilt. Damage found by the scan
+/// means writes after it cannot be trusted either (they may have reached the disk
+/// before it did): like Kafka, the log keeps only the prefix before the damage.
 pub(crate) fn open_sealed_or_rebuild(
     fs: &dyn Fs,
     dir: &Path,
     base: u64,
     next_base: u64,
     interval: u32,
-) -> Result<Segment> {
+) -> Result<Opened> {
     if let Some(seg) = Segment::open_sealed(fs, dir, base)? {
-        return Ok(seg);
+        return Ok(Opened::Sealed(seg));
     }
     let path = segment_path(dir, base, LOG_EXT);
     let file = fs
@@ -87,9 +99,8 @@ pub(crate) fn open_sealed_or_rebuild(
     let scan = segment::scan(&*file, &path, base, interval)?;
     if let Some(damage) = &scan.damage {
         tracing::warn!(path = %path.display(), at = scan.valid_len, %damage,
-            "sealed segment is damaged; dropping its tail");
-        file.set_len(scan.valid_len).map_err(LogError::io(&path))?;
-        file.sync_data().map_err(LogError::io(&path))?;
+            "an unsealed segment is damaged; the log is cut there and later segments removed");
+        return Ok(Opened::Damaged);
     }
     let summary = SegmentSummary {
         base_offset: base,
@@ -105,13 +116,26 @@ pub(crate) fn open_sealed_or_rebuild(
         &scan.index.times,
         "",
     )?;
-    fs.sync_dir(dir).map_err(LogError::io(dir))?;
-    tracing::info!(path = %path.display(), "rebuilt the indexes of a sealed segment");
-    Segment::open_sealed(fs, dir, base)?.ok_or_else(|| LogError::Corrupt {
+    tracing::info!(path = %path.display(), "rebuilt the indexes of an unsealed segment");
+    let seg = Segment::open_sealed(fs, dir, base)?.ok_or_else(|| LogError::Corrupt {
         path,
         position: 0,
         reason: "rebuilt index does not match its segment".into(),
-    })
+    })?;
+    Ok(Opened::Sealed(seg))
+}
+
+/// Removes the segments at `bases` (everything after a cut).
+pub(crate) fn cut_after(fs: &dyn Fs, dir: &Path, bases: &[u64]) -> Result<()> {
+    for &base in bases {
+        for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+            let path = segment_path(dir, base, ext);
+            if fs.exists(&path) {
+                fs.remove_file(&path).map_err(LogError::io(&path))?;
+            }
+        }
+    }
+    fs.sync_dir(dir).map_err(LogError::io(dir))
 }
 
 /// Reads both index files of a segment fully, if valid and matching `len`.

@@ -327,7 +327,8 @@ fn open_index(
     Some((summary, file, count))
 }
 
-/// Writes both index files of a segment durably.
+/// Writes both index files of a segment durably. Without a suffix they are replaced
+/// atomically (temporary file + rename), so a reader never sees half an index.
 pub(crate) fn write_index_files(
     fs: &dyn Fs,
     dir: &Path,
@@ -338,6 +339,9 @@ pub(crate) fn write_index_files(
 ) -> Result<()> {
     let write = |ext: &str, data: Vec<u8>| {
         let path = segment_path(dir, summary.base_offset, &format!("{ext}{suffix}"));
+        if suffix.is_empty() {
+            return fs::write_atomic(fs, &path, &data).map_err(LogError::io(&path));
+        }
         let file = fs
             .open(&path, OpenMode::CreateTruncate)
             .map_err(LogError::io(&path))?;
