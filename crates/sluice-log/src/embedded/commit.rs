@@ -74,11 +74,12 @@ struct Staged {
 }
 
 impl Staged {
-    fn new(start: u64, next: u64, capacity: usize) -> Staged {
+    fn new(start: u64, next: u64, mut buf: Vec<u8>) -> Staged {
+        buf.clear();
         Staged {
             start,
             next,
-            buf: Vec::with_capacity(capacity),
+            buf,
             index: LiveIndex::default(),
             max_timestamp: i64::MIN,
             done: Vec::new(),
@@ -148,7 +149,8 @@ impl Partition {
         let config = self.config.read().clone();
         let now = Timestamp::now().0;
         let total: usize = group.iter().map(|p| p.batch.bytes.len()).sum();
-        let mut staged = Staged::new(w.written_len, w.next_offset, total);
+        let mut staged = Staged::new(w.written_len, w.next_offset, std::mem::take(&mut w.scratch));
+        staged.buf.reserve(total);
         let mut group = group.into_iter();
         while let Some(p) = group.next() {
             let size = p.batch.bytes.len() as u64;
@@ -173,7 +175,7 @@ impl Partition {
                     }
                     return;
                 }
-                staged = Staged::new(0, w.next_offset, total);
+                staged = Staged::new(0, w.next_offset, std::mem::take(&mut staged.buf));
             }
             let mut bytes = p.batch.bytes;
             let base = staged.next;
@@ -199,6 +201,11 @@ impl Partition {
         }
         if let Err(e) = self.write_staged(&mut w, &mut staged) {
             staged.fail(&e);
+        }
+        // Keep the buffer for the next group: fresh pages cost a fault and a clear each.
+        staged.buf.clear();
+        if staged.buf.capacity() <= self.settings.max_group_bytes {
+            w.scratch = staged.buf;
         }
     }
 

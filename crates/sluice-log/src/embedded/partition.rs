@@ -31,6 +31,8 @@ pub(super) struct Writer {
     pub index: IndexBuilder,
     /// Timestamp of the active segment's first batch, for rolling by age.
     pub first_append_ms: Option<i64>,
+    /// The group-commit buffer, kept between groups.
+    pub scratch: Vec<u8>,
 }
 
 pub(crate) struct Partition {
@@ -134,6 +136,7 @@ impl Partition {
                 next_offset,
                 index,
                 first_append_ms,
+                scratch: Vec::new(),
             }),
             queue: Mutex::new(Queue::default()),
             stage: Mutex::new(SyncStage::default()),
@@ -302,7 +305,10 @@ impl Partition {
                 pos += h.total_len() as u64;
             }
             if pos < len {
-                for (h, bytes) in seg.read_batches(pos, req.max_bytes)? {
+                let batches = seg.read_batches(pos, req.max_bytes)?;
+                let count: usize = batches.iter().map(|(h, _)| h.record_count as usize).sum();
+                records.reserve(count.min(max_records - records.len()));
+                for (h, bytes) in batches {
                     if records.len() >= max_records {
                         break;
                     }

@@ -96,6 +96,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
     let (append_elapsed, mut latencies) = append_phase(&log, &topic, args).await?;
     log.flush().await?;
 
+    measure::settle_writeback(); // read from the page cache, not against writeback
     eprintln!("reading back");
     let started = Instant::now();
     let mut read_records = 0u64;
