@@ -164,11 +164,7 @@ impl Partition {
                 for (h, bytes) in &batches {
                     pos += h.total_len() as u64;
                     let records =
-                        batch::decode_records(bytes, h).map_err(|e| LogError::Corrupt {
-                            path: seg.path.clone(),
-                            position: pos,
-                            reason: e.to_string(),
-                        })?;
+                        batch::decode_records(bytes, h).map_err(|e| seg.corrupt(pos, e))?;
                     let kept: Vec<&StoredRecord> = records.iter().filter(|r| keep(r)).collect();
                     removed += (records.len() - kept.len()) as u64;
                     let Some(first) = kept.first() else { continue };
@@ -184,11 +180,7 @@ impl Partition {
                         );
                     }
                     let encoded = b.finish(new_base);
-                    let h2 = batch::decode_header(&encoded).map_err(|e| LogError::Corrupt {
-                        path: seg.path.clone(),
-                        position: pos,
-                        reason: e.to_string(),
-                    })?;
+                    let h2 = batch::decode_header(&encoded).map_err(|e| seg.corrupt(pos, e))?;
                     let placed = Placed {
                         rel_base: (new_base - base) as u32,
                         rel_last: (h2.last_offset() - base) as u32,
@@ -280,11 +272,7 @@ fn for_each_record(seg: &Segment, mut f: impl FnMut(&StoredRecord)) -> Result<()
             break;
         }
         for (h, bytes) in &batches {
-            let records = batch::decode_records(bytes, h).map_err(|e| LogError::Corrupt {
-                path: seg.path.clone(),
-                position: pos,
-                reason: e.to_string(),
-            })?;
+            let records = batch::decode_records(bytes, h).map_err(|e| seg.corrupt(pos, e))?;
             records.iter().for_each(&mut f);
             pos += h.total_len() as u64;
         }

@@ -313,11 +313,7 @@ impl Partition {
                         break;
                     }
                     batch::decode_records_into(&bytes, &h, from, max_records, &mut records)
-                        .map_err(|e| LogError::Corrupt {
-                            path: seg.path.clone(),
-                            position: pos,
-                            reason: e.to_string(),
-                        })?;
+                        .map_err(|e| seg.corrupt(pos, e))?;
                 }
             }
             if let Some(last) = records.last() {
@@ -350,11 +346,7 @@ impl Partition {
                         continue;
                     }
                     let records =
-                        batch::decode_records(&bytes, &h).map_err(|e| LogError::Corrupt {
-                            path: seg.path.clone(),
-                            position: pos,
-                            reason: e.to_string(),
-                        })?;
+                        batch::decode_records(&bytes, &h).map_err(|e| seg.corrupt(pos, e))?;
                     if let Some(r) = records.iter().find(|r| r.timestamp >= at) {
                         return Ok(Some(r.offset));
                     }

@@ -268,7 +268,8 @@ impl Segment {
         lo.checked_sub(1).map(read).transpose()
     }
 
-    fn corrupt(&self, position: u64, e: impl ToString) -> LogError {
+    /// The error for damage found at `position` in this segment.
+    pub fn corrupt(&self, position: u64, e: impl ToString) -> LogError {
         LogError::Corrupt {
             path: self.path.clone(),
             position,
