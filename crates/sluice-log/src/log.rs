@@ -105,7 +105,7 @@ pub struct PartitionOffsets {
 /// - `fetch` from `latest` with a `max_wait` returns as soon as a record arrives;
 /// - reading below `earliest` or above `latest` is `LogError::OffsetOutOfRange`.
 #[async_trait]
-pub trait Log: Send + Sync + 'static {
+pub trait Log: Send + Sync + std::fmt::Debug + 'static {
     async fn create_topic(&self, name: &TopicName, config: TopicConfig) -> Result<()>;
     async fn delete_topic(&self, name: &TopicName) -> Result<()>;
     async fn list_topics(&self) -> Result<Vec<TopicInfo>>;

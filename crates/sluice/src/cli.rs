@@ -43,7 +43,7 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Open the data dir and run Sluice until Ctrl-C or SIGTERM.
+    /// Run Sluice: the HTTP API on the data dir, until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
     /// Check every segment of a data dir and report damage (read-only).
     Verify(VerifyArgs),
@@ -56,9 +56,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory (overrides data_dir from the config).
+    /// Data directory (overrides data_dir from the config; default ./data).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API (overrides http.listen; default 127.0.0.1:8080).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use sluice_bus::BusConfig;
 use sluice_log::EmbeddedConfig;
 
 /// Environment variable naming the config file (like `--config`).
@@ -29,14 +30,33 @@ pub struct Config {
     pub storage: Storage,
     /// The embedded log.
     pub log: EmbeddedConfig,
+    pub http: HttpConfig,
+    pub bus: BusConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the API listens on.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            data_dir: PathBuf::from("sluice-data"),
+            data_dir: PathBuf::from("data"),
             storage: Storage::Embedded,
             log: EmbeddedConfig::default(),
+            http: HttpConfig::default(),
+            bus: BusConfig::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,6 +46,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             if let Some(dir) = args.data_dir {
                 config.data_dir = dir;
+            }
+            if let Some(listen) = args.listen {
+                config.http.listen = listen;
             }
             runtime.block_on(serve::run(config))
         }

@@ -81,7 +81,7 @@ fn config_layers_and_rejects_mistakes() {
 
 fn spawn_serve(dir: &Path) -> Child {
     sluice()
-        .args(["serve", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -89,29 +89,43 @@ fn spawn_serve(dir: &Path) -> Child {
         .unwrap()
 }
 
-fn wait_for_lock_holder(dir: &Path) {
-    let started = Instant::now();
-    // The server is up once a second opener is refused.
-    while started.elapsed() < Duration::from_secs(20) {
-        let out = run(&["verify", "--data-dir", dir.to_str().unwrap()]);
-        if text(&out.stderr).contains("in use by another process") {
-            return;
+/// Reads the server's stderr in the background until it says where it listens.
+fn wait_for_listen_address(server: &mut Child) -> (String, std::sync::mpsc::Receiver<String>) {
+    let stderr = server.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(rest) = line.split("listen=").nth(1) {
+            return (rest.split_whitespace().next().unwrap().to_string(), rx);
+        }
     }
-    panic!("sluice serve did not start");
+    panic!("sluice serve never said where it listens");
 }
 
 #[test]
-fn serve_runs_until_sigterm_and_stops_cleanly() {
+fn serve_answers_http_until_sigterm_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = spawn_serve(&data);
-    wait_for_lock_holder(&data);
+    let mut server = spawn_serve(&data);
+    let (addr, lines) = wait_for_listen_address(&mut server);
+    let health = ureq::get(&format!("http://{addr}/health"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(health, "OK");
 
     // A second server on the same data dir is refused with a clear message.
     let second = sluice()
-        .args(["serve", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .output()
         .unwrap();
@@ -127,12 +141,12 @@ fn serve_runs_until_sigterm_and_stops_cleanly() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = server.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exit = server.wait().unwrap();
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(exit.success(), "{rest:?}");
     assert!(
-        text(&out.stderr).contains("stopped cleanly"),
-        "{}",
-        text(&out.stderr)
+        rest.iter().any(|l| l.contains("stopped cleanly")),
+        "{rest:?}"
     );
 
     let out = run(&["verify", "--data-dir", data.to_str().unwrap()]);
@@ -146,7 +160,7 @@ fn serve_on_an_unusable_data_dir_fails_clearly() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let out = sluice()
-        .args(["serve", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(file.join("data"))
         .output()
         .unwrap();

@@ -1,0 +1,23 @@
+//! Typed errors of the bus; the HTTP edge maps each to a stable Problem.
+
+use sluice_log::LogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("event type `{0}` does not exist")]
+    EventTypeNotFound(String),
+    /// The request body is not what the endpoint takes (HTTP 400).
+    #[error("{0}")]
+    Malformed(String),
+    #[error("event type `{0}` already exists")]
+    EventTypeExists(String),
+    /// The request is well-formed but breaks rules; every broken rule is listed.
+    #[error("{}", .0.join("; "))]
+    Unprocessable(Vec<String>),
+    #[error("storage: {0}")]
+    Log(#[from] LogError),
+    #[error("stored metadata is damaged: {0}")]
+    Metadata(String),
+}
+
+pub type Result<T, E = BusError> = std::result::Result<T, E>;

@@ -1,0 +1,64 @@
+//! `POST /event-types/{name}/events`: publishing, with Nakadi's 200 / 207 / 422 contract.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sluice_bus::{ItemOutcome, ItemStatus, Published, Publisher};
+
+use crate::AppState;
+use crate::body;
+use crate::event_types::read_body;
+use crate::problem::Problem;
+
+pub async fn publish(
+    State(bus): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    body::require_json(&headers)?;
+    let body = read_body(body)?;
+    let publisher = Publisher {
+        flow_id: headers
+            .get("x-flow-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        published_by: None,
+    };
+    Ok(match bus.publish(&name, &body, &publisher).await? {
+        Published::All => StatusCode::OK.into_response(),
+        Published::Partial(items) => {
+            (StatusCode::MULTI_STATUS, Json(batch_items(&items))).into_response()
+        }
+        Published::Rejected(items) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(batch_items(&items))).into_response()
+        }
+    })
+}
+
+/// Nakadi's `BatchItemResponse` list.
+fn batch_items(items: &[ItemOutcome]) -> Value {
+    let list: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let (status, step, detail) = match &item.status {
+                ItemStatus::Submitted => ("submitted", "none", None),
+                ItemStatus::Failed { step, detail } => ("failed", *step, Some(detail.as_str())),
+                ItemStatus::Aborted => ("aborted", "none", None),
+            };
+            let mut v = json!({"publishing_status": status, "step": step});
+            if let Some(eid) = &item.eid {
+                v["eid"] = json!(eid);
+            }
+            if let Some(d) = detail {
+                v["detail"] = json!(d);
+            }
+            v
+        })
+        .collect();
+    Value::Array(list)
+}

@@ -1,0 +1,94 @@
+//! Sluice's HTTP edge: the Nakadi-compatible API over the bus. Only this crate knows
+//! HTTP. `router` builds the whole API (testable without a socket); `serve` runs it.
+
+mod body;
+mod event_types;
+mod events;
+mod misc;
+mod problem;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Uri;
+use axum::routing::get;
+use sluice_bus::Bus;
+use tokio::net::TcpListener;
+
+pub use problem::Problem;
+
+pub(crate) type AppState = Arc<Bus>;
+
+/// The API routes.
+pub fn router(bus: Arc<Bus>) -> Router {
+    Router::new()
+        .route("/health", get(misc::health))
+        .route("/version", get(misc::version))
+        .route(
+            "/registry/partition-strategies",
+            get(misc::partition_strategies),
+        )
+        .route(
+            "/registry/enrichment-strategies",
+            get(misc::enrichment_strategies),
+        )
+        .route(
+            "/event-types",
+            get(event_types::list).post(event_types::create),
+        )
+        .route(
+            "/event-types/{name}",
+            get(event_types::get_one)
+                .put(event_types::update)
+                .delete(event_types::delete),
+        )
+        .route("/event-types/{name}/schemas", get(event_types::schemas))
+        .route(
+            "/event-types/{name}/schemas/{version}",
+            get(event_types::schema_version),
+        )
+        .route(
+            "/event-types/{name}/events",
+            axum::routing::post(events::publish),
+        )
+        .fallback(misc::not_found)
+        .method_not_allowed_fallback(misc::method_not_allowed)
+        .layer(DefaultBodyLimit::max(bus.config().max_batch_bytes))
+        .with_state(bus)
+}
+
+/// Drops one trailing slash (`/event-types/` -> `/event-types`): Nakadi clients such as
+/// nakadion send them, and Nakadi accepted them.
+fn strip_trailing_slash(mut req: Request) -> Request {
+    let uri = req.uri();
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(new) = rebuilt.parse::<Uri>() {
+            *req.uri_mut() = new;
+        }
+    }
+    req
+}
+
+/// Serves the API on `listener` until `shutdown` completes; in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    bus: Arc<Bus>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(bus);
+    let service = tower::util::MapRequest::new(app, strip_trailing_slash);
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(service),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

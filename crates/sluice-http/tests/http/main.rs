@@ -1,0 +1,269 @@
+//! Black-box HTTP tests: a real server on 127.0.0.1:0 over a real data dir, driven by
+//! an HTTP client, one binary.
+
+mod event_types;
+mod publishing;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde_json::{Value, json};
+use sluice_bus::{Bus, BusConfig};
+use sluice_log::{EmbeddedConfig, EmbeddedLog, FetchRequest, Log, PartitionId, TopicName};
+
+/// A server on its own runtime thread; `stop` shuts it down and closes its log.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Server {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let data = dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let log = EmbeddedLog::open(&data, EmbeddedConfig::default()).unwrap();
+                let bus = Bus::open(Arc::new(log.clone()) as Arc<dyn Log>, BusConfig::default())
+                    .await
+                    .unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                sluice_http::serve(listener, Arc::new(bus), async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+                tokio::task::spawn_blocking(move || log.close())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().expect("the server starts");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Server {
+            addr,
+            dir: dir.to_path_buf(),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            agent,
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the server thread ends cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        Reply::from(self.agent.get(&self.url(path)).call().unwrap())
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        Reply::from(self.agent.delete(&self.url(path)).call().unwrap())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            "POST",
+            path,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+    }
+
+    pub fn agent_post_with_flow(&self, path: &str, body: &Value, flow_id: &str) -> Reply {
+        let resp = self
+            .agent
+            .post(&self.url(path))
+            .header("Content-Type", "application/json")
+            .header("X-Flow-Id", flow_id)
+            .send(body.to_string().as_bytes());
+        Reply::from(resp.unwrap())
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            "PUT",
+            path,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+    }
+
+    pub fn send(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let url = self.url(path);
+        let resp = match method {
+            "POST" => self
+                .agent
+                .post(&url)
+                .header("Content-Type", content_type)
+                .send(&body[..]),
+            "PUT" => self
+                .agent
+                .put(&url)
+                .header("Content-Type", content_type)
+                .send(&body[..]),
+            other => panic!("unsupported method {other}"),
+        };
+        Reply::from(resp.unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl From<ureq::http::Response<ureq::Body>> for Reply {
+    fn from(mut r: ureq::http::Response<ureq::Body>) -> Reply {
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        Reply {
+            status: r.status().as_u16(),
+            content_type,
+            body,
+        }
+    }
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Asserts a Problem JSON response with `status`, returning its detail.
+    pub fn problem(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "{}",
+            self.body
+        );
+        let p = self.json();
+        assert_eq!(p["status"], status);
+        assert!(p["title"].is_string() && p["type"].is_string());
+        p["detail"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// A realistic business event type: a price change, hash-partitioned by sku.
+pub fn price_changed(name: &str, partitions: u32) -> Value {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "sku": {"type": "string"},
+            "price": {"type": "object", "properties": {
+                "amount": {"type": "integer", "minimum": 0},
+                "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]}
+            }, "required": ["amount", "currency"]},
+            "seq": {"type": "integer"}
+        },
+        "required": ["sku", "price"]
+    });
+    json!({
+        "name": name,
+        "owning_application": "pricing",
+        "category": "business",
+        "enrichment_strategies": ["metadata_enrichment"],
+        "partition_strategy": "hash",
+        "partition_key_fields": ["sku"],
+        "partition_count": partitions,
+        "schema": {"type": "json_schema", "schema": schema.to_string()}
+    })
+}
+
+/// A valid price event.
+pub fn price_event(sku: &str, seq: u64) -> Value {
+    json!({
+        "sku": sku,
+        "price": {"amount": 1999 + seq, "currency": "EUR"},
+        "seq": seq,
+        "metadata": {"eid": uuid(seq), "occurred_at": "2026-11-22T10:00:00Z"}
+    })
+}
+
+pub fn uuid(n: u64) -> String {
+    format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        n >> 16,
+        n & 0xffff_ffff_ffff
+    )
+}
+
+/// Every stored event of an event type, per partition, read from the data dir directly
+/// (the server must be stopped).
+pub fn stored_events(dir: &Path, event_type: &str) -> Vec<Vec<Value>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();
+        let topic = TopicName::new(event_type).unwrap();
+        let partitions = log.topic(&topic).await.unwrap().config.partitions;
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            let mut events = Vec::new();
+            let mut from = log.offsets(&topic, PartitionId(p)).await.unwrap().earliest;
+            loop {
+                let f = log
+                    .fetch(&topic, PartitionId(p), FetchRequest::new(from))
+                    .await
+                    .unwrap();
+                if f.records.is_empty() {
+                    break;
+                }
+                for r in f.records {
+                    events.push(serde_json::from_slice(&r.value.unwrap()).unwrap());
+                }
+                from = f.next;
+            }
+            out.push(events);
+        }
+        log.close().unwrap();
+        out
+    })
+}
