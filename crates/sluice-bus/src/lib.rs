@@ -2,6 +2,7 @@
 //! `sluice-http` maps its calls and errors onto Nakadi's API.
 
 mod config;
+pub mod cursor;
 mod error;
 mod publish;
 pub mod registry;
@@ -12,9 +13,36 @@ use sluice_log::Log;
 use sluice_schema::EventType;
 
 pub use config::BusConfig;
+pub use cursor::CursorOffset;
 pub use error::{BusError, Result};
 pub use publish::{ItemOutcome, ItemStatus, Published, Publisher};
 pub use registry::{Registered, Registry};
+
+/// The bounds of one partition, as cursors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// The oldest event still available.
+    pub oldest: CursorOffset,
+    /// The newest event, or `BEGIN` when the partition never had one.
+    pub newest: CursorOffset,
+    /// The log offset the next event gets.
+    pub latest: u64,
+}
+
+impl PartitionInfo {
+    /// Events after `consumed` (Nakadi's `unconsumed_events`; counts before compaction).
+    pub fn unconsumed_after(&self, consumed: CursorOffset) -> u64 {
+        let first_unconsumed = match consumed {
+            CursorOffset::Begin => match self.oldest {
+                CursorOffset::At(o) => o,
+                CursorOffset::Begin => 0,
+            },
+            CursorOffset::At(o) => o + 1,
+        };
+        self.latest.saturating_sub(first_unconsumed)
+    }
+}
 
 /// The bus over one log.
 #[derive(Debug)]
@@ -65,6 +93,30 @@ impl Bus {
 
     pub fn event_types(&self) -> Vec<EventType> {
         self.registry.list()
+    }
+
+    /// The bounds of every partition of an event type.
+    pub async fn partitions(&self, name: &str) -> Result<Vec<PartitionInfo>> {
+        let reg = self.registry.require(name)?;
+        let mut out = Vec::new();
+        for p in 0..reg.partitions() {
+            let o = self
+                .log
+                .offsets(&reg.topic, sluice_log::PartitionId(p))
+                .await?;
+            out.push(PartitionInfo {
+                partition: p,
+                oldest: CursorOffset::At(o.earliest.0),
+                newest: CursorOffset::newest(o.earliest.0, o.latest.0),
+                latest: o.latest.0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Grows an event type to `count` partitions (never shrinks).
+    pub async fn set_partition_count(&self, name: &str, count: u32) -> Result<()> {
+        self.registry.set_partition_count(name, count).await
     }
 
     /// Publishes a JSON array of events to `name`, all or nothing on validation.

@@ -246,6 +246,39 @@ impl Registry {
         Ok(et)
     }
 
+    /// Grows an event type to `count` partitions. Idempotent; shrinking is refused.
+    pub async fn set_partition_count(&self, name: &str, count: u32) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let current = self.require(name)?;
+        let have = current.partitions();
+        if count < have {
+            return Err(BusError::Unprocessable(vec![format!(
+                "partition_count can only grow: {name} has {have} partitions, {count} asked"
+            )]));
+        }
+        if count > sluice_schema::event_type::MAX_PARTITIONS {
+            return Err(BusError::Unprocessable(vec![format!(
+                "at most {} partitions, {count} asked",
+                sluice_schema::event_type::MAX_PARTITIONS
+            )]));
+        }
+        if count == have {
+            return Ok(());
+        }
+        let mut et = current.event_type().clone();
+        et.partition_count = Some(count);
+        et.updated_at = time::now_rfc3339();
+        let compiled =
+            CompiledType::compile(et.clone()).map_err(|p| BusError::Unprocessable(p.0))?;
+        self.log.add_partitions(&current.topic, count).await?;
+        self.persist(name, Some(&et)).await?;
+        let topic = current.topic.clone();
+        self.types
+            .write()
+            .insert(name.to_string(), Arc::new(Registered { compiled, topic }));
+        Ok(())
+    }
+
     pub async fn delete(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let current = self.require(name)?;

@@ -5,6 +5,7 @@ mod body;
 mod event_types;
 mod events;
 mod misc;
+mod partitions;
 mod problem;
 
 use std::future::Future;
@@ -52,6 +53,15 @@ pub fn router(bus: Arc<Bus>) -> Router {
         .route(
             "/event-types/{name}/events",
             axum::routing::post(events::publish),
+        )
+        .route("/event-types/{name}/partitions", get(partitions::list))
+        .route(
+            "/event-types/{name}/partitions/{partition}",
+            get(partitions::one),
+        )
+        .route(
+            "/event-types/{name}/partition-count",
+            axum::routing::put(partitions::set_count),
         )
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)

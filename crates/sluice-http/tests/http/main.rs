@@ -2,6 +2,7 @@
 //! an HTTP client, one binary.
 
 mod event_types;
+mod partitions;
 mod publishing;
 
 use std::net::SocketAddr;
