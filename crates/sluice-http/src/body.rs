@@ -1,6 +1,9 @@
 //! Reading request bodies: content type, then JSON, with errors as Problems.
 
+use std::io::Read;
+
 use axum::http::{HeaderMap, StatusCode, header};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::problem::Problem;
@@ -32,4 +35,49 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Problem
             _ => Problem::bad_request(detail),
         }
     })
+}
+
+/// Undoes `Content-Encoding: gzip | zstd` (Nakadi accepts both on publish), refusing to
+/// inflate past `limit` bytes.
+pub fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Problem> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let corrupt = |e: std::io::Error| {
+        Problem::bad_request(format!("the {encoding} body cannot be decompressed: {e}"))
+    };
+    let mut out = Vec::new();
+    match encoding.as_str() {
+        "identity" | "" => return Ok(body),
+        "gzip" => {
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(corrupt)?;
+        }
+        "zstd" => {
+            let decoder = ruzstd::decoding::StreamingDecoder::new(&body[..])
+                .map_err(|e| corrupt(std::io::Error::other(e.to_string())))?;
+            decoder
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(corrupt)?;
+        }
+        other => {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {other:?} is not supported; use gzip or zstd"),
+            ));
+        }
+    }
+    if out.len() > limit {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the decompressed body is larger than the limit of {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(out))
 }

@@ -21,7 +21,7 @@ pub async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     body::require_json(&headers)?;
-    let body = read_body(body)?;
+    let body = body::decode(&headers, read_body(body)?, bus.config().max_batch_bytes)?;
     let publisher = Publisher {
         flow_id: headers
             .get("x-flow-id")

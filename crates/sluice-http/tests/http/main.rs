@@ -111,6 +111,16 @@ impl Server {
         Reply::from(resp.unwrap())
     }
 
+    pub fn send_encoded(&self, path: &str, encoding: &str, body: Vec<u8>) -> Reply {
+        let resp = self
+            .agent
+            .post(&self.url(path))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", encoding)
+            .send(&body[..]);
+        Reply::from(resp.unwrap())
+    }
+
     pub fn put(&self, path: &str, body: &Value) -> Reply {
         self.send(
             "PUT",

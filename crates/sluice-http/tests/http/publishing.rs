@@ -280,3 +280,36 @@ fn data_change_events_follow_the_data_envelope() {
             .contains("shop.other")
     );
 }
+
+#[test]
+fn gzip_and_zstd_bodies_are_accepted() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.post("/event-types", &price_changed("shop.price", 1));
+    let events = |from: u64| {
+        Value::Array((from..from + 10).map(|i| price_event("sku", i)).collect()).to_string()
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(events(0).as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let zstd = ruzstd::encoding::compress_to_vec(
+        events(10).as_bytes(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let path = "/event-types/shop.price/events";
+    assert_eq!(s.send_encoded(path, "gzip", gz).status, 200);
+    assert_eq!(s.send_encoded(path, "zstd", zstd).status, 200);
+    s.send_encoded(path, "gzip", b"not gzip".to_vec())
+        .problem(400);
+    s.send_encoded(path, "br", b"whatever".to_vec())
+        .problem(415);
+    // A small body that inflates past the batch limit is refused, not inflated.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 60_000_000]).unwrap();
+    s.send_encoded(path, "gzip", bomb.finish().unwrap())
+        .problem(413);
+    s.stop();
+    let stored = stored_events(dir.path(), "shop.price");
+    assert_eq!(stored[0].len(), 20);
+}
