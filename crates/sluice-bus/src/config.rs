@@ -9,6 +9,11 @@ pub struct BusConfig {
     pub max_event_bytes: usize,
     /// The largest publish request body accepted, in bytes after decompression.
     pub max_batch_bytes: usize,
+    /// An event whose metadata.eid was published to the same event type within this
+    /// many milliseconds is answered as submitted and not written again. 0 turns it off.
+    pub idempotency_window_ms: u64,
+    /// The most eids remembered per event type; beyond it the oldest are forgotten early.
+    pub idempotency_max_eids: usize,
 }
 
 impl Default for BusConfig {
@@ -16,6 +21,8 @@ impl Default for BusConfig {
         BusConfig {
             max_event_bytes: 1_000_000,
             max_batch_bytes: 50_000_000,
+            idempotency_window_ms: 300_000,
+            idempotency_max_eids: 1_000_000,
         }
     }
 }

@@ -3,10 +3,12 @@
 
 mod config;
 pub mod cursor;
+mod dedup;
 mod error;
 mod publish;
 pub mod registry;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_log::Log;
@@ -50,7 +52,11 @@ pub struct Bus {
     log: Arc<dyn Log>,
     registry: Registry,
     config: BusConfig,
+    /// Per event type, its idempotency window once loaded.
+    windows: parking_lot::Mutex<HashMap<String, WindowSlot>>,
 }
+
+type WindowSlot = Arc<tokio::sync::Mutex<Option<Arc<parking_lot::Mutex<dedup::EidWindow>>>>>;
 
 impl Bus {
     /// Opens the bus: replays the registry from the log.
@@ -60,6 +66,7 @@ impl Bus {
             log,
             registry,
             config,
+            windows: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -76,7 +83,9 @@ impl Bus {
     }
 
     pub async fn create_event_type(&self, et: EventType) -> Result<EventType> {
-        self.registry.create(et).await
+        let created = self.registry.create(et).await?;
+        self.windows.lock().remove(&created.name);
+        Ok(created)
     }
 
     pub async fn update_event_type(&self, name: &str, et: EventType) -> Result<EventType> {
@@ -84,7 +93,9 @@ impl Bus {
     }
 
     pub async fn delete_event_type(&self, name: &str) -> Result<()> {
-        self.registry.delete(name).await
+        self.registry.delete(name).await?;
+        self.windows.lock().remove(name);
+        Ok(())
     }
 
     pub fn event_type(&self, name: &str) -> Result<EventType> {
@@ -117,23 +128,5 @@ impl Bus {
     /// Grows an event type to `count` partitions (never shrinks).
     pub async fn set_partition_count(&self, name: &str, count: u32) -> Result<()> {
         self.registry.set_partition_count(name, count).await
-    }
-
-    /// Publishes a JSON array of events to `name`, all or nothing on validation.
-    pub async fn publish(
-        &self,
-        name: &str,
-        body: &[u8],
-        publisher: &Publisher,
-    ) -> Result<Published> {
-        publish::publish(
-            &self.registry,
-            &self.log,
-            self.config.max_event_bytes,
-            name,
-            body,
-            publisher,
-        )
-        .await
     }
 }

@@ -1,15 +1,19 @@
 //! Publishing: a JSON array of events -> validate, enrich, partition every event (all or
-//! nothing) -> append each partition's events in request order -> per-item outcome.
+//! nothing) -> drop eids already published within the idempotency window -> append
+//! each partition's events in request order -> per-item outcome.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use sluice_log::{Log, PartitionId, Record};
+use sluice_log::{FetchRequest, PartitionId, Record, Timestamp};
 use sluice_schema::{Enrichment, Prepared, time};
 
+use crate::Bus;
+use crate::dedup::{EidWindow, Verdict, parse_eid};
 use crate::error::{BusError, Result};
-use crate::registry::Registry;
+use crate::registry::Registered;
 
 /// What happened to one event of a batch (Nakadi's `BatchItemResponse`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,9 +37,9 @@ pub enum ItemStatus {
 /// The result of one publish request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Published {
-    /// Every event was written (HTTP 200).
+    /// Every event was written, or had been within the idempotency window (HTTP 200).
     All,
-    /// Some partitions failed to write; the others were written (HTTP 207).
+    /// Some events could not be written; the others were (HTTP 207).
     Partial(Vec<ItemOutcome>),
     /// Validation, enrichment or partitioning failed; nothing was written (HTTP 422).
     Rejected(Vec<ItemOutcome>),
@@ -48,114 +52,270 @@ pub struct Publisher {
     pub published_by: Option<String>,
 }
 
-pub(crate) async fn publish(
-    registry: &Registry,
-    log: &Arc<dyn Log>,
-    max_event_bytes: usize,
-    name: &str,
-    body: &[u8],
-    publisher: &Publisher,
-) -> Result<Published> {
-    let registered = registry.require(name)?;
-    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-        BusError::Malformed(format!("the body must be a JSON array of events: {e}"))
-    })?;
-    let received_at = time::now_rfc3339();
-    let ctx = Enrichment {
-        received_at: &received_at,
-        flow_id: publisher.flow_id.as_deref(),
-        published_by: publisher.published_by.as_deref(),
-        max_event_bytes,
-    };
-    let partitions = registered.partitions();
-    let mut random = |n: u32| fastrand::u32(0..n);
-    let mut prepared: Vec<Result<Prepared, sluice_schema::ItemError>> =
-        Vec::with_capacity(items.len());
-    for raw in &items {
-        let value = serde_json::from_str(raw.get())
-            .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))?;
-        prepared.push(registered.compiled.prepare(
-            value,
-            raw.get().len(),
-            partitions,
-            &ctx,
-            &mut random,
-        ));
+/// One accepted event on its way to the log.
+struct Placed {
+    partition: u32,
+    eid: Option<String>,
+    /// Set when the eid was reserved in the window and must be confirmed or released.
+    reserved: Option<u128>,
+    verdict: Verdict,
+    /// The earlier event of this request with the same eid: this one shares its fate.
+    same_as: Option<usize>,
+}
+
+impl Bus {
+    /// Publishes a JSON array of events to `name`, all or nothing on validation.
+    pub async fn publish(
+        &self,
+        name: &str,
+        body: &[u8],
+        publisher: &Publisher,
+    ) -> Result<Published> {
+        let registered = self.registry.require(name)?;
+        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+            BusError::Malformed(format!("the body must be a JSON array of events: {e}"))
+        })?;
+        let received_at = time::now_rfc3339();
+        let ctx = Enrichment {
+            received_at: &received_at,
+            flow_id: publisher.flow_id.as_deref(),
+            published_by: publisher.published_by.as_deref(),
+            max_event_bytes: self.config.max_event_bytes,
+        };
+        let partitions = registered.partitions();
+        let mut random = |n: u32| fastrand::u32(0..n);
+        let mut prepared = Vec::with_capacity(items.len());
+        for raw in &items {
+            let value = serde_json::from_str(raw.get())
+                .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))?;
+            prepared.push(registered.compiled.prepare(
+                value,
+                raw.get().len(),
+                partitions,
+                &ctx,
+                &mut random,
+            ));
+        }
+        if prepared.iter().any(Result::is_err) {
+            return Ok(Published::Rejected(rejected(prepared, &items)));
+        }
+        let prepared: Vec<Prepared> = prepared.into_iter().flatten().collect();
+        self.write(&registered, prepared).await
     }
-    if prepared.iter().any(Result::is_err) {
-        let outcomes = prepared
-            .into_iter()
-            .zip(&items)
-            .map(|(p, raw)| match p {
-                Ok(p) => ItemOutcome {
+
+    async fn write(
+        &self,
+        registered: &Arc<Registered>,
+        prepared: Vec<Prepared>,
+    ) -> Result<Published> {
+        let window = self.window_of(registered).await?;
+        let compacted = registered.event_type().cleanup_policy.compacts();
+        let mut by_partition: Vec<Vec<Record>> = vec![Vec::new(); registered.partitions() as usize];
+        let mut placed = Vec::with_capacity(prepared.len());
+        {
+            let mut w = window.as_ref().map(|w| w.lock());
+            let now = Timestamp::now().0;
+            let mut seen: std::collections::HashMap<u128, usize> = std::collections::HashMap::new();
+            for p in prepared {
+                let eid = p.eid.as_deref().and_then(parse_eid);
+                let same_as = eid
+                    .filter(|_| w.is_some())
+                    .and_then(|e| seen.get(&e).copied());
+                let verdict = match (&mut w, eid, same_as) {
+                    (_, _, Some(_)) => Verdict::Duplicate,
+                    (Some(w), Some(eid), None) => w.check(eid, now),
+                    _ => Verdict::New,
+                };
+                if let (Some(e), None) = (eid, same_as) {
+                    seen.insert(e, placed.len());
+                }
+                if verdict == Verdict::New {
+                    by_partition[p.partition as usize].push(Record {
+                        key: if compacted {
+                            p.compaction_key.map(Bytes::from)
+                        } else {
+                            None
+                        },
+                        value: Some(Bytes::from(p.bytes)),
+                        ..Record::default()
+                    });
+                }
+                let reserved = if verdict == Verdict::New && w.is_some() {
+                    eid
+                } else {
+                    None
+                };
+                placed.push(Placed {
+                    partition: p.partition,
                     eid: p.eid,
-                    status: ItemStatus::Aborted,
-                },
-                Err(e) => ItemOutcome {
-                    eid: eid_of(raw),
-                    status: ItemStatus::Failed {
-                        step: e.step.as_str(),
-                        detail: e.detail,
+                    reserved,
+                    verdict,
+                    same_as,
+                });
+            }
+        }
+        let mut writes = Vec::new();
+        for (p, records) in by_partition
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+        {
+            let (log, topic) = (self.log.clone(), registered.topic.clone());
+            let partition = PartitionId(p as u32);
+            writes.push((
+                p,
+                tokio::spawn(async move { log.append(&topic, partition, records).await }),
+            ));
+        }
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for (p, handle) in writes {
+            match handle.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => failed.push((p, e.to_string())),
+                Err(e) => failed.push((p, format!("write task failed: {e}"))),
+            }
+        }
+        if let Some(window) = &window {
+            let mut w = window.lock();
+            let now = Timestamp::now().0;
+            for pl in &placed {
+                if let Some(eid) = pl.reserved {
+                    if failed.iter().any(|(fp, _)| *fp == pl.partition as usize) {
+                        w.release(eid);
+                    } else {
+                        w.confirm(eid, now);
+                    }
+                }
+            }
+        }
+        let in_flight = placed.iter().any(|p| p.verdict == Verdict::InFlight);
+        if failed.is_empty() && !in_flight {
+            return Ok(Published::All);
+        }
+        let outcomes = placed
+            .iter()
+            .map(|pl| {
+                let pl = pl.same_as.map_or(pl, |i| &placed[i]);
+                let failure = failed.iter().find(|(fp, _)| *fp == pl.partition as usize);
+                let status = match (pl.verdict, failure) {
+                    (Verdict::InFlight, _) => ItemStatus::Failed {
+                        step: "publishing",
+                        detail:
+                            "an event with this eid is being published by another request; retry"
+                                .into(),
                     },
-                },
+                    (Verdict::New, Some((_, detail))) => ItemStatus::Failed {
+                        step: "publishing",
+                        detail: detail.clone(),
+                    },
+                    // Written now, or within the window before.
+                    (Verdict::New | Verdict::Duplicate, _) => ItemStatus::Submitted,
+                };
+                ItemOutcome {
+                    eid: pl.eid.clone(),
+                    status,
+                }
             })
             .collect();
-        return Ok(Published::Rejected(outcomes));
+        Ok(Published::Partial(outcomes))
     }
-    let compacted = registered.event_type().cleanup_policy.compacts();
-    // Per partition, the events in request order; what the outcome needs is kept aside.
-    let mut by_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
-    let mut placed: Vec<(u32, Option<String>)> = Vec::with_capacity(prepared.len());
-    for p in prepared.into_iter().flatten() {
-        by_partition[p.partition as usize].push(Record {
-            key: if compacted {
-                p.compaction_key.map(Bytes::from)
-            } else {
-                None
-            },
-            value: Some(Bytes::from(p.bytes)),
-            ..Record::default()
-        });
-        placed.push((p.partition, p.eid));
+
+    /// The idempotency window of an event type, loaded from the log's tail on first use
+    /// after a start. `None` when idempotency is off.
+    async fn window_of(
+        &self,
+        registered: &Registered,
+    ) -> Result<Option<Arc<parking_lot::Mutex<EidWindow>>>> {
+        let window_ms = self.config.idempotency_window_ms;
+        if window_ms == 0 {
+            return Ok(None);
+        }
+        let name = &registered.event_type().name;
+        let loader = self.windows.lock().entry(name.clone()).or_default().clone();
+        let mut slot = loader.lock().await;
+        if slot.is_none() {
+            let mut w = EidWindow::default();
+            let since = Timestamp(Timestamp::now().0.saturating_sub(window_ms as i64));
+            for p in 0..registered.partitions() {
+                self.load_window(registered, PartitionId(p), since, &mut w)
+                    .await?;
+            }
+            *slot = Some(Arc::new(parking_lot::Mutex::new(w)));
+        }
+        let window = slot.clone();
+        if let Some(w) = &window {
+            w.lock().expire(
+                Timestamp::now().0,
+                window_ms,
+                self.config.idempotency_max_eids,
+            );
+        }
+        Ok(window)
     }
-    let mut writes = Vec::new();
-    for (p, records) in by_partition
-        .into_iter()
-        .enumerate()
-        .filter(|(_, r)| !r.is_empty())
-    {
-        let (log, topic) = (log.clone(), registered.topic.clone());
-        let partition = PartitionId(p as u32);
-        writes.push((
-            p,
-            tokio::spawn(async move { log.append(&topic, partition, records).await }),
-        ));
-    }
-    let mut failed: Vec<(usize, String)> = Vec::new();
-    for (p, handle) in writes {
-        match handle.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => failed.push((p, e.to_string())),
-            Err(e) => failed.push((p, format!("write task failed: {e}"))),
+
+    async fn load_window(
+        &self,
+        reg: &Registered,
+        p: PartitionId,
+        since: Timestamp,
+        w: &mut EidWindow,
+    ) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Md {
+            eid: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct EidOnly {
+            metadata: Option<Md>,
+        }
+        let Some(mut from) = self.log.offset_for_timestamp(&reg.topic, p, since).await? else {
+            return Ok(());
+        };
+        loop {
+            let f = self
+                .log
+                .fetch(&reg.topic, p, FetchRequest::new(from).max_bytes(4 << 20))
+                .await?;
+            if f.records.is_empty() {
+                return Ok(());
+            }
+            for r in &f.records {
+                let eid = r
+                    .value
+                    .as_deref()
+                    .and_then(|v| serde_json::from_slice::<EidOnly>(v).ok())
+                    .and_then(|e| e.metadata?.eid)
+                    .and_then(|e| parse_eid(&e));
+                if let Some(eid) = eid {
+                    w.remember(eid, r.timestamp.0);
+                }
+            }
+            from = f.next;
         }
     }
-    if failed.is_empty() {
-        return Ok(Published::All);
-    }
-    let outcomes = placed
+}
+
+fn rejected(
+    prepared: Vec<Result<Prepared, sluice_schema::ItemError>>,
+    items: &[&RawValue],
+) -> Vec<ItemOutcome> {
+    prepared
         .into_iter()
-        .map(|(partition, eid)| {
-            let status = match failed.iter().find(|(fp, _)| *fp == partition as usize) {
-                Some((_, detail)) => ItemStatus::Failed {
-                    step: "publishing",
-                    detail: detail.clone(),
+        .zip(items)
+        .map(|(p, raw)| match p {
+            Ok(p) => ItemOutcome {
+                eid: p.eid,
+                status: ItemStatus::Aborted,
+            },
+            Err(e) => ItemOutcome {
+                eid: eid_of(raw),
+                status: ItemStatus::Failed {
+                    step: e.step.as_str(),
+                    detail: e.detail,
                 },
-                None => ItemStatus::Submitted,
-            };
-            ItemOutcome { eid, status }
+            },
         })
-        .collect();
-    Ok(Published::Partial(outcomes))
+        .collect()
 }
 
 fn eid_of(raw: &RawValue) -> Option<String> {

@@ -313,3 +313,38 @@ fn gzip_and_zstd_bodies_are_accepted() {
     let stored = stored_events(dir.path(), "shop.price");
     assert_eq!(stored[0].len(), 20);
 }
+
+#[test]
+fn retries_within_the_window_are_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.post("/event-types", &price_changed("shop.price", 3));
+    let batch: Vec<Value> = (0..20)
+        .map(|i| price_event(&format!("sku-{}", i % 4), i))
+        .collect();
+    assert_eq!(publish(&s, "shop.price", &batch).status, 200);
+    assert_eq!(
+        publish(&s, "shop.price", &batch).status,
+        200,
+        "a retry is answered as submitted"
+    );
+    // A batch repeating an eid inside itself, and mixing old and new events.
+    let mut mixed: Vec<Value> = (15..25)
+        .map(|i| price_event(&format!("sku-{}", i % 4), i))
+        .collect();
+    mixed.push(price_event("sku-1", 24));
+    assert_eq!(publish(&s, "shop.price", &mixed).status, 200);
+    s.stop();
+    // After a restart the window is rebuilt from the log.
+    let s = Server::start(dir.path());
+    assert_eq!(publish(&s, "shop.price", &batch).status, 200);
+    s.stop();
+    let stored = stored_events(dir.path(), "shop.price");
+    let mut seqs: Vec<u64> = stored
+        .iter()
+        .flatten()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..25).collect::<Vec<_>>(), "every event once");
+}
