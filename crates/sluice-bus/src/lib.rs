@@ -7,6 +7,7 @@ mod dedup;
 mod error;
 mod publish;
 pub mod registry;
+mod tombstones;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -29,7 +29,24 @@ pub async fn publish(
             .map(String::from),
         published_by: None,
     };
-    Ok(match bus.publish(&name, &body, &publisher).await? {
+    Ok(respond(bus.publish(&name, &body, &publisher).await?))
+}
+
+/// `POST /event-types/{name}/deleted-events`: tombstones for a compacted event type.
+pub async fn delete_events(
+    State(bus): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    body::require_json(&headers)?;
+    let body = body::decode(&headers, read_body(body)?, bus.config().max_batch_bytes)?;
+    Ok(respond(bus.delete_events(&name, &body).await?))
+}
+
+/// 200 with no body, 207 or 422 with the per-item list.
+fn respond(published: Published) -> Response {
+    match published {
         Published::All => StatusCode::OK.into_response(),
         Published::Partial(items) => {
             (StatusCode::MULTI_STATUS, Json(batch_items(&items))).into_response()
@@ -37,7 +54,7 @@ pub async fn publish(
         Published::Rejected(items) => {
             (StatusCode::UNPROCESSABLE_ENTITY, Json(batch_items(&items))).into_response()
         }
-    })
+    }
 }
 
 /// Nakadi's `BatchItemResponse` list.

@@ -54,6 +54,10 @@ pub fn router(bus: Arc<Bus>) -> Router {
             "/event-types/{name}/events",
             axum::routing::post(events::publish),
         )
+        .route(
+            "/event-types/{name}/deleted-events",
+            axum::routing::post(events::delete_events),
+        )
         .route("/event-types/{name}/partitions", get(partitions::list))
         .route(
             "/event-types/{name}/partitions/{partition}",

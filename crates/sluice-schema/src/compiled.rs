@@ -174,7 +174,8 @@ impl CompiledType {
         })
     }
 
-    fn partition_of(
+    /// The partition of an event by the event type's strategy (`random` asks `random`).
+    pub fn partition_of(
         &self,
         event: &Value,
         partitions: u32,
