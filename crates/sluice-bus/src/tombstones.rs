@@ -14,6 +14,11 @@ use crate::Bus;
 use crate::error::{BusError, Result};
 use crate::publish::{ItemOutcome, ItemStatus, Published};
 
+/// A tombstone's key and the partitions it goes to.
+type Target = (String, Vec<u32>);
+/// Why an item was refused: the step and the detail.
+type Refusal = (&'static str, String);
+
 impl Bus {
     pub async fn delete_events(&self, name: &str, body: &[u8]) -> Result<Published> {
         let registered = self.registry.require(name)?;
@@ -28,8 +33,7 @@ impl Bus {
             BusError::Malformed(format!("the body must be a JSON array of events: {e}"))
         })?;
         let partitions = registered.partitions();
-        let mut targets: Vec<std::result::Result<(String, Vec<u32>), (&'static str, String)>> =
-            Vec::new();
+        let mut targets: Vec<std::result::Result<Target, Refusal>> = Vec::new();
         for raw in &items {
             let v: Value = serde_json::from_str(raw.get())
                 .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))?;
@@ -66,7 +70,7 @@ impl Bus {
             return Ok(Published::Rejected(outcomes));
         }
         let mut by_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
-        let targets: Vec<(String, Vec<u32>)> = targets.into_iter().flatten().collect();
+        let targets: Vec<Target> = targets.into_iter().flatten().collect();
         for (key, parts) in &targets {
             for &p in parts {
                 by_partition[p as usize].push(Record::tombstone(Bytes::from(key.clone())));
