@@ -4,6 +4,7 @@
 pub mod compiled;
 pub mod effective;
 pub mod event_type;
+pub mod evolution;
 pub mod time;
 
 pub use compiled::{CompiledType, Enrichment, ItemError, Prepared, Step};
