@@ -9,6 +9,8 @@ pub enum BusError {
     /// The request body is not what the endpoint takes (HTTP 400).
     #[error("{0}")]
     Malformed(String),
+    #[error("event type `{0}` has no schema version {1:?}")]
+    SchemaVersionNotFound(String, String),
     #[error("event type `{0}` already exists")]
     EventTypeExists(String),
     /// The request is well-formed but breaks rules; every broken rule is listed.

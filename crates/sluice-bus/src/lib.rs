@@ -7,6 +7,7 @@ mod dedup;
 mod error;
 mod publish;
 pub mod registry;
+mod schemas;
 mod tombstones;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ pub use cursor::CursorOffset;
 pub use error::{BusError, Result};
 pub use publish::{ItemOutcome, ItemStatus, Published, Publisher};
 pub use registry::{Registered, Registry};
+pub use schemas::Compatibility;
 
 /// The bounds of one partition, as cursors.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,12 +16,16 @@ use sluice_log::{
     CleanupPolicy as LogCleanup, FetchRequest, Log, LogError, PartitionId, Record, TopicConfig,
     TopicName,
 };
-use sluice_schema::{CleanupPolicy, CompiledType, EventType, time};
+use sluice_schema::event_type::EventTypeSchema;
+use sluice_schema::evolution::{self, Level};
+use sluice_schema::{CleanupPolicy, CompatibilityMode, CompiledType, EventType, time};
 
 use crate::error::{BusError, Result};
 
 /// The internal topic holding event type definitions.
 pub const EVENT_TYPES_TOPIC: &str = "__sluice_event_types";
+/// The internal topic holding every schema version (key `name/version`).
+pub const SCHEMAS_TOPIC: &str = "__sluice_schemas";
 /// Internal topics start with this; event type names cannot (they start with a letter).
 pub const INTERNAL_PREFIX: &str = "__";
 
@@ -46,12 +50,55 @@ impl Registered {
 pub struct Registry {
     log: Arc<dyn Log>,
     types: RwLock<BTreeMap<String, Arc<Registered>>>,
+    /// Every schema version of every event type, oldest first.
+    schemas: RwLock<BTreeMap<String, Vec<EventTypeSchema>>>,
     /// Serialises definition changes.
     admin: tokio::sync::Mutex<()>,
 }
 
 fn internal_topic() -> TopicName {
     TopicName::new(EVENT_TYPES_TOPIC).expect("a valid internal topic name")
+}
+
+fn schemas_topic() -> TopicName {
+    TopicName::new(SCHEMAS_TOPIC).expect("a valid internal topic name")
+}
+
+fn compacted_internal() -> TopicConfig {
+    TopicConfig {
+        cleanup_policy: LogCleanup::Compact,
+        retention_ms: None,
+        segment_bytes: 16 << 20,
+        ..TopicConfig::with_partitions(1)
+    }
+}
+
+/// Every live value of a compacted internal topic, by key (replayed from the start).
+async fn replay(log: &Arc<dyn Log>, topic: &TopicName) -> Result<BTreeMap<String, Option<Bytes>>> {
+    match log.create_topic(topic, compacted_internal()).await {
+        Ok(()) | Err(LogError::TopicExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut latest = BTreeMap::new();
+    let mut from = log.offsets(topic, PartitionId(0)).await?.earliest;
+    loop {
+        let f = log
+            .fetch(topic, PartitionId(0), FetchRequest::new(from))
+            .await?;
+        if f.records.is_empty() {
+            return Ok(latest);
+        }
+        for r in f.records {
+            let key = r
+                .key
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            latest.insert(key, r.value);
+        }
+        from = f.next;
+    }
 }
 
 fn topic_config(et: &EventType) -> TopicConfig {
@@ -75,51 +122,36 @@ fn topic_of(name: &str) -> Result<TopicName> {
 impl Registry {
     /// Replays the registry from the log, repairing what an interrupted change left.
     pub async fn open(log: Arc<dyn Log>) -> Result<Registry> {
-        let internal = internal_topic();
-        match log
-            .create_topic(
-                &internal,
-                TopicConfig {
-                    cleanup_policy: LogCleanup::Compact,
-                    retention_ms: None,
-                    segment_bytes: 16 << 20,
-                    ..TopicConfig::with_partitions(1)
-                },
-            )
-            .await
-        {
-            Ok(()) | Err(LogError::TopicExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
         let mut latest: BTreeMap<String, Option<EventType>> = BTreeMap::new();
-        let mut from = log.offsets(&internal, PartitionId(0)).await?.earliest;
-        loop {
-            let f = log
-                .fetch(&internal, PartitionId(0), FetchRequest::new(from))
-                .await?;
-            if f.records.is_empty() {
-                break;
-            }
-            for r in f.records {
-                let key = r
-                    .key
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default()
-                    .into_owned();
-                let value = match r.value {
-                    Some(v) => Some(serde_json::from_slice::<EventType>(&v).map_err(|e| {
-                        BusError::Metadata(format!("event type record at offset {}: {e}", r.offset))
-                    })?),
-                    None => None,
-                };
-                latest.insert(key, value);
-            }
-            from = f.next;
+        for (name, value) in replay(&log, &internal_topic()).await? {
+            let et = value
+                .map(|v| serde_json::from_slice::<EventType>(&v))
+                .transpose()
+                .map_err(|e| BusError::Metadata(format!("event type {name}: {e}")))?;
+            latest.insert(name, et);
+        }
+        let mut schemas: BTreeMap<String, Vec<EventTypeSchema>> = BTreeMap::new();
+        for (key, value) in replay(&log, &schemas_topic()).await? {
+            let (Some((name, _)), Some(v)) = (key.split_once('/'), value) else {
+                continue;
+            };
+            let schema: EventTypeSchema = serde_json::from_slice(&v)
+                .map_err(|e| BusError::Metadata(format!("schema {key}: {e}")))?;
+            schemas.entry(name.to_string()).or_default().push(schema);
+        }
+        for versions in schemas.values_mut() {
+            versions.sort_by_key(|s| semver(&s.version));
         }
         let mut types = BTreeMap::new();
         for (name, et) in latest {
-            let Some(et) = et else { continue };
+            let Some(et) = et else {
+                schemas.remove(&name);
+                continue;
+            };
+            let history = schemas.entry(name.clone()).or_default();
+            if !history.iter().any(|s| s.version == et.schema.version) {
+                history.push(et.schema.clone());
+            }
             let topic = topic_of(&name)?;
             if let Err(LogError::TopicNotFound(_)) = log.topic(&topic).await {
                 tracing::warn!(event_type = %name, "recreating the missing topic of an event type");
@@ -144,9 +176,11 @@ impl Registry {
                 log.delete_topic(&info.name).await?;
             }
         }
+        schemas.retain(|name, _| types.contains_key(name));
         Ok(Registry {
             log,
             types: RwLock::new(types),
+            schemas: RwLock::new(schemas),
             admin: tokio::sync::Mutex::new(()),
         })
     }
@@ -184,6 +218,33 @@ impl Registry {
         Ok(())
     }
 
+    async fn persist_schema(
+        &self,
+        name: &str,
+        schema: Option<&EventTypeSchema>,
+        version: &str,
+    ) -> Result<()> {
+        let value = schema
+            .map(|s| serde_json::to_vec(s).map(Bytes::from))
+            .transpose()
+            .map_err(|e| BusError::Metadata(e.to_string()))?;
+        let record = Record {
+            key: Some(Bytes::from(format!("{name}/{version}"))),
+            value,
+            ..Record::default()
+        };
+        self.log
+            .append(&schemas_topic(), PartitionId(0), vec![record])
+            .await?;
+        Ok(())
+    }
+
+    /// Every schema version of an event type, oldest first.
+    pub fn schema_versions(&self, name: &str) -> Result<Vec<EventTypeSchema>> {
+        self.require(name)?;
+        Ok(self.schemas.read().get(name).cloned().unwrap_or_default())
+    }
+
     /// Creates an event type; returns it as stored (version, timestamps, partitions set).
     pub async fn create(&self, mut et: EventType) -> Result<EventType> {
         let problems = et.problems();
@@ -212,7 +273,12 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         }
+        self.persist_schema(&et.name, Some(&et.schema), &et.schema.version)
+            .await?;
         self.persist(&et.name, Some(&et)).await?;
+        self.schemas
+            .write()
+            .insert(et.name.clone(), vec![et.schema.clone()]);
         self.types
             .write()
             .insert(et.name.clone(), Arc::new(Registered { compiled, topic }));
@@ -229,8 +295,13 @@ impl Registry {
         if !problems.is_empty() {
             return Err(BusError::Unprocessable(problems));
         }
-        et.schema.version.clone_from(&old.schema.version);
-        et.schema.created_at.clone_from(&old.schema.created_at);
+        let (version, level) = evolve_schema(old, &et.schema.schema, et.compatibility_mode)?;
+        if level == Level::None {
+            et.schema.created_at.clone_from(&old.schema.created_at);
+        } else {
+            et.schema.created_at = time::now_rfc3339();
+        }
+        et.schema.version = version;
         et.created_at.clone_from(&old.created_at);
         et.updated_at = time::now_rfc3339();
         et.partition_count = old.partition_count;
@@ -238,7 +309,19 @@ impl Registry {
             CompiledType::compile(et.clone()).map_err(|p| BusError::Unprocessable(p.0))?;
         let config = topic_config(&et);
         self.log.update_topic(&current.topic, config).await?;
+        let new_version = et.schema.version != old.schema.version;
+        if new_version {
+            self.persist_schema(name, Some(&et.schema), &et.schema.version)
+                .await?;
+        }
         self.persist(name, Some(&et)).await?;
+        if new_version {
+            self.schemas
+                .write()
+                .entry(name.to_string())
+                .or_default()
+                .push(et.schema.clone());
+        }
         let topic = current.topic.clone();
         self.types
             .write()
@@ -284,6 +367,10 @@ impl Registry {
         let current = self.require(name)?;
         self.persist(name, None).await?;
         self.types.write().remove(name);
+        let versions = self.schemas.write().remove(name).unwrap_or_default();
+        for v in &versions {
+            self.persist_schema(name, None, &v.version).await?;
+        }
         if let Err(e) = self.log.delete_topic(&current.topic).await {
             tracing::warn!(event_type = name, error = %e, "topic not deleted; it is removed on the next start");
         }
@@ -328,18 +415,60 @@ fn check_update(old: &EventType, new: &EventType) -> Vec<String> {
     {
         out.push("partition_count is changed with PUT /event-types/{name}/partition-count".into());
     }
-    if !same_json(&old.schema.schema, &new.schema.schema) {
-        out.push(
-            "schema changes go through schema evolution, which this version of Sluice does not \
-             support yet: keep the schema unchanged"
-                .into(),
-        );
+    let mode_ok = matches!(
+        (old.compatibility_mode, new.compatibility_mode),
+        (a, b) if a == b
+    ) || matches!(
+        (old.compatibility_mode, new.compatibility_mode),
+        (CompatibilityMode::None, CompatibilityMode::Forward)
+            | (CompatibilityMode::Forward, CompatibilityMode::Compatible)
+    );
+    if !mode_ok {
+        out.push(format!(
+            "compatibility_mode can only become stricter, one step at a time (none -> forward -> compatible): \
+             {:?} -> {:?} is not allowed",
+            old.compatibility_mode, new.compatibility_mode
+        ));
     }
     out
 }
 
+/// The evolution of `old`'s schema into `new_schema` under `mode`: the new version,
+/// or every change the mode forbids.
+pub fn evolve_schema(
+    old: &EventType,
+    new_schema: &str,
+    mode: CompatibilityMode,
+) -> Result<(String, Level)> {
+    let parse = |s: &str, what: &str| {
+        serde_json::from_str::<serde_json::Value>(s).map_err(|e| {
+            BusError::Unprocessable(vec![format!("{what} schema is not valid JSON: {e}")])
+        })
+    };
+    let before = parse(&old.schema.schema, "the current")?;
+    let after = parse(new_schema, "the new")?;
+    let e = evolution::evolve(&before, &after, mode);
+    if !e.incompatible.is_empty() {
+        let mut problems = vec![format!(
+            "the schema change is incompatible under compatibility_mode {}:",
+            mode_name(mode)
+        )];
+        problems.extend(e.incompatible.iter().map(ToString::to_string));
+        return Err(BusError::Unprocessable(problems));
+    }
+    Ok((evolution::bump(&old.schema.version, e.level), e.level))
+}
+
+pub fn mode_name(mode: CompatibilityMode) -> &'static str {
+    match mode {
+        CompatibilityMode::Compatible => "compatible",
+        CompatibilityMode::Forward => "forward",
+        CompatibilityMode::None => "none",
+    }
+}
+
 /// Two schema strings are the same schema when they parse to equal JSON.
-fn same_json(a: &str, b: &str) -> bool {
+pub fn same_json(a: &str, b: &str) -> bool {
     match (
         serde_json::from_str::<serde_json::Value>(a),
         serde_json::from_str::<serde_json::Value>(b),
@@ -347,4 +476,14 @@ fn same_json(a: &str, b: &str) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     }
+}
+
+/// A semver as a sortable triple.
+fn semver(v: &str) -> (u64, u64, u64) {
+    let mut p = v.split('.').map(|x| x.parse().unwrap_or(0));
+    (
+        p.next().unwrap_or(0),
+        p.next().unwrap_or(0),
+        p.next().unwrap_or(0),
+    )
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_schema::EventType;
+use sluice_schema::event_type::EventTypeSchema;
 
 use crate::AppState;
 use crate::body;
@@ -84,29 +85,78 @@ pub async fn schemas(
     Path(name): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, Problem> {
-    let et = bus.event_type(&name)?;
+    let versions = bus.schema_versions(&name)?;
     let limit = page.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::bad_request("limit must be between 1 and 1000"));
     }
-    let versions = [et.schema];
-    let items: Vec<_> = versions
-        .iter()
-        .skip(page.offset.unwrap_or(0))
-        .take(limit)
-        .collect();
-    Ok(Json(json!({"items": items, "_links": {}})))
+    let offset = page.offset.unwrap_or(0);
+    let items: Vec<_> = versions.iter().skip(offset).take(limit).collect();
+    let href =
+        |o: usize| json!({"href": format!("/event-types/{name}/schemas?offset={o}&limit={limit}")});
+    let mut links = serde_json::Map::new();
+    if offset > 0 {
+        links.insert("prev".into(), href(offset.saturating_sub(limit)));
+    }
+    if offset + limit < versions.len() {
+        links.insert("next".into(), href(offset + limit));
+    }
+    Ok(Json(json!({"items": items, "_links": links})))
 }
 
 pub async fn schema_version(
     State(bus): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
-    let et = bus.event_type(&name)?;
-    if version == "latest" || version == et.schema.version {
-        return Ok(Json(json!(et.schema)));
+    let versions = bus.schema_versions(&name)?;
+    let found = if version == "latest" {
+        versions.first()
+    } else {
+        versions.iter().find(|v| v.version == version)
+    };
+    found.map(|v| Json(json!(v))).ok_or_else(|| {
+        Problem::not_found(format!(
+            "event type `{name}` has no schema version {version:?}"
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FetchQuery {
+    #[serde(default)]
+    fetch: bool,
+}
+
+/// `POST /event-types/{name}/schemas`: a new schema version (200, as Nakadi answers).
+pub async fn add_schema(
+    State(bus): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<FetchQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EventTypeSchema>, Problem> {
+    body::require_json(&headers)?;
+    let schema: EventTypeSchema = body::parse(&read_body(body)?, "schema")?;
+    Ok(Json(bus.add_schema(&name, schema, q.fetch).await?))
+}
+
+/// `POST /event-types/{name}/schemas/{version}/compatibility-check`.
+pub async fn compatibility_check(
+    State(bus): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Problem> {
+    body::require_json(&headers)?;
+    let schema: EventTypeSchema = body::parse(&read_body(body)?, "schema")?;
+    let c = bus.check_schema(&name, &version, &schema.schema)?;
+    let mut v = json!({
+        "is_compatible": c.is_compatible,
+        "compatibility_mode": c.compatibility_mode,
+        "reason": c.reason,
+    });
+    if let Some(next) = c.version {
+        v["version"] = json!(next);
     }
-    Err(Problem::not_found(format!(
-        "event type `{name}` has no schema version {version:?}"
-    )))
+    Ok(Json(v))
 }

@@ -45,7 +45,10 @@ pub fn router(bus: Arc<Bus>) -> Router {
                 .put(event_types::update)
                 .delete(event_types::delete),
         )
-        .route("/event-types/{name}/schemas", get(event_types::schemas))
+        .route(
+            "/event-types/{name}/schemas",
+            get(event_types::schemas).post(event_types::add_schema),
+        )
         .route(
             "/event-types/{name}/schemas/{version}",
             get(event_types::schema_version),
@@ -53,6 +56,10 @@ pub fn router(bus: Arc<Bus>) -> Router {
         .route(
             "/event-types/{name}/events",
             axum::routing::post(events::publish),
+        )
+        .route(
+            "/event-types/{name}/schemas/{version}/compatibility-check",
+            axum::routing::post(event_types::compatibility_check),
         )
         .route(
             "/event-types/{name}/deleted-events",

@@ -54,7 +54,9 @@ impl IntoResponse for Problem {
 impl From<BusError> for Problem {
     fn from(e: BusError) -> Problem {
         let status = match &e {
-            BusError::EventTypeNotFound(_) => StatusCode::NOT_FOUND,
+            BusError::EventTypeNotFound(_) | BusError::SchemaVersionNotFound(..) => {
+                StatusCode::NOT_FOUND
+            }
             BusError::EventTypeExists(_) => StatusCode::CONFLICT,
             BusError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             BusError::Malformed(_) => StatusCode::BAD_REQUEST,

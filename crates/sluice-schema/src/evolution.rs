@@ -96,13 +96,31 @@ pub fn diff(old: &Value, new: &Value) -> Vec<Change> {
 }
 
 fn push(out: &mut Vec<Change>, kind: ChangeKind, at: &str) {
-    out.push(Change { kind, at: at.to_string(), required: false });
+    out.push(Change {
+        kind,
+        at: at.to_string(),
+        required: false,
+    });
 }
 
 const TEXT: [&str; 4] = ["default", "examples", "$comment", "$schema"];
 const HANDLED: [&str; 16] = [
-    "id", "title", "description", "type", "enum", "properties", "required", "additionalProperties",
-    "items", "additionalItems", "allOf", "anyOf", "oneOf", "not", "dependencies", "definitions",
+    "id",
+    "title",
+    "description",
+    "type",
+    "enum",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "dependencies",
+    "definitions",
 ];
 
 fn diff_at(old: &Value, new: &Value, at: &str, out: &mut Vec<Change>) {
@@ -156,8 +174,14 @@ fn diff_at(old: &Value, new: &Value, at: &str, out: &mut Vec<Change>) {
 
 fn properties(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &mut Vec<Change>) {
     let empty = Map::new();
-    let op = o.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-    let np = n.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let op = o
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let np = n
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let new_required = string_set(n.get("required"));
     for (k, v) in op {
         let here = format!("{at}/properties/{k}");
@@ -194,7 +218,12 @@ fn required(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &mut 
     push(out, kind, &format!("{at}/required"));
 }
 
-fn additional_properties(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &mut Vec<Change>) {
+fn additional_properties(
+    o: &Map<String, Value>,
+    n: &Map<String, Value>,
+    at: &str,
+    out: &mut Vec<Change>,
+) {
     let here = format!("{at}/additionalProperties");
     match (o.get("additionalProperties"), n.get("additionalProperties")) {
         (a, b) if a == b => {}
@@ -226,7 +255,13 @@ fn items(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &mut Vec
 
 fn composition(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &mut Vec<Change>) {
     let methods = ["allOf", "anyOf", "oneOf", "not"];
-    let used = |m: &Map<String, Value>| -> Vec<&str> { methods.iter().copied().filter(|k| m.contains_key(*k)).collect() };
+    let used = |m: &Map<String, Value>| -> Vec<&str> {
+        methods
+            .iter()
+            .copied()
+            .filter(|k| m.contains_key(*k))
+            .collect()
+    };
     if used(o) != used(n) {
         push(out, ChangeKind::CompositionMethodChanged, at);
         return;
@@ -241,7 +276,10 @@ fn composition(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &m
                 for (i, (x, y)) in a.iter().zip(b).enumerate() {
                     let before = out.len();
                     diff_at(x, y, &format!("{here}/{i}"), out);
-                    if out[before..].iter().any(|c| c.kind > ChangeKind::TypeNarrowed) {
+                    if out[before..]
+                        .iter()
+                        .any(|c| c.kind > ChangeKind::TypeNarrowed)
+                    {
                         push(out, ChangeKind::SubSchemaChanged, &format!("{here}/{i}"));
                     }
                 }
@@ -254,8 +292,14 @@ fn composition(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &m
 
 fn definitions(o: &Map<String, Value>, n: &Map<String, Value>, at: &str, out: &mut Vec<Change>) {
     let empty = Map::new();
-    let od = o.get("definitions").and_then(Value::as_object).unwrap_or(&empty);
-    let nd = n.get("definitions").and_then(Value::as_object).unwrap_or(&empty);
+    let od = o
+        .get("definitions")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let nd = n
+        .get("definitions")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     for (k, v) in od {
         let here = format!("{at}/definitions/{k}");
         match nd.get(k) {
@@ -272,7 +316,10 @@ pub fn level(change: &Change, mode: CompatibilityMode) -> Level {
         (DescriptionChanged | TitleChanged, _) => Level::Patch,
         (PropertiesAdded, CompatibilityMode::Compatible) if change.required => Level::Major,
         (PropertiesAdded, _) => Level::Minor,
-        (RequiredArrayExtended | AdditionalPropertiesNarrowed | TypeNarrowed, CompatibilityMode::Forward) => Level::Minor,
+        (
+            RequiredArrayExtended | AdditionalPropertiesNarrowed | TypeNarrowed,
+            CompatibilityMode::Forward,
+        ) => Level::Minor,
         _ => Level::Major,
     }
 }
@@ -289,21 +336,41 @@ pub struct Evolution {
 /// Classifies `old -> new` under `mode`. `none` accepts everything.
 pub fn evolve(old: &Value, new: &Value, mode: CompatibilityMode) -> Evolution {
     let changes = diff(old, new);
-    let highest = changes.iter().map(|c| level(c, mode)).max().unwrap_or(Level::None);
+    let highest = changes
+        .iter()
+        .map(|c| level(c, mode))
+        .max()
+        .unwrap_or(Level::None);
     let incompatible = if mode == CompatibilityMode::None {
         Vec::new()
     } else {
-        changes.iter().filter(|c| level(c, mode) == Level::Major).cloned().collect()
+        changes
+            .iter()
+            .filter(|c| level(c, mode) == Level::Major)
+            .cloned()
+            .collect()
     };
     // Equal up to keywords that carry no meaning (`default`, `x-...`): a patch.
-    let level = if changes.is_empty() && old != new { Level::Patch } else { highest };
-    Evolution { changes, level, incompatible }
+    let level = if changes.is_empty() && old != new {
+        Level::Patch
+    } else {
+        highest
+    };
+    Evolution {
+        changes,
+        level,
+        incompatible,
+    }
 }
 
 /// The next semver after `version` for a change of `level`.
 pub fn bump(version: &str, level: Level) -> String {
     let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-    let (ma, mi, pa) = (parts.next().unwrap_or(1), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let (ma, mi, pa) = (
+        parts.next().unwrap_or(1),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
     match level {
         Level::None => format!("{ma}.{mi}.{pa}"),
         Level::Patch => format!("{ma}.{mi}.{}", pa + 1),
@@ -345,7 +412,12 @@ mod tests {
         assert_eq!(bump("1.2.3", e.level), "1.3.0");
         new["required"] = json!(["sku", "currency"]);
         let e = evolve(&base(), &new, CompatibilityMode::Forward);
-        assert_eq!((e.level, e.incompatible.len()), (Level::Minor, 0), "{:?}", kinds(&e));
+        assert_eq!(
+            (e.level, e.incompatible.len()),
+            (Level::Minor, 0),
+            "{:?}",
+            kinds(&e)
+        );
         let e = evolve(&base(), &new, CompatibilityMode::Compatible);
         assert!(!e.incompatible.is_empty());
     }
@@ -357,8 +429,14 @@ mod tests {
         new["properties"]["sku"]["type"] = json!("integer");
         let e = evolve(&base(), &new, CompatibilityMode::Forward);
         let names: Vec<String> = e.incompatible.iter().map(ToString::to_string).collect();
-        assert!(names.contains(&"PROPERTY_REMOVED at #/properties/amount".to_string()), "{names:?}");
-        assert!(names.contains(&"TYPE_CHANGED at #/properties/sku".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"PROPERTY_REMOVED at #/properties/amount".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"TYPE_CHANGED at #/properties/sku".to_string()),
+            "{names:?}"
+        );
         let e = evolve(&base(), &new, CompatibilityMode::None);
         assert!(e.incompatible.is_empty());
         assert_eq!(bump("1.3.0", e.level), "2.0.0");
@@ -368,7 +446,10 @@ mod tests {
     fn narrowing_is_minor_under_forward_only() {
         let mut new = base();
         new["additionalProperties"] = json!(false);
-        assert_eq!(evolve(&base(), &new, CompatibilityMode::Forward).level, Level::Minor);
+        assert_eq!(
+            evolve(&base(), &new, CompatibilityMode::Forward).level,
+            Level::Minor
+        );
         let mut new = base();
         new["properties"]["sku"]["maxLength"] = json!(10);
         let e = evolve(&base(), &new, CompatibilityMode::Forward);
@@ -376,7 +457,13 @@ mod tests {
         assert_eq!(e.level, Level::Major);
         let mut new = base();
         new["properties"]["amount"]["enum"] = json!([1, 2]);
-        assert_eq!(kinds(&evolve(&base(), &new, CompatibilityMode::Forward)), vec!["ENUM_ARRAY_CHANGED"]);
-        assert_eq!(evolve(&base(), &base(), CompatibilityMode::Forward).level, Level::None);
+        assert_eq!(
+            kinds(&evolve(&base(), &new, CompatibilityMode::Forward)),
+            vec!["ENUM_ARRAY_CHANGED"]
+        );
+        assert_eq!(
+            evolve(&base(), &base(), CompatibilityMode::Forward).level,
+            Level::None
+        );
     }
 }

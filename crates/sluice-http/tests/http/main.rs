@@ -3,6 +3,7 @@
 
 mod compaction;
 mod event_types;
+mod evolution;
 mod partitions;
 mod publishing;
 
