@@ -49,6 +49,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the effective configuration as TOML.
     Config,
+    /// Manage event types on a running server.
+    #[command(subcommand, name = "event-types")]
+    EventTypes(EventTypesCommand),
+    /// Publish events (JSON lines from a file or stdin) to an event type.
+    Publish(PublishArgs),
     /// Benchmarks that print one JSON object as the last line of stdout.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -118,4 +123,57 @@ pub struct BenchLogArgs {
     /// Keep the benchmark's data instead of removing it.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// The server's URL (default: http:// + http.listen from the config). Also SLUICE_URL.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventTypesCommand {
+    /// List event types (name, category, partitions, schema version).
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the full JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one event type as JSON.
+    Get {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Create event types from a JSON or YAML file (one definition or a list).
+    Create {
+        /// The file (`-` for stdin).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete an event type and its events.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The event type to publish to.
+    pub event_type: String,
+    /// JSON lines, one event per line (default: stdin).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Events per request.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }

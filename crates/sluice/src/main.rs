@@ -2,7 +2,10 @@
 
 mod bench;
 mod cli;
+mod client;
 mod config;
+mod event_types;
+mod publish;
 mod serve;
 mod verify;
 
@@ -58,6 +61,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             verify::run(&config)
         }
+        Command::EventTypes(cmd) => event_types::run(cmd, &config),
+        Command::Publish(args) => publish::run(args, &config),
         Command::Config => {
             print!("{}", toml::to_string(&config)?);
             Ok(())

@@ -272,3 +272,142 @@ fn bench_log_prints_the_promised_json() {
         "the benchmark cleans up"
     );
 }
+
+#[test]
+fn event_types_and_publish_commands_drive_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_serve(&dir.path().join("data"));
+    let (addr, _lines) = wait_for_listen_address(&mut server);
+    let url = format!("http://{addr}");
+    let yaml = dir.path().join("types.yaml");
+    std::fs::write(
+        &yaml,
+        r#"
+- name: shop.price
+  owning_application: pricing
+  category: business
+  enrichment_strategies: [metadata_enrichment]
+  partition_strategy: hash
+  partition_key_fields: [sku]
+  partition_count: 2
+  schema:
+    type: json_schema
+    schema:
+      type: object
+      properties:
+        sku: {type: string}
+        amount: {type: integer}
+      required: [sku, amount]
+"#,
+    )
+    .unwrap();
+    let out = run(&[
+        "event-types",
+        "create",
+        "-f",
+        yaml.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("created shop.price"));
+    let out = run(&[
+        "event-types",
+        "create",
+        "-f",
+        yaml.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let list = text(&run(&["event-types", "list", "--url", &url]).stdout);
+    assert!(
+        list.contains("shop.price") && list.contains("business"),
+        "{list}"
+    );
+
+    let events: String = (0..20)
+        .map(|i| {
+            format!(
+                "{{\"sku\":\"sku-{}\",\"amount\":{i},\"metadata\":{{\"eid\":\"00000000-0000-4000-8000-{i:012}\",\"occurred_at\":\"2026-11-22T10:00:00Z\"}}}}\n",
+                i % 3
+            )
+        })
+        .collect();
+    let lines = dir.path().join("events.jsonl");
+    std::fs::write(&lines, events).unwrap();
+    let out = run(&[
+        "publish",
+        "shop.price",
+        "-f",
+        lines.to_str().unwrap(),
+        "--batch",
+        "7",
+        "--url",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("published 20 events"),
+        "{}",
+        text(&out.stderr)
+    );
+    let parts: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("{url}/event-types/shop.price/partitions"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let total: u64 = parts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["newest_available_offset"].as_str().map_or(0, |o| {
+                o.rsplit('-').next().unwrap().parse::<u64>().unwrap() + 1
+            })
+        })
+        .sum();
+    assert_eq!(total, 20);
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"sku\": 1, \"amount\": \"x\"}\n").unwrap();
+    let out = run(&[
+        "publish",
+        "shop.price",
+        "-f",
+        bad.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("HTTP 422") && err.contains("validating"),
+        "{err}"
+    );
+
+    let out = run(&["event-types", "get", "shop.price", "--url", &url]);
+    assert!(text(&out.stdout).contains("\"version\": \"1.0.0\""));
+    assert!(
+        run(&["event-types", "delete", "shop.price", "--url", &url])
+            .status
+            .success()
+    );
+    let out = run(&["event-types", "get", "shop.price", "--url", &url]);
+    assert!(
+        text(&out.stderr).contains("HTTP 404"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = server.kill();
+}
