@@ -81,6 +81,8 @@ pub enum BenchCommand {
     /// Append records to the embedded log, read them back, reopen it; compare with the
     /// disk's own sequential write bandwidth measured in the same run.
     Log(BenchLogArgs),
+    /// Load a running server with publish requests over HTTP (keep-alive connections).
+    Publish(BenchPublishArgs),
     /// Open an existing data dir in this fresh process: time to open, segments,
     /// index entries held in memory, and the process's RSS afterwards.
     Reopen(BenchReopenArgs),
@@ -176,4 +178,33 @@ pub struct PublishArgs {
     pub batch: usize,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchPublishArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The event type; created (business category, a realistic price schema, 4
+    /// partitions, hash by sku) when it does not exist.
+    #[arg(long, value_name = "NAME")]
+    pub event_type: String,
+    /// Events per request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Approximate bytes of one event as sent.
+    #[arg(long, default_value_t = 500)]
+    pub event_bytes: usize,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Target events per second across all connections (open loop); 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// The server's process id, to report its resident memory (current and peak).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }

@@ -69,5 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Log(args)) => runtime.block_on(bench::log::run(args)),
         Command::Bench(BenchCommand::Reopen(args)) => bench::reopen::run(&args, &config),
+        Command::Bench(BenchCommand::Publish(args)) => runtime.block_on(bench::publish::run(args)),
     }
 }

@@ -4,4 +4,5 @@
 
 pub mod log;
 mod measure;
+pub mod publish;
 pub mod reopen;
