@@ -15,6 +15,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// A fast, seeded hasher (SipHash cost more than the rest of the window's work).
+type Hasher = foldhash::fast::RandomState;
+
 /// An eid (a UUID) as a number.
 pub type Eid = u128;
 
@@ -55,7 +58,7 @@ pub enum Verdict {
 
 #[derive(Debug, Default)]
 pub struct EidWindow {
-    entries: HashMap<Eid, (i64, State)>,
+    entries: HashMap<Eid, (i64, State), Hasher>,
     order: VecDeque<(i64, Eid)>,
 }
 

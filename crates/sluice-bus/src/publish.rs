@@ -154,27 +154,25 @@ impl Bus {
                 });
             }
         }
-        let mut writes = Vec::new();
-        for (p, records) in by_partition
+        // All partitions are appended concurrently, on this task (no spawn per write).
+        let writes = by_partition
             .into_iter()
             .enumerate()
             .filter(|(_, r)| !r.is_empty())
-        {
-            let (log, topic) = (self.log.clone(), registered.topic.clone());
-            let partition = PartitionId(p as u32);
-            writes.push((
-                p,
-                tokio::spawn(async move { log.append(&topic, partition, records).await }),
-            ));
-        }
-        let mut failed: Vec<(usize, String)> = Vec::new();
-        for (p, handle) in writes {
-            match handle.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => failed.push((p, e.to_string())),
-                Err(e) => failed.push((p, format!("write task failed: {e}"))),
-            }
-        }
+            .map(|(p, records)| {
+                let topic = &registered.topic;
+                async move {
+                    (
+                        p,
+                        self.log.append(topic, PartitionId(p as u32), records).await,
+                    )
+                }
+            });
+        let failed: Vec<(usize, String)> = futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .filter_map(|(p, r)| r.err().map(|e| (p, e.to_string())))
+            .collect();
         if let Some(window) = &window {
             let mut w = window.lock();
             let now = Timestamp::now().0;
