@@ -1,6 +1,7 @@
 //! Black-box tests of the `sluice` binary: help, config, serve, verify and bench;
 //! and the workspace tidy checks.
 
+mod interop;
 mod tidy;
 
 use std::path::Path;
@@ -17,7 +18,7 @@ fn run(args: &[&str]) -> Output {
     sluice().args(args).output().unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -79,7 +80,7 @@ fn config_layers_and_rejects_mistakes() {
     );
 }
 
-fn spawn_serve(dir: &Path) -> Child {
+pub(crate) fn spawn_serve(dir: &Path) -> Child {
     sluice()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -90,7 +91,9 @@ fn spawn_serve(dir: &Path) -> Child {
 }
 
 /// Reads the server's stderr in the background until it says where it listens.
-fn wait_for_listen_address(server: &mut Child) -> (String, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn wait_for_listen_address(
+    server: &mut Child,
+) -> (String, std::sync::mpsc::Receiver<String>) {
     let stderr = server.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
