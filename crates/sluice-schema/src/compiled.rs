@@ -110,16 +110,17 @@ impl CompiledType {
                 ctx.max_event_bytes
             )));
         }
-        let errors: Vec<String> = self
-            .validator
-            .iter_errors(&event)
-            .take(5)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                format!("#{at}: {e}")
-            })
-            .collect();
-        if !errors.is_empty() {
+        // The fast check first; errors are collected only for an invalid event.
+        if !self.validator.is_valid(&event) {
+            let errors: Vec<String> = self
+                .validator
+                .iter_errors(&event)
+                .take(5)
+                .map(|e| {
+                    let at = e.instance_path().to_string();
+                    format!("#{at}: {e}")
+                })
+                .collect();
             return Err(ItemError::validating(errors.join("; ")));
         }
         let eid = event

@@ -4,6 +4,7 @@
 mod compaction;
 mod event_types;
 mod evolution;
+mod nakadion;
 mod partitions;
 mod publishing;
 
