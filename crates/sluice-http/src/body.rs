@@ -2,6 +2,7 @@
 
 use std::io::Read;
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -80,4 +81,26 @@ pub fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, P
         ));
     }
     Ok(Bytes::from(out))
+}
+
+/// A JSON request body as bytes: content type checked, size rejections as Problems,
+/// `Content-Encoding` undone (up to `limit` bytes).
+pub fn json_bytes(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, Problem> {
+    require_json(headers)?;
+    let body = body.map_err(|r| Problem::new(r.status(), r.body_text()))?;
+    decode(headers, body, limit)
+}
+
+/// A JSON request body parsed into `T` (see `json_bytes` and `parse`).
+pub fn json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    what: &str,
+) -> Result<T, Problem> {
+    parse(&json_bytes(headers, body, limit)?, what)
 }

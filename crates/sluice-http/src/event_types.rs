@@ -15,10 +15,6 @@ use crate::AppState;
 use crate::body;
 use crate::problem::Problem;
 
-pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
-    body.map_err(|r| Problem::new(r.status(), r.body_text()))
-}
-
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     owning_application: Option<String>,
@@ -37,8 +33,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    body::require_json(&headers)?;
-    let et: EventType = body::parse(&read_body(body)?, "event type")?;
+    let et: EventType = body::json(&headers, body, bus.config().max_batch_bytes, "event type")?;
     let created = bus.create_event_type(et).await?;
     let mut resp = (StatusCode::CREATED, Json(&created)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/event-types/{}", created.name)) {
@@ -60,8 +55,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EventType>, Problem> {
-    body::require_json(&headers)?;
-    let et: EventType = body::parse(&read_body(body)?, "event type")?;
+    let et: EventType = body::json(&headers, body, bus.config().max_batch_bytes, "event type")?;
     Ok(Json(bus.update_event_type(&name, et).await?))
 }
 
@@ -135,8 +129,8 @@ pub async fn add_schema(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EventTypeSchema>, Problem> {
-    body::require_json(&headers)?;
-    let schema: EventTypeSchema = body::parse(&read_body(body)?, "schema")?;
+    let schema: EventTypeSchema =
+        body::json(&headers, body, bus.config().max_batch_bytes, "schema")?;
     Ok(Json(bus.add_schema(&name, schema, q.fetch).await?))
 }
 
@@ -147,8 +141,8 @@ pub async fn compatibility_check(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, Problem> {
-    body::require_json(&headers)?;
-    let schema: EventTypeSchema = body::parse(&read_body(body)?, "schema")?;
+    let schema: EventTypeSchema =
+        body::json(&headers, body, bus.config().max_batch_bytes, "schema")?;
     let c = bus.check_schema(&name, &version, &schema.schema)?;
     let mut v = json!({
         "is_compatible": c.is_compatible,

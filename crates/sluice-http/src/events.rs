@@ -11,7 +11,6 @@ use sluice_bus::{ItemOutcome, ItemStatus, Published, Publisher};
 
 use crate::AppState;
 use crate::body;
-use crate::event_types::read_body;
 use crate::problem::Problem;
 
 pub async fn publish(
@@ -20,8 +19,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    body::require_json(&headers)?;
-    let body = body::decode(&headers, read_body(body)?, bus.config().max_batch_bytes)?;
+    let body = body::json_bytes(&headers, body, bus.config().max_batch_bytes)?;
     let publisher = Publisher {
         flow_id: headers
             .get("x-flow-id")
@@ -39,8 +37,7 @@ pub async fn delete_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    body::require_json(&headers)?;
-    let body = body::decode(&headers, read_body(body)?, bus.config().max_batch_bytes)?;
+    let body = body::json_bytes(&headers, body, bus.config().max_batch_bytes)?;
     Ok(respond(bus.delete_events(&name, &body).await?))
 }
 

@@ -12,7 +12,6 @@ use sluice_bus::{CursorOffset, PartitionInfo};
 
 use crate::AppState;
 use crate::body;
-use crate::event_types::read_body;
 use crate::problem::Problem;
 
 fn to_json(p: &PartitionInfo, consumed: Option<CursorOffset>) -> Value {
@@ -111,8 +110,12 @@ pub async fn set_count(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, Problem> {
-    body::require_json(&headers)?;
-    let req: PartitionCount = body::parse(&read_body(body)?, "partition count")?;
+    let req: PartitionCount = body::json(
+        &headers,
+        body,
+        bus.config().max_batch_bytes,
+        "partition count",
+    )?;
     bus.set_partition_count(&name, req.partition_count).await?;
     Ok(StatusCode::NO_CONTENT)
 }
