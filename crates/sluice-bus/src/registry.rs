@@ -143,6 +143,13 @@ impl Registry {
             versions.sort_by_key(|s| semver(&s.version));
         }
         let mut types = BTreeMap::new();
+        // Every defined name, including any that fails to compile below: its topic and
+        // data are kept, never treated as an orphan.
+        let defined: std::collections::BTreeSet<String> = latest
+            .iter()
+            .filter(|(_, et)| et.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
         for (name, et) in latest {
             let Some(et) = et else {
                 schemas.remove(&name);
@@ -168,7 +175,7 @@ impl Registry {
         }
         for info in log.list_topics().await? {
             let name = info.name.as_str();
-            if !name.starts_with(INTERNAL_PREFIX) && !types.contains_key(name) {
+            if !name.starts_with(INTERNAL_PREFIX) && !defined.contains(name) {
                 tracing::warn!(
                     topic = name,
                     "removing a topic that no event type references"
