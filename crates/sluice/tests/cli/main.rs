@@ -1,6 +1,7 @@
 //! Black-box tests of the `sluice` binary: help, config, serve, verify and bench;
 //! and the workspace tidy checks.
 
+mod crash;
 mod interop;
 mod tidy;
 

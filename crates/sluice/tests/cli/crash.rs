@@ -1,0 +1,135 @@
+//! kill -9 of a publishing `sluice serve`: every event whose batch was answered 200 is
+//! in the log after a restart, and the event type is too.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_log::{EmbeddedConfig, EmbeddedLog, FetchRequest, Log, PartitionId, TopicName};
+
+use crate::{spawn_serve, wait_for_listen_address};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+#[test]
+fn acknowledged_events_survive_kill_9_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = spawn_serve(&data);
+    let (addr, _lines) = wait_for_listen_address(&mut server);
+    let base = format!("http://{addr}");
+    let schema =
+        json!({"type": "object", "properties": {"seq": {"type": "integer"}}, "required": ["seq"]});
+    let et = json!({"name": "crash.orders", "owning_application": "orders", "category": "business",
+        "enrichment_strategies": ["metadata_enrichment"], "partition_count": 3,
+        "schema": {"type": "json_schema", "schema": schema.to_string()}});
+    let r = agent()
+        .post(&format!("{base}/event-types"))
+        .header("Content-Type", "application/json")
+        .send(et.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let stop = AtomicBool::new(false);
+    let acked: Vec<u64> = std::thread::scope(|scope| {
+        let publishers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let (base, stop) = (&base, &stop);
+                scope.spawn(move || {
+                    let mut acked = Vec::new();
+                    for b in 0u64.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let seqs: Vec<u64> = (0..10).map(|i| (w << 32) | (b * 10 + i)).collect();
+                        let events: Vec<Value> = seqs
+                            .iter()
+                            .map(|s| json!({"seq": s, "metadata": {"eid": format!("00000000-0000-4000-8000-{s:012x}"),
+                                "occurred_at": "2026-11-22T10:00:00Z"}}))
+                            .collect();
+                        let sent = agent()
+                            .post(&format!("{base}/event-types/crash.orders/events"))
+                            .header("Content-Type", "application/json")
+                            .send(Value::Array(events).to_string().as_bytes());
+                        match sent {
+                            Ok(r) if r.status() == 200 => acked.extend(seqs),
+                            _ => break, // the server is gone
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        server.kill().unwrap(); // SIGKILL
+        server.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        publishers
+            .into_iter()
+            .flat_map(|p| p.join().unwrap())
+            .collect()
+    });
+    assert!(
+        acked.len() >= 100,
+        "the publishers got answers before the kill: {}",
+        acked.len()
+    );
+
+    // Restart: the event type is there; then read the log directly.
+    let mut server = spawn_serve(&data);
+    let (addr, _lines) = wait_for_listen_address(&mut server);
+    let r = agent()
+        .get(&format!("http://{addr}/event-types/crash.orders"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200, "the event type survived");
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.wait().unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stored: BTreeSet<u64> = rt.block_on(async {
+        let log = EmbeddedLog::open(&data, EmbeddedConfig::default()).unwrap();
+        let topic = TopicName::new("crash.orders").unwrap();
+        let mut seen = BTreeSet::new();
+        for p in 0..3 {
+            let mut from = log.offsets(&topic, PartitionId(p)).await.unwrap().earliest;
+            loop {
+                let f = log
+                    .fetch(&topic, PartitionId(p), FetchRequest::new(from))
+                    .await
+                    .unwrap();
+                if f.records.is_empty() {
+                    break;
+                }
+                for r in f.records {
+                    let e: Value = serde_json::from_slice(&r.value.unwrap()).unwrap();
+                    seen.insert(e["seq"].as_u64().unwrap());
+                }
+                from = f.next;
+            }
+        }
+        log.close().unwrap();
+        seen
+    });
+    let lost: Vec<&u64> = acked.iter().filter(|s| !stored.contains(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
