@@ -163,7 +163,9 @@ impl CompiledType {
                 md.insert("published_by".into(), json!(by));
             }
         }
-        let bytes = serde_json::to_vec(&event).map_err(|e| ItemError {
+        // Sized once: the enriched event is the event plus a few metadata fields.
+        let mut bytes = Vec::with_capacity(raw_len + 256);
+        serde_json::to_writer(&mut bytes, &event).map_err(|e| ItemError {
             step: Step::Enriching,
             detail: format!("cannot serialise the event: {e}"),
         })?;
