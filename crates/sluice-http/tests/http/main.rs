@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use serde_json::{Value, json};
 use sluice_bus::{Bus, BusConfig};
-use sluice_log::{EmbeddedConfig, EmbeddedLog, FetchRequest, Log, PartitionId, TopicName};
+use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 
 /// A server on its own runtime thread; `stop` shuts it down and closes its log.
 #[derive(Debug)]
@@ -250,37 +250,14 @@ pub fn uuid(n: u64) -> String {
 /// Every stored event of an event type, per partition, read from the data dir directly
 /// (the server must be stopped).
 pub fn stored_events(dir: &Path, event_type: &str) -> Vec<Vec<Value>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();
-        let topic = TopicName::new(event_type).unwrap();
-        let partitions = log.topic(&topic).await.unwrap().config.partitions;
-        let mut out = Vec::new();
-        for p in 0..partitions {
-            let mut events = Vec::new();
-            let mut from = log.offsets(&topic, PartitionId(p)).await.unwrap().earliest;
-            loop {
-                let f = log
-                    .fetch(&topic, PartitionId(p), FetchRequest::new(from))
-                    .await
-                    .unwrap();
-                if f.records.is_empty() {
-                    break;
-                }
-                for r in f.records {
-                    // Tombstones (null values) are not events.
-                    if let Some(v) = r.value {
-                        events.push(serde_json::from_slice(&v).unwrap());
-                    }
-                }
-                from = f.next;
-            }
-            out.push(events);
-        }
-        log.close().unwrap();
-        out
-    })
+    sluice_log::testing::stored_records(dir, event_type)
+        .into_iter()
+        .map(|records| {
+            records
+                .into_iter()
+                // Tombstones (null values) are not events.
+                .filter_map(|r| r.value.map(|v| serde_json::from_slice(&v).unwrap()))
+                .collect()
+        })
+        .collect()
 }

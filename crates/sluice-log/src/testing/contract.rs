@@ -19,19 +19,7 @@ fn topic(prefix: &str, name: &str) -> TopicName {
 }
 
 async fn read_all(log: &dyn Log, t: &TopicName, p: PartitionId) -> Vec<StoredRecord> {
-    let mut out = Vec::new();
-    let mut from = log.offsets(t, p).await.expect("offsets").earliest;
-    loop {
-        let f = log
-            .fetch(t, p, FetchRequest::new(from))
-            .await
-            .expect("fetch");
-        if f.records.is_empty() {
-            return out;
-        }
-        from = f.next;
-        out.extend(f.records);
-    }
+    super::read_partition(log, t, p).await.expect("read")
 }
 
 /// Runs every check; panics with a message naming the broken promise.

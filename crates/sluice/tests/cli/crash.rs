@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_log::{EmbeddedConfig, EmbeddedLog, FetchRequest, Log, PartitionId, TopicName};
 
 use crate::{spawn_serve, wait_for_listen_address};
 
@@ -97,34 +96,15 @@ fn acknowledged_events_survive_kill_9_of_the_server() {
     assert!(status.success());
     server.wait().unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stored: BTreeSet<u64> = rt.block_on(async {
-        let log = EmbeddedLog::open(&data, EmbeddedConfig::default()).unwrap();
-        let topic = TopicName::new("crash.orders").unwrap();
-        let mut seen = BTreeSet::new();
-        for p in 0..3 {
-            let mut from = log.offsets(&topic, PartitionId(p)).await.unwrap().earliest;
-            loop {
-                let f = log
-                    .fetch(&topic, PartitionId(p), FetchRequest::new(from))
-                    .await
-                    .unwrap();
-                if f.records.is_empty() {
-                    break;
-                }
-                for r in f.records {
-                    let e: Value = serde_json::from_slice(&r.value.unwrap()).unwrap();
-                    seen.insert(e["seq"].as_u64().unwrap());
-                }
-                from = f.next;
-            }
-        }
-        log.close().unwrap();
-        seen
-    });
+    let stored: BTreeSet<u64> = sluice_log::testing::stored_records(&data, "crash.orders")
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.value.unwrap()).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     let lost: Vec<&u64> = acked.iter().filter(|s| !stored.contains(s)).collect();
     assert!(
         lost.is_empty(),
