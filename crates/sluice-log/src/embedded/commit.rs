@@ -1,21 +1,23 @@
 //! Group commit: how appends to one partition become durable and visible.
 //!
 //! ```text
-//!  append() --enqueue--> queue --(first in, no leader yet)--> lead() on a blocking thread
+//!  append() --enqueue--> queue --(not scheduled yet)--> the log's writer thread
 //!
-//!  leader:  take queued batches -> assign offsets -> one pwrite --+--> publish + reply
+//!  writer:  take queued batches -> assign offsets -> one pwrite --+--> publish + reply
 //!                                                                 |    (interval, none)
 //!                                                                 v
-//!                                          stage --> syncer: one fdatasync for every
-//!                                                    group written so far -> publish
-//!                                                    in write order -> reply (fsync)
+//!                                          stage --> the log's syncer thread: one
+//!                                                    fdatasync for every group written
+//!                                                    so far -> publish in write order
+//!                                                    -> reply (fsync)
 //! ```
 //!
-//! With `durability = fsync` the leader does not wait for the fsync: while the syncer
-//! flushes group N, the leader already writes group N+1, and the next fsync covers all
+//! With `durability = fsync` the writer does not wait for the fsync: while the syncer
+//! flushes group N, the writer already writes group N+1, and the next fsync covers all
 //! groups written meanwhile. Readers see a batch only once it is published, so nothing
 //! they saw can vanish in a crash. A roll drains the stage first, so a segment is
-//! sealed only with all of its batches published.
+//! sealed only with all of its batches published. The two threads are shared by all
+//! partitions (`committer.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,7 +44,8 @@ pub(crate) struct Pending {
 #[derive(Default)]
 pub(crate) struct Queue {
     pending: VecDeque<Pending>,
-    pub leader: bool,
+    /// Set while the partition is in the writer's lane or being written.
+    pub scheduled: bool,
     pub closed: bool,
 }
 
@@ -50,7 +53,8 @@ pub(crate) struct Queue {
 #[derive(Default)]
 pub(crate) struct SyncStage {
     pending: Vec<Written>,
-    running: bool,
+    /// Set while the partition is in the syncer's lane.
+    scheduled: bool,
 }
 
 /// A group that was written: what publishing it changes, and whom to answer.
@@ -95,7 +99,7 @@ impl Staged {
 
 impl Partition {
     /// Queues a batch. Returns the receiver of its result and whether the caller must
-    /// start the leader (`lead`) because none is running.
+    /// schedule the partition with the writer because it is not scheduled yet.
     pub fn enqueue(
         &self,
         batch: EncodedBatch,
@@ -106,36 +110,34 @@ impl Partition {
             return Err(LogError::TopicNotFound(self.topic.to_string()));
         }
         q.pending.push_back(Pending { batch, reply });
-        let lead = !q.leader;
-        q.leader = true;
-        Ok((rx, lead))
+        let schedule = !q.scheduled;
+        q.scheduled = true;
+        Ok((rx, schedule))
     }
 
-    /// Runs group commits until the queue is empty. Blocking: call on a thread that may
-    /// block (`spawn_blocking`).
-    pub fn lead(self: &Arc<Self>) {
-        loop {
-            let group = {
-                let mut q = self.queue.lock();
-                if q.pending.is_empty() {
-                    q.leader = false;
-                    return;
+    /// Commits one group of the queued batches (on the log's writer thread). Returns
+    /// whether more are queued; when not, the partition is no longer scheduled.
+    pub(super) fn write_round(self: &Arc<Self>) -> bool {
+        let group = {
+            let mut q = self.queue.lock();
+            let mut bytes = 0;
+            let mut group = Vec::new();
+            while let Some(p) = q.pending.front() {
+                if !group.is_empty() && bytes + p.batch.bytes.len() > self.settings.max_group_bytes
+                {
+                    break;
                 }
-                let mut bytes = 0;
-                let mut group = Vec::new();
-                while let Some(p) = q.pending.front() {
-                    if !group.is_empty()
-                        && bytes + p.batch.bytes.len() > self.settings.max_group_bytes
-                    {
-                        break;
-                    }
-                    bytes += p.batch.bytes.len();
-                    group.extend(q.pending.pop_front());
-                }
-                group
-            };
+                bytes += p.batch.bytes.len();
+                group.extend(q.pending.pop_front());
+            }
+            group
+        };
+        if !group.is_empty() {
             self.commit(group);
         }
+        let mut q = self.queue.lock();
+        q.scheduled = !q.pending.is_empty();
+        q.scheduled
     }
 
     fn commit(self: &Arc<Self>, group: Vec<Pending>) {
@@ -259,34 +261,25 @@ impl Partition {
     }
 
     fn hand_to_syncer(self: &Arc<Self>, written: Written) {
-        let start = {
+        let schedule = {
             let mut stage = self.stage.lock();
             stage.pending.push(written);
-            !std::mem::replace(&mut stage.running, true)
+            !std::mem::replace(&mut stage.scheduled, true)
         };
-        if start {
-            let p = self.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn_blocking(move || p.run_syncer())),
-                Err(_) => p.run_syncer(),
-            }
+        if schedule {
+            self.committer.schedule_sync(self.clone());
         }
     }
 
-    /// The syncer: fsyncs and publishes written groups until none is left.
-    fn run_syncer(&self) {
-        loop {
-            let _order = self.sync_lock.lock();
-            let groups = {
-                let mut stage = self.stage.lock();
-                if stage.pending.is_empty() {
-                    stage.running = false;
-                    return;
-                }
-                std::mem::take(&mut stage.pending)
-            };
-            let _ = self.sync_and_publish(groups);
-        }
+    /// Syncs and publishes the groups written so far (on the log's syncer thread).
+    pub(super) fn sync_round(&self) {
+        let _order = self.sync_lock.lock();
+        let groups = {
+            let mut stage = self.stage.lock();
+            stage.scheduled = false;
+            std::mem::take(&mut stage.pending)
+        };
+        let _ = self.sync_and_publish(groups);
     }
 
     /// Syncs and publishes whatever is staged now, on the caller's thread (roll, close).

@@ -54,6 +54,8 @@ pub struct EmbeddedConfig {
     pub index_interval_bytes: u32,
     /// The most bytes one group commit writes at once.
     pub max_group_bytes: usize,
+    /// Threads that run fdatasyncs, each for one partition at a time (at least 1).
+    pub sync_threads: usize,
     /// How often retention and compaction run.
     pub maintenance_interval_ms: u64,
 }
@@ -65,6 +67,7 @@ impl Default for EmbeddedConfig {
             flush_interval_ms: 1000,
             index_interval_bytes: 4096,
             max_group_bytes: 16 << 20,
+            sync_threads: 4,
             maintenance_interval_ms: 30_000,
         }
     }

@@ -10,6 +10,7 @@
 
 mod cleanup;
 mod commit;
+mod committer;
 mod config;
 mod partition;
 mod recovery;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use cleanup::CleanupStats;
+use committer::Committer;
 pub use config::{Durability, EmbeddedConfig};
 use partition::Partition;
 pub use verify::{Damage, VerifyReport, verify_dir};
@@ -50,6 +52,7 @@ struct Inner {
     dir: PathBuf,
     fs: Arc<dyn Fs>,
     settings: Arc<EmbeddedConfig>,
+    committer: Arc<Committer>,
     topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
     /// Serialises topic creation, deletion and config changes.
     admin: Mutex<()>,
@@ -94,6 +97,12 @@ impl EmbeddedLog {
         dir: &Path,
         settings: EmbeddedConfig,
     ) -> Result<EmbeddedLog> {
+        if settings.sync_threads == 0 {
+            return Err(LogError::InvalidConfig {
+                field: "log.sync_threads",
+                reason: "must be at least 1".into(),
+            });
+        }
         if !fs.exists(dir) {
             tracing::info!(dir = %dir.display(), "creating a new, empty data dir");
         }
@@ -112,6 +121,7 @@ impl EmbeddedLog {
         fs.create_dir_all(&topics_dir)
             .map_err(LogError::io(&topics_dir))?;
         let settings = Arc::new(settings);
+        let committer = Arc::new(Committer::new(settings.sync_threads));
         let mut topics = BTreeMap::new();
         for name in fs
             .read_dir(&topics_dir)
@@ -132,7 +142,7 @@ impl EmbeddedLog {
                 fs.remove_dir_all(&path).map_err(LogError::io(&path))?;
                 continue;
             }
-            let topic = open_topic(&fs, &settings, &topic_name, path)?;
+            let topic = open_topic(&fs, &settings, &committer, &topic_name, path)?;
             topics.insert(topic_name, Arc::new(topic));
         }
         let log = EmbeddedLog {
@@ -140,6 +150,7 @@ impl EmbeddedLog {
                 dir: dir.to_path_buf(),
                 fs,
                 settings,
+                committer,
                 topics: RwLock::new(topics),
                 admin: Mutex::new(()),
                 closed: AtomicBool::new(false),
@@ -264,6 +275,7 @@ impl EmbeddedLog {
             topic.dir.join(id.to_string()),
             self.inner.fs.clone(),
             self.inner.settings.clone(),
+            self.inner.committer.clone(),
             topic.config.clone(),
         )?))
     }
@@ -359,6 +371,7 @@ fn maintain(inner: &Inner) -> Result<CleanupStats> {
 fn open_topic(
     fs: &Arc<dyn Fs>,
     settings: &Arc<EmbeddedConfig>,
+    committer: &Arc<Committer>,
     name: &TopicName,
     dir: PathBuf,
 ) -> Result<Topic> {
@@ -379,6 +392,7 @@ fn open_topic(
             dir.join(id.to_string()),
             fs.clone(),
             settings.clone(),
+            committer.clone(),
             config.clone(),
         )?));
     }
@@ -570,10 +584,9 @@ impl Log for EmbeddedLog {
                 reason: other.to_string(),
             },
         })?;
-        let (rx, lead) = part.enqueue(encoded)?;
-        if lead {
-            let p = part.clone();
-            tokio::task::spawn_blocking(move || p.lead());
+        let (rx, schedule) = part.enqueue(encoded)?;
+        if schedule {
+            part.committer.schedule_write(part.clone());
         }
         rx.await.map_err(|_| LogError::Closed)?
     }

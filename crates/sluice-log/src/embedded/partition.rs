@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use super::commit::{Queue, SyncStage};
+use super::committer::Committer;
 use super::config::EmbeddedConfig;
 use super::recovery::Opened;
 use super::segment::{self, IndexBuilder, LiveIndex, Segment, segment_path};
@@ -41,6 +42,8 @@ pub(crate) struct Partition {
     pub(super) dir: PathBuf,
     pub(super) fs: Arc<dyn Fs>,
     pub(super) settings: Arc<EmbeddedConfig>,
+    /// The log's writer and syncer threads.
+    pub(super) committer: Arc<Committer>,
     pub(super) config: Arc<RwLock<TopicConfig>>,
     pub(super) segments: RwLock<Vec<Arc<Segment>>>,
     pub(super) writer: Mutex<Writer>,
@@ -82,6 +85,7 @@ impl Partition {
         dir: PathBuf,
         fs: Arc<dyn Fs>,
         settings: Arc<EmbeddedConfig>,
+        committer: Arc<Committer>,
         config: Arc<RwLock<TopicConfig>>,
     ) -> Result<Partition> {
         fs.create_dir_all(&dir).map_err(LogError::io(&dir))?;
@@ -128,6 +132,7 @@ impl Partition {
             dir,
             fs,
             settings,
+            committer,
             config,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
@@ -372,7 +377,7 @@ impl Partition {
     /// segment's index so the next open needs no scan.
     pub fn close(&self) -> Result<()> {
         self.queue.lock().closed = true;
-        while self.queue.lock().leader {
+        while self.queue.lock().scheduled {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let w = self.writer.lock();
