@@ -1,10 +1,11 @@
 //! A compiled event type: its effective-schema validator and partitioning rule, and the
 //! per-event pipeline of publishing: validate -> enrich -> partition.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::effective::{self, SchemaProblems};
 use crate::event_type::{Category, EventType, PartitionStrategy};
+use crate::splice;
 
 /// The pipeline step an event failed at (Nakadi's `BatchItemResponse.step`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,19 +95,20 @@ impl CompiledType {
         self.event_type.category != Category::Undefined
     }
 
-    /// Validates, enriches and partitions one event. `raw_len` is its size as sent;
-    /// `random` supplies the partition for the `random` strategy.
+    /// Validates, enriches and partitions one event: `event` parsed from `raw`, the
+    /// text as sent. `random` supplies the partition for the `random` strategy.
     pub fn prepare(
         &self,
-        mut event: Value,
-        raw_len: usize,
+        event: Value,
+        raw: &str,
         partitions: u32,
         ctx: &Enrichment<'_>,
         random: &mut impl FnMut(u32) -> u32,
     ) -> Result<Prepared, ItemError> {
-        if raw_len > ctx.max_event_bytes {
+        if raw.len() > ctx.max_event_bytes {
             return Err(ItemError::validating(format!(
-                "event of {raw_len} bytes is larger than the limit of {} bytes",
+                "event of {} bytes is larger than the limit of {} bytes",
+                raw.len(),
                 ctx.max_event_bytes
             )));
         }
@@ -123,17 +125,11 @@ impl CompiledType {
                 .collect();
             return Err(ItemError::validating(errors.join("; ")));
         }
-        let eid = event
-            .pointer("/metadata/eid")
-            .and_then(Value::as_str)
-            .map(String::from);
-        let compaction_key = event
-            .pointer("/metadata/partition_compaction_key")
-            .and_then(Value::as_str)
-            .map(String::from);
-        if let Some(et) = event
-            .pointer("/metadata/event_type")
-            .and_then(Value::as_str)
+        let metadata = event.get("metadata");
+        let field = |name: &str| metadata.and_then(|m| m.get(name)).and_then(Value::as_str);
+        let eid = field("eid").map(String::from);
+        let compaction_key = field("partition_compaction_key").map(String::from);
+        if let Some(et) = field("event_type")
             && et != self.name()
         {
             return Err(ItemError::validating(format!(
@@ -142,39 +138,79 @@ impl CompiledType {
             )));
         }
         let partition = self.partition_of(&event, partitions, random)?;
-        if self.enriched() {
-            let md = event
-                .get_mut("metadata")
-                .and_then(Value::as_object_mut)
-                .ok_or_else(|| ItemError {
-                    step: Step::Enriching,
-                    detail: "metadata is missing".into(),
-                })?;
-            md.insert("received_at".into(), json!(ctx.received_at));
-            md.insert("version".into(), json!(self.event_type.schema.version));
-            md.insert("event_type".into(), json!(self.event_type.name));
-            md.insert("partition".into(), json!(partition.to_string()));
-            if !md.contains_key("flow_id")
-                && let Some(flow) = ctx.flow_id
-            {
-                md.insert("flow_id".into(), json!(flow));
+        let bytes = if self.enriched() {
+            self.enrich(event, raw, partition, ctx)?
+        } else {
+            let shape = splice::scan(raw.as_bytes());
+            if !shape.multiline && shape.members == splice::members(&event) {
+                raw.as_bytes().to_vec()
+            } else {
+                compact(&event, raw.len())?
             }
-            if let Some(by) = ctx.published_by {
-                md.insert("published_by".into(), json!(by));
-            }
-        }
-        // Sized once: the enriched event is the event plus a few metadata fields.
-        let mut bytes = Vec::with_capacity(raw_len + 256);
-        serde_json::to_writer(&mut bytes, &event).map_err(|e| ItemError {
-            step: Step::Enriching,
-            detail: format!("cannot serialise the event: {e}"),
-        })?;
+        };
         Ok(Prepared {
             partition,
             eid,
             compaction_key,
             bytes,
         })
+    }
+
+    /// The event with the server's metadata: spliced into the text as sent when that
+    /// text says exactly what was validated (`splice.rs`), else re-serialised.
+    fn enrich(
+        &self,
+        mut event: Value,
+        raw: &str,
+        partition: u32,
+        ctx: &Enrichment<'_>,
+    ) -> Result<Vec<u8>, ItemError> {
+        let md = event
+            .get("metadata")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ItemError {
+                step: Step::Enriching,
+                detail: "metadata is missing".into(),
+            })?;
+        let partition = partition.to_string();
+        let flow_id = ctx.flow_id.filter(|_| !md.contains_key("flow_id"));
+        let producer_set = md.contains_key("event_type") || md.contains_key("partition");
+        let was_empty = md.is_empty();
+        let fields = [
+            ("received_at", Some(ctx.received_at)),
+            ("version", Some(self.event_type.schema.version.as_str())),
+            ("event_type", Some(self.event_type.name.as_str())),
+            ("partition", Some(partition.as_str())),
+            ("flow_id", flow_id),
+            ("published_by", ctx.published_by),
+        ];
+        let shape = splice::scan(raw.as_bytes());
+        if let Some(at) = shape.metadata_body
+            && !shape.multiline
+            && !producer_set
+            && shape.members == splice::members(&event)
+        {
+            let mut out = Vec::with_capacity(raw.len() + 160);
+            out.extend_from_slice(&raw.as_bytes()[..at]);
+            for (key, value) in &fields {
+                if let Some(value) = value {
+                    splice::push_field(&mut out, key, value);
+                }
+            }
+            if was_empty {
+                out.pop(); // the last field's comma: nothing follows it
+            }
+            out.extend_from_slice(&raw.as_bytes()[at..]);
+            return Ok(out);
+        }
+        if let Some(md) = event.get_mut("metadata").and_then(Value::as_object_mut) {
+            for (key, value) in fields {
+                if let Some(value) = value {
+                    md.insert(key.into(), Value::String(value.into()));
+                }
+            }
+        }
+        compact(&event, raw.len())
     }
 
     /// The partition of an event by the event type's strategy (`random` asks `random`).
@@ -225,6 +261,16 @@ impl CompiledType {
     }
 }
 
+/// The event as compact JSON, in a buffer sized once.
+fn compact(event: &Value, raw_len: usize) -> Result<Vec<u8>, ItemError> {
+    let mut bytes = Vec::with_capacity(raw_len + 160);
+    serde_json::to_writer(&mut bytes, event).map_err(|e| ItemError {
+        step: Step::Enriching,
+        detail: format!("cannot serialise the event: {e}"),
+    })?;
+    Ok(bytes)
+}
+
 /// Java's `String.hashCode` (over UTF-16 code units), which Nakadi's hash strategy sums,
 /// so the same keys land in the same partitions as on Nakadi.
 pub fn java_hash(s: &str) -> i32 {
@@ -235,6 +281,7 @@ pub fn java_hash(s: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn business(schema: &str, strategy: &str, keys: &str) -> EventType {
         serde_json::from_str(&format!(
@@ -275,11 +322,12 @@ mod tests {
     fn business_events_are_validated_enriched_and_hashed() {
         let ct = CompiledType::compile(business(PRICE, "hash", r#"["sku"]"#)).unwrap();
         let mut never = |_| unreachable!();
+        let e = event("sku-1");
         let p = ct
-            .prepare(event("sku-1"), 100, 8, &ctx(), &mut never)
+            .prepare(e.clone(), &e.to_string(), 8, &ctx(), &mut never)
             .unwrap();
         let again = ct
-            .prepare(event("sku-1"), 100, 8, &ctx(), &mut never)
+            .prepare(e.clone(), &e.to_string(), 8, &ctx(), &mut never)
             .unwrap();
         assert_eq!(
             p.partition, again.partition,
@@ -296,26 +344,76 @@ mod tests {
         );
     }
 
+    /// Whatever path enrichment takes, the stored event is the validated event plus
+    /// the server's fields, on one line.
+    #[test]
+    fn spliced_and_reserialised_events_agree() {
+        let ct = CompiledType::compile(business(PRICE, "hash", r#"["sku"]"#)).unwrap();
+        let mut never = |_| unreachable!();
+        let sent = [
+            // Spliced: compact, with spaces, with a flow id of the producer's own.
+            r#"{"sku":"a","amount":1,"metadata":{"eid":"5b4a4c7e-8a52-4b0a-9f7a-3b1f2b0c9d11","occurred_at":"2026-11-22T09:59:59Z"}}"#,
+            r#"{ "metadata" : { "occurred_at" : "2026-11-22T09:59:59Z", "eid" : "5b4a4c7e-8a52-4b0a-9f7a-3b1f2b0c9d11", "flow_id": "own" }, "sku" : "a", "amount" : 1 }"#,
+            // Re-serialised: pretty-printed, a repeated key, the producer's event_type.
+            "{\n \"sku\": \"a\",\n \"amount\": 1,\n \"metadata\": {\"eid\":\"5b4a4c7e-8a52-4b0a-9f7a-3b1f2b0c9d11\",\"occurred_at\":\"2026-11-22T09:59:59Z\"}\n}",
+            r#"{"sku":"a","amount":"x","amount":1,"metadata":{"eid":"5b4a4c7e-8a52-4b0a-9f7a-3b1f2b0c9d11","occurred_at":"2026-11-22T09:59:59Z"}}"#,
+            r#"{"sku":"a","amount":1,"metadata":{"event_type":"shop.price_changed","eid":"5b4a4c7e-8a52-4b0a-9f7a-3b1f2b0c9d11","occurred_at":"2026-11-22T09:59:59Z"}}"#,
+        ];
+        for raw in sent {
+            let parsed: Value = serde_json::from_str(raw).unwrap();
+            let p = ct
+                .prepare(parsed.clone(), raw, 4, &ctx(), &mut never)
+                .unwrap();
+            let text = std::str::from_utf8(&p.bytes).unwrap();
+            assert!(!text.contains('\n'), "one line: {text}");
+            let stored: Value = serde_json::from_str(text).unwrap();
+            let mut expected = parsed.clone();
+            let md = expected["metadata"].as_object_mut().unwrap();
+            md.insert("received_at".into(), json!("2026-11-22T10:00:00.000Z"));
+            md.insert("version".into(), json!("1.0.0"));
+            md.insert("event_type".into(), json!("shop.price_changed"));
+            md.insert("partition".into(), json!(p.partition.to_string()));
+            md.entry("flow_id").or_insert(json!("flow-1"));
+            assert_eq!(stored, expected, "{raw}");
+            assert_eq!(
+                splice::members(&stored),
+                splice::scan(&p.bytes).members,
+                "no key twice in the stored text: {text}"
+            );
+        }
+    }
+
     #[test]
     fn invalid_events_name_the_problem() {
         let ct = CompiledType::compile(business(PRICE, "random", "[]")).unwrap();
         let mut zero = |_| 0;
         let mut e = event("x");
         e["amount"] = json!("cheap");
-        let err = ct.prepare(e, 10, 1, &ctx(), &mut zero).unwrap_err();
+        let err = ct
+            .prepare(e.clone(), &e.to_string(), 1, &ctx(), &mut zero)
+            .unwrap_err();
         assert_eq!(err.step, Step::Validating);
         assert!(err.detail.contains("#/amount"), "{}", err.detail);
         let mut e = event("x");
         e["metadata"]["received_at"] = json!("2026-01-01T00:00:00Z");
         assert!(
-            ct.prepare(e, 10, 1, &ctx(), &mut zero).is_err(),
+            ct.prepare(e.clone(), &e.to_string(), 1, &ctx(), &mut zero)
+                .is_err(),
             "server-set metadata is refused"
         );
         let mut e = event("x");
         e["metadata"]["eid"] = json!("not-a-uuid");
-        assert!(ct.prepare(e, 10, 1, &ctx(), &mut zero).is_err());
+        assert!(
+            ct.prepare(e.clone(), &e.to_string(), 1, &ctx(), &mut zero)
+                .is_err()
+        );
+        let small = Enrichment {
+            max_event_bytes: 50,
+            ..ctx()
+        };
+        let e = event("x");
         let err = ct
-            .prepare(event("x"), 2_000_000, 1, &ctx(), &mut zero)
+            .prepare(e.clone(), &e.to_string(), 1, &small, &mut zero)
             .unwrap_err();
         assert!(err.detail.contains("larger than the limit"));
     }

@@ -5,6 +5,7 @@ pub mod compiled;
 pub mod effective;
 pub mod event_type;
 pub mod evolution;
+mod splice;
 pub mod time;
 
 pub use compiled::{CompiledType, Enrichment, ItemError, Prepared, Step};
