@@ -59,7 +59,9 @@ pub struct Bus {
     windows: parking_lot::Mutex<HashMap<String, WindowSlot>>,
 }
 
-type WindowSlot = Arc<tokio::sync::Mutex<Option<Arc<parking_lot::Mutex<dedup::EidWindow>>>>>;
+/// Loaded once (from the log's tail), then read without waiting: a lock held across the
+/// load would queue every request behind the one holding it.
+type WindowSlot = Arc<tokio::sync::OnceCell<Arc<parking_lot::Mutex<dedup::EidWindow>>>>;
 
 impl Bus {
     /// Opens the bus: replays the registry from the log.

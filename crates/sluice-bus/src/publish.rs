@@ -90,7 +90,7 @@ impl Bus {
                 .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))?;
             prepared.push(registered.compiled.prepare(
                 value,
-                raw.get().len(),
+                raw.get(),
                 partitions,
                 &ctx,
                 &mut random,
@@ -115,20 +115,20 @@ impl Bus {
         {
             let mut w = window.as_ref().map(|w| w.lock());
             let now = Timestamp::now().0;
-            let mut seen: std::collections::HashMap<u128, usize> = std::collections::HashMap::new();
+            let request = w.as_mut().map_or(0, |w| w.next_request());
             for p in prepared {
                 let eid = p.eid.as_deref().and_then(parse_eid);
-                let same_as = eid
-                    .filter(|_| w.is_some())
-                    .and_then(|e| seen.get(&e).copied());
-                let verdict = match (&mut w, eid, same_as) {
-                    (_, _, Some(_)) => Verdict::Duplicate,
-                    (Some(w), Some(eid), None) => w.check(eid, now),
+                let verdict = match (&mut w, eid) {
+                    (Some(w), Some(eid)) => w.check(eid, now, request),
                     _ => Verdict::New,
                 };
-                if let (Some(e), None) = (eid, same_as) {
-                    seen.insert(e, placed.len());
-                }
+                // Only for an eid repeated within the request: rare, so a scan.
+                let same_as = (verdict == Verdict::Repeated).then(|| {
+                    placed
+                        .iter()
+                        .position(|q: &Placed| q.reserved.is_some() && q.reserved == eid)
+                        .unwrap_or_default()
+                });
                 if verdict == Verdict::New {
                     by_partition[p.partition as usize].push(Record {
                         key: if compacted {
@@ -207,7 +207,9 @@ impl Bus {
                         detail: detail.clone(),
                     },
                     // Written now, or within the window before.
-                    (Verdict::New | Verdict::Duplicate, _) => ItemStatus::Submitted,
+                    (Verdict::New | Verdict::Duplicate | Verdict::Repeated, _) => {
+                        ItemStatus::Submitted
+                    }
                 };
                 ItemOutcome {
                     eid: pl.eid.clone(),
@@ -229,26 +231,29 @@ impl Bus {
             return Ok(None);
         }
         let name = &registered.event_type().name;
-        let loader = self.windows.lock().entry(name.clone()).or_default().clone();
-        let mut slot = loader.lock().await;
-        if slot.is_none() {
-            let mut w = EidWindow::default();
-            let since = Timestamp(Timestamp::now().0.saturating_sub(window_ms as i64));
-            for p in 0..registered.partitions() {
-                self.load_window(registered, PartitionId(p), since, &mut w)
-                    .await?;
-            }
-            *slot = Some(Arc::new(parking_lot::Mutex::new(w)));
-        }
-        let window = slot.clone();
-        if let Some(w) = &window {
-            w.lock().expire(
+        let slot = self.windows.lock().entry(name.clone()).or_default().clone();
+        let window = slot
+            .get_or_try_init(|| async {
+                let mut w = EidWindow::default();
+                let since = Timestamp(Timestamp::now().0.saturating_sub(window_ms as i64));
+                for p in 0..registered.partitions() {
+                    self.load_window(registered, PartitionId(p), since, &mut w)
+                        .await?;
+                }
+                Ok::<_, BusError>(Arc::new(parking_lot::Mutex::new(w)))
+            })
+            .await?
+            .clone();
+        {
+            let mut w = window.lock();
+            w.expire(
                 Timestamp::now().0,
                 window_ms,
                 self.config.idempotency_max_eids,
             );
+            w.grow_ahead();
         }
-        Ok(window)
+        Ok(Some(window))
     }
 
     async fn load_window(
