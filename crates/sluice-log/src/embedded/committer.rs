@@ -15,12 +15,14 @@
 //! copy into the page cache: serialising them costs little). fdatasyncs wait on the
 //! disk, so they do run in parallel, on up to `sync_threads` threads. On the 2-core
 //! machine this cut context switches per published event by three quarters
-//! (docs/adr/0003). A lane runs on the blocking pool only while it has work: an idle
-//! log has no thread, and thousands of partitions do not mean thousands of threads.
+//! (docs/adr/0003). The lanes have threads of their own (named `sluice-writer` and
+//! `sluice-sync`), started on first need and parked when idle: thousands of partitions
+//! do not mean thousands of threads, and the tokio runtime's blocking pool, which
+//! serves reads, never competes with them.
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::partition::Partition;
 
@@ -30,24 +32,33 @@ pub(crate) struct Committer {
     sync: Lane,
 }
 
-/// Partitions ready for one stage, served by at most `max_threads` threads.
+/// Partitions ready for one stage, served by up to `max_threads` threads of its own,
+/// started on first need and parked while there is nothing to do.
 struct Lane {
+    name: &'static str,
     state: Mutex<LaneState>,
+    wake: Condvar,
     max_threads: usize,
 }
 
 struct LaneState {
     ready: Vec<Arc<Partition>>,
     threads: usize,
+    idle: usize,
+    stopped: bool,
 }
 
 impl Lane {
-    fn new(max_threads: usize) -> Lane {
+    fn new(name: &'static str, max_threads: usize) -> Lane {
         Lane {
+            name,
             state: Mutex::new(LaneState {
                 ready: Vec::new(),
                 threads: 0,
+                idle: 0,
+                stopped: false,
             }),
+            wake: Condvar::new(),
             max_threads: max_threads.max(1),
         }
     }
@@ -56,21 +67,35 @@ impl Lane {
     fn push(&self, p: Arc<Partition>) -> bool {
         let mut s = self.state.lock();
         s.ready.push(p);
+        if s.idle > 0 {
+            self.wake.notify_one();
+            return false;
+        }
         let start = s.threads < self.max_threads;
         s.threads += usize::from(start);
         start
     }
 
-    /// Takes up to `n` ready partitions, oldest first; none means the calling thread
-    /// is done (and no longer counted).
+    /// Waits for ready partitions and takes up to `n`, oldest first; `None` once the
+    /// log is gone and nothing is left (the calling thread then ends).
     fn take(&self, n: usize) -> Option<Vec<Arc<Partition>>> {
         let mut s = self.state.lock();
-        if s.ready.is_empty() {
-            s.threads -= 1;
-            return None;
+        while s.ready.is_empty() {
+            if s.stopped {
+                s.threads -= 1;
+                return None;
+            }
+            s.idle += 1;
+            self.wake.wait(&mut s);
+            s.idle -= 1;
         }
         let n = n.min(s.ready.len());
         Some(s.ready.drain(..n).collect())
+    }
+
+    fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.wake.notify_all();
     }
 }
 
@@ -85,24 +110,40 @@ impl std::fmt::Debug for Committer {
 impl Committer {
     pub fn new(sync_threads: usize) -> Committer {
         Committer {
-            write: Lane::new(1),
-            sync: Lane::new(sync_threads),
+            write: Lane::new("sluice-writer", 1),
+            sync: Lane::new("sluice-sync", sync_threads),
         }
     }
 
     /// `p` has queued appends and is not scheduled yet (its `scheduled` flag was clear).
     pub fn schedule_write(self: &Arc<Self>, p: Arc<Partition>) {
         if self.write.push(p) {
-            let c = self.clone();
-            run_blocking(move || c.run_writer());
+            self.start(&self.write, Committer::run_writer);
         }
     }
 
     /// `p` has written groups waiting for their fsync and is not scheduled yet.
     pub fn schedule_sync(self: &Arc<Self>, p: Arc<Partition>) {
         if self.sync.push(p) {
-            let c = self.clone();
-            run_blocking(move || c.run_syncer());
+            self.start(&self.sync, Committer::run_syncer);
+        }
+    }
+
+    /// Lets the threads end once they have finished what is ready (the log is gone).
+    pub fn stop(&self) {
+        self.write.stop();
+        self.sync.stop();
+    }
+
+    fn start(self: &Arc<Self>, lane: &Lane, run: fn(&Committer)) {
+        let c = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(lane.name.into())
+            .spawn(move || run(&c));
+        if let Err(e) = spawned {
+            // Appends then wait for a thread that does not come: say so loudly.
+            tracing::error!(error = %e, thread = lane.name, "cannot start a log commit thread");
+            lane.state.lock().threads -= 1;
         }
     }
 
@@ -123,14 +164,5 @@ impl Committer {
         while let Some(ready) = self.sync.take(1) {
             ready.iter().for_each(|p| p.sync_round());
         }
-    }
-}
-
-/// On the runtime's blocking pool; inline when there is no runtime (a log used from
-/// plain threads).
-fn run_blocking(f: impl FnOnce() + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(f)),
-        Err(_) => f(),
     }
 }

@@ -256,6 +256,7 @@ impl EmbeddedLog {
                 first_err.get_or_insert(e);
             }
         }
+        self.inner.committer.stop();
         first_err.map_or(Ok(()), Err)
     }
 
@@ -299,6 +300,7 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.signal_stop();
+        self.committer.stop();
     }
 }
 
