@@ -40,11 +40,22 @@ pub fn parse_eid(s: &str) -> Option<Eid> {
     Some(v)
 }
 
+/// A remembered eid: when, and whether it is written or reserved by a request.
+/// 16 bytes, and keys of two u64s (not one u128, aligned to 16): an entry of the table
+/// is 32 bytes instead of 48, which matters at a million eids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Reserved by the request with this number, which is writing it.
-    Pending(u64),
-    Written,
+struct Slot {
+    at: i64,
+    /// 0: written; otherwise the number of the request that reserved it.
+    pending: u64,
+}
+
+const WRITTEN: u64 = 0;
+
+type Key = [u64; 2];
+
+fn key(eid: Eid) -> Key {
+    [(eid >> 64) as u64, eid as u64]
 }
 
 /// What to do with one event.
@@ -77,9 +88,9 @@ pub struct EidWindow {
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<Eid, (i64, State), Hasher>,
+    entries: HashMap<Key, Slot, Hasher>,
     /// Written eids in the order they were confirmed, for expiry.
-    order: VecDeque<(i64, Eid)>,
+    order: VecDeque<(i64, Key)>,
 }
 
 impl Default for EidWindow {
@@ -128,13 +139,17 @@ impl EidWindow {
         let horizon = now.saturating_sub(window_ms as i64);
         let per_shard = max.div_ceil(SHARDS);
         for shard in &mut self.shards {
-            while let Some(&(at, eid)) = shard.order.front() {
+            while let Some(&(at, k)) = shard.order.front() {
                 if at >= horizon && shard.entries.len() <= per_shard {
                     break;
                 }
                 shard.order.pop_front();
-                if let Entry::Occupied(e) = shard.entries.entry(eid)
-                    && *e.get() == (at, State::Written)
+                if let Entry::Occupied(e) = shard.entries.entry(k)
+                    && *e.get()
+                        == (Slot {
+                            at,
+                            pending: WRITTEN,
+                        })
                 {
                     e.remove();
                 }
@@ -144,14 +159,18 @@ impl EidWindow {
 
     /// Reserves `eid` for `request` unless it is known.
     pub fn check(&mut self, eid: Eid, now: i64, request: u64) -> Verdict {
-        match self.shard(eid).entries.entry(eid) {
-            Entry::Occupied(e) => match e.get().1 {
-                State::Written => Verdict::Duplicate,
-                State::Pending(r) if r == request => Verdict::Repeated,
-                State::Pending(_) => Verdict::InFlight,
+        debug_assert_ne!(request, WRITTEN, "requests are numbered from 1");
+        match self.shard(eid).entries.entry(key(eid)) {
+            Entry::Occupied(e) => match e.get().pending {
+                WRITTEN => Verdict::Duplicate,
+                r if r == request => Verdict::Repeated,
+                _ => Verdict::InFlight,
             },
             Entry::Vacant(e) => {
-                e.insert((now, State::Pending(request)));
+                e.insert(Slot {
+                    at: now,
+                    pending: request,
+                });
                 Verdict::New
             }
         }
@@ -159,15 +178,19 @@ impl EidWindow {
 
     /// The reserved eid was written at `at`.
     pub fn confirm(&mut self, eid: Eid, at: i64) {
-        let shard = self.shard(eid);
-        *shard.entries.entry(eid).or_insert((at, State::Written)) = (at, State::Written);
-        shard.order.push_back((at, eid));
+        let (shard, k) = (self.shard(eid), key(eid));
+        let written = Slot {
+            at,
+            pending: WRITTEN,
+        };
+        *shard.entries.entry(k).or_insert(written) = written;
+        shard.order.push_back((at, k));
     }
 
     /// The reserved eid was not written.
     pub fn release(&mut self, eid: Eid) {
-        if let Entry::Occupied(e) = self.shard(eid).entries.entry(eid)
-            && matches!(e.get().1, State::Pending(_))
+        if let Entry::Occupied(e) = self.shard(eid).entries.entry(key(eid))
+            && e.get().pending != WRITTEN
         {
             e.remove();
         }
