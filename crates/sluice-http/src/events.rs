@@ -1,31 +1,39 @@
 //! `POST /event-types/{name}/events`: publishing, with Nakadi's 200 / 207 / 422 contract.
 
-use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sluice_bus::{ItemOutcome, ItemStatus, Published, Publisher};
 
-use crate::AppState;
 use crate::body;
 use crate::problem::Problem;
+use crate::{ApiOptions, AppState};
+
+/// `metadata.published_by` when the caller is not known.
+const UNAUTHENTICATED: &str = "unauthenticated";
 
 pub async fn publish(
     State(bus): State<AppState>,
+    Extension(options): Extension<ApiOptions>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = body::json_bytes(&headers, body, bus.config().max_batch_bytes)?;
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let published_by = options
+        .principal_header
+        .as_ref()
+        .and_then(header)
+        .filter(|p| !p.is_empty())
+        .unwrap_or(UNAUTHENTICATED);
     let publisher = Publisher {
-        flow_id: headers
-            .get("x-flow-id")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
-        published_by: None,
+        flow_id: header(&HeaderName::from_static("x-flow-id")).map(String::from),
+        published_by: Some(published_by.into()),
     };
     Ok(respond(bus.publish(&name, &body, &publisher).await?))
 }

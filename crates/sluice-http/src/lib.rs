@@ -22,8 +22,18 @@ pub use problem::Problem;
 
 pub(crate) type AppState = Arc<Bus>;
 
+/// How the API treats its callers.
+#[derive(Clone, Debug, Default)]
+pub struct ApiOptions {
+    /// A request header that carries the authenticated caller, set by a trusted proxy in
+    /// front of Sluice (e.g. `X-Forwarded-User`). Its value becomes the
+    /// `metadata.published_by` of published events; without it they get
+    /// `unauthenticated`, as on a Nakadi without an authentication plugin.
+    pub principal_header: Option<axum::http::HeaderName>,
+}
+
 /// The API routes.
-pub fn router(bus: Arc<Bus>) -> Router {
+pub fn router(bus: Arc<Bus>, options: ApiOptions) -> Router {
     Router::new()
         .route("/health", get(misc::health))
         .route("/version", get(misc::version))
@@ -77,6 +87,7 @@ pub fn router(bus: Arc<Bus>) -> Router {
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(bus.config().max_batch_bytes))
+        .layer(axum::Extension(options))
         .with_state(bus)
 }
 
@@ -102,9 +113,10 @@ fn strip_trailing_slash(mut req: Request) -> Request {
 pub async fn serve(
     listener: TcpListener,
     bus: Arc<Bus>,
+    options: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(bus);
+    let app = router(bus, options);
     let service = tower::util::MapRequest::new(app, strip_trailing_slash);
     axum::serve(
         listener,

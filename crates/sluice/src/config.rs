@@ -39,12 +39,16 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address the API listens on.
     pub listen: String,
+    /// A header naming the authenticated caller, set by a trusted proxy; its value
+    /// becomes `metadata.published_by`. Empty: every publisher is `unauthenticated`.
+    pub principal_header: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
+            principal_header: String::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // mean a clean stop, not the default action (death).
     let stop = shutdown_signal()?;
     let Storage::Embedded = config.storage;
+    let options = api_options(&config)?;
     let dir = config.data_dir.clone();
     let settings = config.log.clone();
     let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(&dir, settings))
@@ -41,7 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bytes = stats.bytes,
         "sluice is serving; stop it with Ctrl-C or SIGTERM"
     );
-    sluice_http::serve(listener, Arc::new(bus), async {
+    sluice_http::serve(listener, Arc::new(bus), options, async {
         stop.await;
         tracing::info!("shutting down: finishing requests, then flushing and closing the log");
     })
@@ -49,6 +50,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || log.close()).await??;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+fn api_options(config: &Config) -> anyhow::Result<sluice_http::ApiOptions> {
+    let header = &config.http.principal_header;
+    let principal_header = if header.is_empty() {
+        None
+    } else {
+        Some(header.parse().map_err(|_| {
+            anyhow::anyhow!("http.principal_header {header:?} is not a valid HTTP header name")
+        })?)
+    };
+    Ok(sluice_http::ApiOptions { principal_header })
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future completes on either.

@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 use sluice_bus::{Bus, BusConfig};
 use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 
+/// The header the test server trusts to name the caller (as behind an auth proxy).
+pub const PRINCIPAL_HEADER: &str = "x-forwarded-user";
+
 /// A server on its own runtime thread; `stop` shuts it down and closes its log.
 #[derive(Debug)]
 pub struct Server {
@@ -45,7 +48,10 @@ impl Server {
                     .unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                sluice_http::serve(listener, Arc::new(bus), async {
+                let options = sluice_http::ApiOptions {
+                    principal_header: Some(PRINCIPAL_HEADER.parse().unwrap()),
+                };
+                sluice_http::serve(listener, Arc::new(bus), options, async {
                     let _ = stop_rx.await;
                 })
                 .await
@@ -112,6 +118,16 @@ impl Server {
             .header("X-Flow-Id", flow_id)
             .send(body.to_string().as_bytes());
         Reply::from(resp.unwrap())
+    }
+
+    pub fn post_as(&self, path: &str, body: &Value, principal: &str) -> Reply {
+        Reply::from(
+            self.agent
+                .post(&self.url(path))
+                .header(PRINCIPAL_HEADER, principal)
+                .send_json(body)
+                .unwrap(),
+        )
     }
 
     pub fn send_encoded(&self, path: &str, encoding: &str, body: Vec<u8>) -> Reply {

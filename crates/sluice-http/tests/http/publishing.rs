@@ -41,6 +41,7 @@ fn a_valid_batch_is_stored_enriched_and_in_order_per_key() {
             assert_eq!(md["partition"], p.to_string());
             assert_eq!(md["version"], "1.0.0");
             assert_eq!(md["flow_id"], "flow-42");
+            assert_eq!(md["published_by"], "unauthenticated", "no principal header");
             assert!(md["received_at"].as_str().is_some_and(|t| t.ends_with('Z')));
         }
         // One sku lives in one partition, in the order it was sent.
@@ -63,6 +64,35 @@ fn a_valid_batch_is_stored_enriched_and_in_order_per_key() {
             .count();
         assert_eq!(homes, 1, "sku-{sku} is in exactly one partition");
     }
+}
+
+#[test]
+fn published_by_names_the_caller_and_only_the_server_sets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    assert_eq!(
+        s.post("/event-types", &price_changed("shop.price", 1))
+            .status,
+        201
+    );
+    let path = "/event-types/shop.price/events";
+    let r = s.post_as(path, &json!([price_event("a", 1)]), "jane");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut forged = price_event("b", 2);
+    forged["metadata"]["published_by"] = json!("mallory");
+    let r = s.post_as(path, &json!([forged]), "jane");
+    assert_eq!(
+        r.status, 422,
+        "a producer may not claim a publisher: {}",
+        r.body
+    );
+    s.stop();
+    let stored = stored_events(dir.path(), "shop.price");
+    let by: Vec<&Value> = stored[0]
+        .iter()
+        .map(|e| &e["metadata"]["published_by"])
+        .collect();
+    assert_eq!(by, [&json!("jane")]);
 }
 
 #[test]
