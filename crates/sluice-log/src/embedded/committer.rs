@@ -30,6 +30,9 @@ use super::partition::Partition;
 pub(crate) struct Committer {
     write: Lane,
     sync: Lane,
+    /// The runtime the log was opened on, if any, for background work started from
+    /// the lanes' threads (sealing a rolled segment).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Partitions ready for one stage, served by up to `max_threads` threads of its own,
@@ -108,11 +111,17 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
+    /// Lanes for a log opened now (on the current runtime, if any).
     pub fn new(sync_threads: usize) -> Committer {
         Committer {
             write: Lane::new("sluice-writer", 1),
             sync: Lane::new("sluice-sync", sync_threads),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
+    }
+
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.runtime.as_ref()
     }
 
     /// `p` has queued appends and is not scheduled yet (its `scheduled` flag was clear).

@@ -205,10 +205,14 @@ impl Partition {
         w.index = IndexBuilder::new(self.settings.index_interval_bytes);
         w.first_append_ms = None;
         self.unsealed.lock().push(old);
-        let p = self.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || p.seal_logged())),
-            Err(_) => p.seal_pending()?,
+        // Rolls happen on the writer thread, which is no runtime thread: the runtime
+        // the log was opened on is asked to seal in the background.
+        match self.committer.runtime() {
+            Some(rt) => {
+                let p = self.clone();
+                drop(rt.spawn_blocking(move || p.seal_logged()));
+            }
+            None => self.seal_pending()?,
         }
         Ok(())
     }
