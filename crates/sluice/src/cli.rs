@@ -118,6 +118,10 @@ pub struct BenchLogArgs {
     /// Appends in flight per partition (they share group commits).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Records per second in all, sent on a fixed schedule (open loop, latency counted
+    /// from when each append was due); 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Bytes written to measure the disk's bandwidth; default: as many as the
     /// benchmark appends, at most 1 GiB; 0 skips the measurement.
     #[arg(long)]

@@ -22,6 +22,7 @@ struct Report {
     batch: usize,
     concurrency: usize,
     durability: String,
+    target_records_per_sec: u64,
     append_records_per_sec: f64,
     append_mb_per_sec: f64,
     append_latency_ms: Percentiles,
@@ -137,6 +138,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
         partitions: args.partitions,
         batch: args.batch,
         concurrency: args.concurrency,
+        target_records_per_sec: args.rate,
         durability: args.durability.to_string(),
         append_records_per_sec: (args.records as f64 / append_elapsed.as_secs_f64()).round(),
         append_mb_per_sec: round2(append_mb),
@@ -168,7 +170,9 @@ fn probe_disk(root: &std::path::Path, bytes: u64) -> anyhow::Result<f64> {
 }
 
 /// Appends `args.records` records with `args.concurrency` appends in flight per
-/// partition; returns the elapsed time and every append's latency.
+/// partition; returns the elapsed time and every append's latency. With `--rate`, each
+/// appender sends its share on a fixed schedule and latency counts from when an append
+/// was due, so queueing is not hidden.
 async fn append_phase(
     log: &EmbeddedLog,
     topic: &TopicName,
@@ -178,18 +182,27 @@ async fn append_phase(
     let per_partition = args.records / u64::from(args.partitions);
     let extra = args.records % u64::from(args.partitions);
     let started = Instant::now();
+    let appenders = u64::from(args.partitions) * args.concurrency as u64;
+    let interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(appenders as f64 * args.batch as f64 / args.rate as f64));
     let mut tasks = Vec::new();
     for p in 0..args.partitions {
         let remaining = Arc::new(AtomicU64::new(
             per_partition + u64::from(u64::from(p) < extra),
         ));
-        for _ in 0..args.concurrency {
+        for c in 0..args.concurrency {
             let (log, topic, value, remaining) =
                 (log.clone(), topic.clone(), value.clone(), remaining.clone());
             let batch = args.batch as u64;
+            let k = u64::from(p) * args.concurrency as u64 + c as u64;
+            let offset = interval.map(|i| i.mul_f64(k as f64 / appenders as f64));
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                loop {
+                for n in 0u32.. {
+                    let due = interval.zip(offset).map(|(i, o)| started + o + i * n);
+                    if let Some(due) = due {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     let take = remaining
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
                             r.checked_sub(r.min(batch)).filter(|_| r > 0)
@@ -197,7 +210,7 @@ async fn append_phase(
                         .map(|r| r.min(batch));
                     let Ok(n) = take else { break };
                     let records = (0..n).map(|_| Record::value(value.clone())).collect();
-                    let t0 = Instant::now();
+                    let t0 = due.unwrap_or_else(Instant::now);
                     log.append(&topic, PartitionId(p), records).await?;
                     latencies.push(t0.elapsed());
                 }
