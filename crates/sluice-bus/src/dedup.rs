@@ -2,11 +2,19 @@
 //! so that a retried event is answered as submitted and not written twice.
 //!
 //! ```text
-//!  check: new ------> reserve (Pending) --append ok--> Written (kept for the window)
-//!         |                              \--append failed--> forgotten
-//!         +-- Written within the window: duplicate, not written, "submitted"
-//!         +-- Pending (a concurrent request carries it): failed, "retry"
+//!  begin(request) -> check(eid): unknown --> remembered for `request`: write it
+//!                                known, `request` still writing --> "retry" (in flight)
+//!                                known, written --> not written again, "submitted"
+//!  the append failed --> release(eid)         end(request): its eids count as written
 //! ```
+//!
+//! An eid is remembered once, when first seen, with the number of its request; whether
+//! it is written or still in flight is told by the (small) set of requests in flight,
+//! so the success of an append costs one set removal per request, not one table update
+//! per event. The table is split into 64 shards with a lock each, held for one event:
+//! publishers on different threads do not queue behind each other, and a thread
+//! descheduled while holding one blocks few others. Each shard forgets its own expired
+//! eids as it takes new ones.
 //!
 //! The window is rebuilt from the log's tail (`offset_for_timestamp(now - window)`) the
 //! first time an event type is published to after a start, so a retry after a crash
@@ -14,7 +22,10 @@
 //! more eids than that arrive within the window, the oldest are forgotten early.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 /// A fast, seeded hasher (SipHash cost more than the rest of the window's work).
 type Hasher = foldhash::fast::RandomState;
@@ -40,24 +51,6 @@ pub fn parse_eid(s: &str) -> Option<Eid> {
     Some(v)
 }
 
-/// A remembered eid: when, and whether it is written or reserved by a request.
-/// 16 bytes, and keys of two u64s (not one u128, aligned to 16): an entry of the table
-/// is 32 bytes instead of 48, which matters at a million eids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Slot {
-    at: i64,
-    /// 0: written; otherwise the number of the request that reserved it.
-    pending: u64,
-}
-
-const WRITTEN: u64 = 0;
-
-type Key = [u64; 2];
-
-fn key(eid: Eid) -> Key {
-    [(eid >> 64) as u64, eid as u64]
-}
-
 /// What to do with one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -78,51 +71,131 @@ pub enum Verdict {
 /// when full would all grow within the same few requests.
 const SHARDS: usize = 64;
 
+/// A remembered eid: when, and by which request (0: found in the log at load time).
+/// 16 bytes, and keys of two u64s (not one u128, aligned to 16): an entry of the table
+/// is 32 bytes instead of 48, which matters at a million eids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    at: i64,
+    request: u64,
+}
+
+type Key = [u64; 2];
+
+fn key(eid: Eid) -> Key {
+    [(eid >> 64) as u64, eid as u64]
+}
+
 #[derive(Debug)]
 pub struct EidWindow {
-    shards: Vec<Shard>,
-    requests: u64,
+    shards: Vec<Mutex<Shard>>,
+    /// Requests whose eids are being written.
+    in_flight: Mutex<HashSet<u64, Hasher>>,
+    requests: AtomicU64,
     /// The shard `grow_ahead` looks at next.
-    grow_cursor: usize,
+    grow_cursor: AtomicUsize,
+    window_ms: i64,
+    max_per_shard: usize,
 }
 
 #[derive(Debug, Default)]
 struct Shard {
     entries: HashMap<Key, Slot, Hasher>,
-    /// Written eids in the order they were confirmed, for expiry.
+    /// Eids in the order they were first seen, for expiry.
     order: VecDeque<(i64, Key)>,
 }
 
-impl Default for EidWindow {
-    fn default() -> Self {
-        EidWindow {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            requests: 0,
-            grow_cursor: 0,
+impl Shard {
+    /// Forgets eids seen before `horizon`, and the oldest beyond `max`.
+    fn expire(&mut self, horizon: i64, max: usize) {
+        while let Some(&(at, k)) = self.order.front() {
+            if at >= horizon && self.entries.len() <= max {
+                break;
+            }
+            self.order.pop_front();
+            if let Entry::Occupied(e) = self.entries.entry(k)
+                && e.get().at == at
+            {
+                e.remove();
+            }
         }
     }
 }
 
 impl EidWindow {
-    /// The shard of an eid: Fibonacci hashing of both halves, so that UUID versions
-    /// whose low bits hardly vary (time-based ones) still spread.
-    fn shard(&mut self, eid: Eid) -> &mut Shard {
-        let folded = (eid as u64) ^ ((eid >> 64) as u64);
-        let i = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
-        &mut self.shards[i as usize]
+    /// An empty window remembering eids for `window_ms`, at most `max_eids` of them.
+    pub fn new(window_ms: u64, max_eids: usize) -> EidWindow {
+        EidWindow {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            in_flight: Mutex::default(),
+            requests: AtomicU64::new(0),
+            grow_cursor: AtomicUsize::new(0),
+            window_ms: i64::try_from(window_ms).unwrap_or(i64::MAX),
+            max_per_shard: max_eids.div_ceil(SHARDS),
+        }
     }
 
-    /// A number for the next request, telling its own reservations from others'.
-    pub fn next_request(&mut self) -> u64 {
-        self.requests += 1;
-        self.requests
+    /// The shard of an eid: Fibonacci hashing of both halves, so that UUID versions
+    /// whose low bits hardly vary (time-based ones) still spread.
+    fn shard(&self, eid: Eid) -> &Mutex<Shard> {
+        let folded = (eid as u64) ^ ((eid >> 64) as u64);
+        let i = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
+        &self.shards[i as usize]
+    }
+
+    /// Starts a request: its number, telling its own eids from others'.
+    pub fn begin(&self) -> u64 {
+        let request = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.in_flight.lock().insert(request);
+        request
+    }
+
+    /// The request's appends are done: the eids it kept (not released) are written.
+    pub fn end(&self, request: u64) {
+        self.in_flight.lock().remove(&request);
+    }
+
+    /// What to do with `eid` in `request`, remembering it if it is new.
+    pub fn check(&self, eid: Eid, now: i64, request: u64) -> Verdict {
+        let mut shard = self.shard(eid).lock();
+        shard.expire(now.saturating_sub(self.window_ms), self.max_per_shard);
+        match shard.entries.entry(key(eid)) {
+            Entry::Occupied(e) => match e.get().request {
+                r if r == request => Verdict::Repeated,
+                r if r != 0 && self.in_flight.lock().contains(&r) => Verdict::InFlight,
+                _ => Verdict::Duplicate,
+            },
+            Entry::Vacant(e) => {
+                e.insert(Slot { at: now, request });
+                shard.order.push_back((now, key(eid)));
+                Verdict::New
+            }
+        }
+    }
+
+    /// `request` could not write `eid`: forget it, so that a retry is written.
+    pub fn release(&self, eid: Eid, request: u64) {
+        if let Entry::Occupied(e) = self.shard(eid).lock().entries.entry(key(eid))
+            && e.get().request == request
+        {
+            e.remove();
+        }
+    }
+
+    /// Remembers an eid found in the log at load time, written at `at`.
+    pub fn remember(&self, eid: Eid, at: i64) {
+        let mut shard = self.shard(eid).lock();
+        if let Entry::Vacant(e) = shard.entries.entry(key(eid)) {
+            e.insert(Slot { at, request: 0 });
+            shard.order.push_back((at, key(eid)));
+        }
     }
 
     /// Doubles the next shard's room (round robin) if it is three quarters full, so
     /// that shards grow one at a time rather than all at once. Call once per request.
-    pub fn grow_ahead(&mut self) {
-        let shard = &mut self.shards[self.grow_cursor];
-        self.grow_cursor = (self.grow_cursor + 1) % SHARDS;
+    pub fn grow_ahead(&self) {
+        let i = self.grow_cursor.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let mut shard = self.shards[i].lock();
         let (len, room) = (shard.entries.len(), shard.entries.capacity());
         if room >= 64 && len >= room / 4 * 3 {
             shard.entries.reserve(room);
@@ -133,88 +206,19 @@ impl EidWindow {
         }
     }
 
-    /// Forgets eids older than `now - window_ms`, and the oldest beyond `max` (in all:
-    /// each shard keeps at most its share).
-    pub fn expire(&mut self, now: i64, window_ms: u64, max: usize) {
-        let horizon = now.saturating_sub(window_ms as i64);
-        let per_shard = max.div_ceil(SHARDS);
-        for shard in &mut self.shards {
-            while let Some(&(at, k)) = shard.order.front() {
-                if at >= horizon && shard.entries.len() <= per_shard {
-                    break;
-                }
-                shard.order.pop_front();
-                if let Entry::Occupied(e) = shard.entries.entry(k)
-                    && *e.get()
-                        == (Slot {
-                            at,
-                            pending: WRITTEN,
-                        })
-                {
-                    e.remove();
-                }
-            }
-        }
-    }
-
-    /// Reserves `eid` for `request` unless it is known.
-    pub fn check(&mut self, eid: Eid, now: i64, request: u64) -> Verdict {
-        debug_assert_ne!(request, WRITTEN, "requests are numbered from 1");
-        match self.shard(eid).entries.entry(key(eid)) {
-            Entry::Occupied(e) => match e.get().pending {
-                WRITTEN => Verdict::Duplicate,
-                r if r == request => Verdict::Repeated,
-                _ => Verdict::InFlight,
-            },
-            Entry::Vacant(e) => {
-                e.insert(Slot {
-                    at: now,
-                    pending: request,
-                });
-                Verdict::New
-            }
-        }
-    }
-
-    /// The reserved eid was written at `at`.
-    pub fn confirm(&mut self, eid: Eid, at: i64) {
-        let (shard, k) = (self.shard(eid), key(eid));
-        let written = Slot {
-            at,
-            pending: WRITTEN,
-        };
-        *shard.entries.entry(k).or_insert(written) = written;
-        shard.order.push_back((at, k));
-    }
-
-    /// The reserved eid was not written.
-    pub fn release(&mut self, eid: Eid) {
-        if let Entry::Occupied(e) = self.shard(eid).entries.entry(key(eid))
-            && e.get().pending != WRITTEN
-        {
-            e.remove();
-        }
-    }
-
-    /// Remembers an eid found in the log at load time.
-    pub fn remember(&mut self, eid: Eid, at: i64) {
-        self.confirm(eid, at);
-    }
-
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.entries.len()).sum()
-    }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spread(i: u128) -> Eid {
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+    }
 
     #[test]
     fn eids_parse_as_uuids() {
@@ -226,18 +230,16 @@ mod tests {
 
     #[test]
     fn shards_grow_ahead_of_need() {
-        let mut w = EidWindow::default();
+        let w = EidWindow::new(1_000_000, 1_000_000);
+        let r = w.begin();
         for i in 1..=64_000u128 {
-            w.check(
-                i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
-                0,
-                1,
-            );
+            w.check(spread(i), 0, r);
             if i % 100 == 0 {
                 w.grow_ahead();
             }
         }
         for s in &w.shards {
+            let s = s.lock();
             let (len, room) = (s.entries.len(), s.entries.capacity());
             assert!(len < room / 4 * 3 + 150, "{len} of {room}");
         }
@@ -245,57 +247,55 @@ mod tests {
 
     #[test]
     fn eids_spread_over_the_shards() {
-        let mut w = EidWindow::default();
+        let w = EidWindow::new(1000, 1_000_000);
         // Time-based UUIDs: only the high bits vary.
         for i in 0..6400u128 {
             w.check(i << 80, 0, 1);
         }
-        let busiest = w.shards.iter().map(|s| s.entries.len()).max().unwrap();
-        assert!(busiest < 300, "a shard holds {busiest} of 6400");
+        let busiest = w.shards.iter().map(|s| s.lock().entries.len()).max();
+        assert!(busiest.unwrap() < 300, "a shard holds {busiest:?} of 6400");
     }
 
     #[test]
-    fn a_window_remembers_then_forgets() {
-        let mut w = EidWindow::default();
-        let (r1, r2) = (w.next_request(), w.next_request());
+    fn a_window_tells_new_repeated_in_flight_and_written_apart() {
+        let w = EidWindow::new(100, 1000);
+        let (r1, r2) = (w.begin(), w.begin());
         assert_eq!(w.check(1, 0, r1), Verdict::New);
         assert_eq!(w.check(1, 0, r1), Verdict::Repeated);
         assert_eq!(w.check(1, 0, r2), Verdict::InFlight);
-        w.confirm(1, 10);
-        assert_eq!(w.check(1, 20, r2), Verdict::Duplicate);
+        w.end(r1);
+        assert_eq!(w.check(1, 20, r2), Verdict::Duplicate, "written by r1");
         assert_eq!(w.check(2, 20, r2), Verdict::New);
-        w.release(2);
+        w.release(2, r2);
+        w.end(r2);
+        let r3 = w.begin();
         assert_eq!(
-            w.check(2, 21, r2),
+            w.check(2, 21, r3),
             Verdict::New,
             "a failed write does not count"
         );
-        w.confirm(2, 21);
-        w.expire(1000, 100, 10);
-        assert!(w.is_empty(), "older than the window");
-        // Bounded by max: each shard keeps its share, the newest first.
-        let eids: Vec<Eid> = (1..=10_000u128)
-            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
-            .collect();
+        w.remember(3, 21);
+        assert_eq!(w.check(3, 22, r3), Verdict::Duplicate, "found in the log");
+        // Eids older than the window are forgotten as new ones arrive.
+        assert_eq!(w.check(1, 1000, r3), Verdict::New, "older than the window");
+    }
+
+    #[test]
+    fn a_window_is_bounded_keeping_the_newest() {
+        let w = EidWindow::new(1_000_000, 640);
+        let r = w.begin();
+        let eids: Vec<Eid> = (1..=10_000u128).map(spread).collect();
         for (t, &e) in eids.iter().enumerate() {
-            w.check(e, 2000, r2);
-            w.confirm(e, 2000 + t as i64);
+            w.check(e, t as i64, r);
         }
-        w.expire(3000, 100_000, 640);
-        assert!(
-            (576..=640).contains(&w.len()),
-            "about max remain: {}",
-            w.len()
-        );
+        w.end(r);
+        assert!(w.len() <= 640 + SHARDS, "about max remain: {}", w.len());
+        let r = w.begin();
         assert_eq!(
-            w.check(eids[9_999], 12_000, r2),
+            w.check(eids[9_999], 20_000, r),
             Verdict::Duplicate,
             "the newest are kept"
         );
-        assert_eq!(
-            w.check(eids[0], 12_000, r2),
-            Verdict::New,
-            "the oldest went"
-        );
+        assert_eq!(w.check(eids[0], 20_000, r), Verdict::New, "the oldest went");
     }
 }

@@ -61,7 +61,7 @@ pub struct Bus {
 
 /// Loaded once (from the log's tail), then read without waiting: a lock held across the
 /// load would queue every request behind the one holding it.
-type WindowSlot = Arc<tokio::sync::OnceCell<Arc<parking_lot::Mutex<dedup::EidWindow>>>>;
+type WindowSlot = Arc<tokio::sync::OnceCell<Arc<dedup::EidWindow>>>;
 
 impl Bus {
     /// Opens the bus: replays the registry from the log.

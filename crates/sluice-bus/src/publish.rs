@@ -11,7 +11,7 @@ use sluice_log::{FetchRequest, PartitionId, Record, Timestamp};
 use sluice_schema::{Enrichment, Prepared, time};
 
 use crate::Bus;
-use crate::dedup::{EidWindow, Verdict, parse_eid};
+use crate::dedup::{Eid, EidWindow, Verdict, parse_eid};
 use crate::error::{BusError, Result};
 use crate::registry::Registered;
 
@@ -112,14 +112,13 @@ impl Bus {
         let compacted = registered.event_type().cleanup_policy.compacts();
         let mut by_partition: Vec<Vec<Record>> = vec![Vec::new(); registered.partitions() as usize];
         let mut placed = Vec::with_capacity(prepared.len());
+        let mut hold = window.as_deref().map(Hold::begin);
         {
-            let mut w = window.as_ref().map(|w| w.lock());
             let now = Timestamp::now().0;
-            let request = w.as_mut().map_or(0, |w| w.next_request());
             for p in prepared {
                 let eid = p.eid.as_deref().and_then(parse_eid);
-                let verdict = match (&mut w, eid) {
-                    (Some(w), Some(eid)) => w.check(eid, now, request),
+                let verdict = match (&mut hold, eid) {
+                    (Some(hold), Some(eid)) => hold.check(eid, now, p.partition),
                     _ => Verdict::New,
                 };
                 // Only for an eid repeated within the request: rare, so a scan.
@@ -140,7 +139,7 @@ impl Bus {
                         ..Record::default()
                     });
                 }
-                let reserved = if verdict == Verdict::New && w.is_some() {
+                let reserved = if verdict == Verdict::New && hold.is_some() {
                     eid
                 } else {
                     None
@@ -173,18 +172,8 @@ impl Bus {
             .into_iter()
             .filter_map(|(p, r)| r.err().map(|e| (p, e.to_string())))
             .collect();
-        if let Some(window) = &window {
-            let mut w = window.lock();
-            let now = Timestamp::now().0;
-            for pl in &placed {
-                if let Some(eid) = pl.reserved {
-                    if failed.iter().any(|(fp, _)| *fp == pl.partition as usize) {
-                        w.release(eid);
-                    } else {
-                        w.confirm(eid, now);
-                    }
-                }
-            }
+        if let Some(hold) = hold {
+            hold.finish(|p| failed.iter().any(|(fp, _)| *fp == p as usize));
         }
         let in_flight = placed.iter().any(|p| p.verdict == Verdict::InFlight);
         if failed.is_empty() && !in_flight {
@@ -222,10 +211,7 @@ impl Bus {
 
     /// The idempotency window of an event type, loaded from the log's tail on first use
     /// after a start. `None` when idempotency is off.
-    async fn window_of(
-        &self,
-        registered: &Registered,
-    ) -> Result<Option<Arc<parking_lot::Mutex<EidWindow>>>> {
+    async fn window_of(&self, registered: &Registered) -> Result<Option<Arc<EidWindow>>> {
         let window_ms = self.config.idempotency_window_ms;
         if window_ms == 0 {
             return Ok(None);
@@ -234,25 +220,17 @@ impl Bus {
         let slot = self.windows.lock().entry(name.clone()).or_default().clone();
         let window = slot
             .get_or_try_init(|| async {
-                let mut w = EidWindow::default();
+                let w = EidWindow::new(window_ms, self.config.idempotency_max_eids);
                 let since = Timestamp(Timestamp::now().0.saturating_sub(window_ms as i64));
                 for p in 0..registered.partitions() {
-                    self.load_window(registered, PartitionId(p), since, &mut w)
+                    self.load_window(registered, PartitionId(p), since, &w)
                         .await?;
                 }
-                Ok::<_, BusError>(Arc::new(parking_lot::Mutex::new(w)))
+                Ok::<_, BusError>(Arc::new(w))
             })
             .await?
             .clone();
-        {
-            let mut w = window.lock();
-            w.expire(
-                Timestamp::now().0,
-                window_ms,
-                self.config.idempotency_max_eids,
-            );
-            w.grow_ahead();
-        }
+        window.grow_ahead();
         Ok(Some(window))
     }
 
@@ -261,7 +239,7 @@ impl Bus {
         reg: &Registered,
         p: PartitionId,
         since: Timestamp,
-        w: &mut EidWindow,
+        w: &EidWindow,
     ) -> Result<()> {
         #[derive(Deserialize)]
         struct Md {
@@ -298,6 +276,58 @@ impl Bus {
     }
 }
 
+/// One request's eids in the idempotency window. `finish` says which partitions failed;
+/// a hold dropped unfinished (the request was cancelled, e.g. its client went away)
+/// releases every eid it took, so a retry writes them: a duplicate is possible then,
+/// a lost event is not.
+struct Hold<'a> {
+    window: &'a EidWindow,
+    request: u64,
+    /// The eids this request took, with their partitions.
+    taken: Vec<(Eid, u32)>,
+    finished: bool,
+}
+
+impl<'a> Hold<'a> {
+    fn begin(window: &'a EidWindow) -> Hold<'a> {
+        Hold {
+            window,
+            request: window.begin(),
+            taken: Vec::new(),
+            finished: false,
+        }
+    }
+
+    fn check(&mut self, eid: Eid, now: i64, partition: u32) -> Verdict {
+        let verdict = self.window.check(eid, now, self.request);
+        if verdict == Verdict::New {
+            self.taken.push((eid, partition));
+        }
+        verdict
+    }
+
+    /// The appends are done: eids of failed partitions are released, the rest kept.
+    fn finish(mut self, failed: impl Fn(u32) -> bool) {
+        for &(eid, p) in &self.taken {
+            if failed(p) {
+                self.window.release(eid, self.request);
+            }
+        }
+        self.finished = true;
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            for &(eid, _) in &self.taken {
+                self.window.release(eid, self.request);
+            }
+        }
+        self.window.end(self.request);
+    }
+}
+
 fn rejected(
     prepared: Vec<Result<Prepared, sluice_schema::ItemError>>,
     items: &[&RawValue],
@@ -326,4 +356,25 @@ fn eid_of(raw: &RawValue) -> Option<String> {
     v.pointer("/metadata/eid")
         .and_then(|e| e.as_str())
         .map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_request_releases_its_eids_and_a_finished_one_keeps_them() {
+        let w = EidWindow::new(60_000, 1000);
+        let mut hold = Hold::begin(&w);
+        assert_eq!(hold.check(1, 0, 0), Verdict::New);
+        assert_eq!(hold.check(2, 0, 1), Verdict::New);
+        drop(hold); // e.g. the client went away while appending
+        let mut hold = Hold::begin(&w);
+        assert_eq!(hold.check(1, 1, 0), Verdict::New, "a retry is written");
+        assert_eq!(hold.check(2, 1, 1), Verdict::New);
+        hold.finish(|p| p == 1);
+        let mut hold = Hold::begin(&w);
+        assert_eq!(hold.check(1, 2, 0), Verdict::Duplicate, "written");
+        assert_eq!(hold.check(2, 2, 1), Verdict::New, "its partition failed");
+    }
 }
