@@ -192,3 +192,59 @@ async fn a_damaged_topic_file_is_a_clear_error() {
             .exists()
     );
 }
+
+/// Many partitions, fewer sync threads than partitions: every append completes, in
+/// order per appender, and offsets stay contiguous per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_partitions_share_one_writer_and_a_sync_thread() {
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        EmbeddedConfig {
+            sync_threads: 1,
+            ..EmbeddedConfig::default()
+        },
+    );
+    log.create_topic(&topic(), TopicConfig::with_partitions(16))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for p in 0..16u32 {
+        for appender in 0..4u8 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut last = None;
+                for i in 0..25u8 {
+                    let records = vec![Record::value(vec![appender, i])];
+                    let at = log.append(&topic(), PartitionId(p), records).await.unwrap();
+                    let offset = at.offsets[0];
+                    assert!(last < Some(offset), "in order for one appender");
+                    last = Some(offset);
+                }
+            }));
+        }
+    }
+    let all = futures_join(tasks);
+    tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .expect("every append completes: no partition is left unscheduled");
+    for p in 0..16u32 {
+        let f = log
+            .fetch(
+                &topic(),
+                PartitionId(p),
+                FetchRequest::new(Offset(0)).max_records(1000),
+            )
+            .await
+            .unwrap();
+        let offsets: Vec<u64> = f.records.iter().map(|r| r.offset.0).collect();
+        assert_eq!(offsets, (0..100).collect::<Vec<u64>>(), "partition {p}");
+    }
+    log.close().unwrap();
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
