@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use sluice_log::{FetchRequest, PartitionId, Record, Timestamp};
-use sluice_schema::{Enrichment, Prepared, time};
+use sluice_schema::{Enrichment, EventText, Prepared, split_array, time};
 
 use crate::Bus;
 use crate::dedup::{Eid, EidWindow, Verdict, parse_eid};
@@ -72,7 +71,9 @@ impl Bus {
         publisher: &Publisher,
     ) -> Result<Published> {
         let registered = self.registry.require(name)?;
-        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+        let body = std::str::from_utf8(body)
+            .map_err(|e| BusError::Malformed(format!("the body is not valid UTF-8: {e}")))?;
+        let items = split_array(body).map_err(|e| {
             BusError::Malformed(format!("the body must be a JSON array of events: {e}"))
         })?;
         let received_at = time::now_rfc3339();
@@ -85,16 +86,14 @@ impl Bus {
         let partitions = registered.partitions();
         let mut random = |n: u32| fastrand::u32(0..n);
         let mut prepared = Vec::with_capacity(items.len());
-        for raw in &items {
-            let value = serde_json::from_str(raw.get())
+        for text in &items {
+            let value = serde_json::from_str(text.as_str())
                 .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))?;
-            prepared.push(registered.compiled.prepare(
-                value,
-                raw.get(),
-                partitions,
-                &ctx,
-                &mut random,
-            ));
+            prepared.push(
+                registered
+                    .compiled
+                    .prepare(value, text, partitions, &ctx, &mut random),
+            );
         }
         if prepared.iter().any(Result::is_err) {
             return Ok(Published::Rejected(rejected(prepared, &items)));
@@ -330,7 +329,7 @@ impl Drop for Hold<'_> {
 
 fn rejected(
     prepared: Vec<Result<Prepared, sluice_schema::ItemError>>,
-    items: &[&RawValue],
+    items: &[EventText<'_>],
 ) -> Vec<ItemOutcome> {
     prepared
         .into_iter()
@@ -341,7 +340,7 @@ fn rejected(
                 status: ItemStatus::Aborted,
             },
             Err(e) => ItemOutcome {
-                eid: eid_of(raw),
+                eid: eid_of(raw.as_str()),
                 status: ItemStatus::Failed {
                     step: e.step.as_str(),
                     detail: e.detail,
@@ -351,8 +350,8 @@ fn rejected(
         .collect()
 }
 
-fn eid_of(raw: &RawValue) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+fn eid_of(raw: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
     v.pointer("/metadata/eid")
         .and_then(|e| e.as_str())
         .map(String::from)

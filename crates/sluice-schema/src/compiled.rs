@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::effective::{self, SchemaProblems};
 use crate::event_type::{Category, EventType, PartitionStrategy};
-use crate::splice;
+use crate::splice::{self, EventText};
 
 /// The pipeline step an event failed at (Nakadi's `BatchItemResponse.step`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,16 +95,17 @@ impl CompiledType {
         self.event_type.category != Category::Undefined
     }
 
-    /// Validates, enriches and partitions one event: `event` parsed from `raw`, the
-    /// text as sent. `random` supplies the partition for the `random` strategy.
+    /// Validates, enriches and partitions one event: `event` parsed from `text`, as
+    /// sent. `random` supplies the partition for the `random` strategy.
     pub fn prepare(
         &self,
         event: Value,
-        raw: &str,
+        text: &EventText<'_>,
         partitions: u32,
         ctx: &Enrichment<'_>,
         random: &mut impl FnMut(u32) -> u32,
     ) -> Result<Prepared, ItemError> {
+        let raw = text.as_str();
         if raw.len() > ctx.max_event_bytes {
             return Err(ItemError::validating(format!(
                 "event of {} bytes is larger than the limit of {} bytes",
@@ -139,9 +140,9 @@ impl CompiledType {
         }
         let partition = self.partition_of(&event, partitions, random)?;
         let bytes = if self.enriched() {
-            self.enrich(event, raw, partition, ctx)?
+            self.enrich(event, text, partition, ctx)?
         } else {
-            let shape = splice::scan(raw.as_bytes());
+            let shape = text.shape();
             if !shape.multiline && shape.members == splice::members(&event) {
                 raw.as_bytes().to_vec()
             } else {
@@ -161,7 +162,7 @@ impl CompiledType {
     fn enrich(
         &self,
         mut event: Value,
-        raw: &str,
+        text: &EventText<'_>,
         partition: u32,
         ctx: &Enrichment<'_>,
     ) -> Result<Vec<u8>, ItemError> {
@@ -184,7 +185,7 @@ impl CompiledType {
             ("flow_id", flow_id),
             ("published_by", ctx.published_by),
         ];
-        let shape = splice::scan(raw.as_bytes());
+        let (raw, shape) = (text.as_str(), text.shape());
         if let Some(at) = shape.metadata_body
             && !shape.multiline
             && !producer_set
@@ -323,12 +324,10 @@ mod tests {
         let ct = CompiledType::compile(business(PRICE, "hash", r#"["sku"]"#)).unwrap();
         let mut never = |_| unreachable!();
         let e = event("sku-1");
-        let p = ct
-            .prepare(e.clone(), &e.to_string(), 8, &ctx(), &mut never)
-            .unwrap();
-        let again = ct
-            .prepare(e.clone(), &e.to_string(), 8, &ctx(), &mut never)
-            .unwrap();
+        let raw = e.to_string();
+        let text = EventText::new(&raw);
+        let p = ct.prepare(e.clone(), &text, 8, &ctx(), &mut never).unwrap();
+        let again = ct.prepare(e.clone(), &text, 8, &ctx(), &mut never).unwrap();
         assert_eq!(
             p.partition, again.partition,
             "the same key, the same partition"
@@ -362,7 +361,7 @@ mod tests {
         for raw in sent {
             let parsed: Value = serde_json::from_str(raw).unwrap();
             let p = ct
-                .prepare(parsed.clone(), raw, 4, &ctx(), &mut never)
+                .prepare(parsed.clone(), &EventText::new(raw), 4, &ctx(), &mut never)
                 .unwrap();
             let text = std::str::from_utf8(&p.bytes).unwrap();
             assert!(!text.contains('\n'), "one line: {text}");
@@ -390,22 +389,40 @@ mod tests {
         let mut e = event("x");
         e["amount"] = json!("cheap");
         let err = ct
-            .prepare(e.clone(), &e.to_string(), 1, &ctx(), &mut zero)
+            .prepare(
+                e.clone(),
+                &EventText::new(&e.to_string()),
+                1,
+                &ctx(),
+                &mut zero,
+            )
             .unwrap_err();
         assert_eq!(err.step, Step::Validating);
         assert!(err.detail.contains("#/amount"), "{}", err.detail);
         let mut e = event("x");
         e["metadata"]["received_at"] = json!("2026-01-01T00:00:00Z");
         assert!(
-            ct.prepare(e.clone(), &e.to_string(), 1, &ctx(), &mut zero)
-                .is_err(),
+            ct.prepare(
+                e.clone(),
+                &EventText::new(&e.to_string()),
+                1,
+                &ctx(),
+                &mut zero
+            )
+            .is_err(),
             "server-set metadata is refused"
         );
         let mut e = event("x");
         e["metadata"]["eid"] = json!("not-a-uuid");
         assert!(
-            ct.prepare(e.clone(), &e.to_string(), 1, &ctx(), &mut zero)
-                .is_err()
+            ct.prepare(
+                e.clone(),
+                &EventText::new(&e.to_string()),
+                1,
+                &ctx(),
+                &mut zero
+            )
+            .is_err()
         );
         let small = Enrichment {
             max_event_bytes: 50,
@@ -413,7 +430,13 @@ mod tests {
         };
         let e = event("x");
         let err = ct
-            .prepare(e.clone(), &e.to_string(), 1, &small, &mut zero)
+            .prepare(
+                e.clone(),
+                &EventText::new(&e.to_string()),
+                1,
+                &small,
+                &mut zero,
+            )
             .unwrap_err();
         assert!(err.detail.contains("larger than the limit"));
     }

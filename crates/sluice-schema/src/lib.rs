@@ -13,3 +13,4 @@ pub use effective::SchemaProblems;
 pub use event_type::{
     Category, CleanupPolicy, CompatibilityMode, EventType, PartitionStrategy, valid_name,
 };
+pub use splice::{EventText, split_array};

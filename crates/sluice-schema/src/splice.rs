@@ -25,8 +25,85 @@ pub(crate) struct Shape {
     pub multiline: bool,
 }
 
-/// Scans the text of one syntactically valid JSON value.
-pub(crate) fn scan(raw: &[u8]) -> Shape {
+/// One event of a publish request: its text as sent (trimmed) and what `scan` found.
+#[derive(Clone, Copy, Debug)]
+pub struct EventText<'a> {
+    text: &'a str,
+    shape: Shape,
+}
+
+impl<'a> EventText<'a> {
+    /// The event in `raw` (surrounding whitespace ignored).
+    pub fn new(raw: &'a str) -> EventText<'a> {
+        let text = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+        EventText {
+            text,
+            shape: scan_value(text.as_bytes(), 0).0,
+        }
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    pub(crate) fn shape(&self) -> Shape {
+        self.shape
+    }
+}
+
+/// Splits a publish request's body, a JSON array, into its events in one pass, with
+/// each event's `Shape` (so no event is scanned twice, and no separate pass over the
+/// whole body is needed to find where events begin and end). Only the array's
+/// structure is checked here; each event's own syntax is checked when it is parsed.
+pub fn split_array(body: &str) -> Result<Vec<EventText<'_>>, String> {
+    let b = body.as_bytes();
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'[') {
+        return Err(format!("expected `[` at byte {i}"));
+    }
+    i = ws(i + 1);
+    let mut events = Vec::new();
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            if i >= b.len() {
+                return Err("the array is not closed".into());
+            }
+            let (shape, end) = scan_value(b, i);
+            events.push(EventText {
+                text: &body[i..end],
+                shape,
+            });
+            i = ws(end);
+            match b.get(i) {
+                Some(b',') => i = ws(i + 1),
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                Some(_) => return Err(format!("expected `,` or `]` at byte {i}")),
+                None => return Err("the array is not closed".into()),
+            }
+        }
+    }
+    let end = ws(i);
+    if end < b.len() {
+        return Err(format!("trailing characters at byte {end}"));
+    }
+    Ok(events)
+}
+
+/// Scans the JSON value that starts at `start`; returns its shape (positions relative
+/// to `start`) and where it ends. Tolerant: a malformed value ends somewhere, and its
+/// parser reports it.
+fn scan_value(raw: &[u8], start: usize) -> (Shape, usize) {
     let mut shape = Shape {
         members: 0,
         metadata_body: None,
@@ -36,12 +113,12 @@ pub(crate) fn scan(raw: &[u8]) -> Shape {
     // The last string closed at depth 1, while it may still be a key.
     let mut last_key: Option<(usize, usize)> = None;
     let mut awaiting_metadata = false;
-    let mut i = 0;
+    let mut i = start;
     while i < raw.len() {
         match raw[i] {
             b'"' => {
-                let start = i + 1;
-                i = start;
+                let from = i + 1;
+                i = from;
                 // Strings are most of an event's bytes: skip to the next quote or
                 // backslash at memchr's speed.
                 loop {
@@ -57,7 +134,10 @@ pub(crate) fn scan(raw: &[u8]) -> Shape {
                         }
                     }
                 }
-                last_key = (depth == 1).then_some((start, i));
+                if depth == 0 {
+                    return (shape, (i + 1).min(raw.len()));
+                }
+                last_key = (depth == 1).then_some((from, i));
             }
             b':' => {
                 shape.members += 1;
@@ -68,22 +148,35 @@ pub(crate) fn scan(raw: &[u8]) -> Shape {
             }
             b'{' | b'[' => {
                 if awaiting_metadata && raw[i] == b'{' && shape.metadata_body.is_none() {
-                    shape.metadata_body = Some(i + 1);
+                    shape.metadata_body = Some(i + 1 - start);
                 }
                 awaiting_metadata = false;
                 depth += 1;
             }
             b'}' | b']' => {
-                depth = depth.saturating_sub(1);
+                if depth <= 1 {
+                    // The value's own end, or (depth 0) what follows a scalar.
+                    return (shape, if depth == 0 { i } else { i + 1 });
+                }
+                depth -= 1;
                 awaiting_metadata = false;
             }
+            b',' if depth == 0 => return (shape, i),
+            b' ' | b'\t' if depth == 0 => return (shape, i),
+            b'\n' | b'\r' if depth == 0 => return (shape, i),
             b'\n' | b'\r' => shape.multiline = true,
             b',' => awaiting_metadata = false,
             _ => {}
         }
         i += 1;
     }
-    shape
+    (shape, raw.len())
+}
+
+/// Scans the text of one JSON value (tests).
+#[cfg(test)]
+pub(crate) fn scan(raw: &[u8]) -> Shape {
+    scan_value(raw, 0).0
 }
 
 /// Object members in a parsed tree, at every depth.
@@ -167,6 +260,45 @@ mod tests {
     fn sees_line_breaks_outside_strings_only() {
         assert!(!shape(r#"{"a":"x\ny"}"#).multiline);
         assert!(shape("{\n\"a\":1}").multiline);
+    }
+
+    /// The events found are exactly serde's elements of the array, each with the shape
+    /// a scan of it alone finds.
+    #[test]
+    fn split_array_agrees_with_serde() {
+        let bodies = [
+            "[]",
+            " [ ] ",
+            r#"[{"a":1}]"#,
+            "[\n {\"a\": [1, {\"b\": \"]\"}]} ,\n\t{\"metadata\":{\"eid\":\"x\"}} ]\n",
+            r#"[1, -2.5e3, "s\"]", true, null, [], {}, [[["deep"]]], {"k":"\\"}]"#,
+            r#"[{"a":"{[,:"},{"b":{"c":{"d":[1,2,{"e":"}"}]}}}]"#,
+        ];
+        for body in bodies {
+            let serde: Vec<&serde_json::value::RawValue> = serde_json::from_str(body).unwrap();
+            let ours = split_array(body).unwrap();
+            let texts: Vec<&str> = ours.iter().map(EventText::as_str).collect();
+            let expected: Vec<&str> = serde.iter().map(|r| r.get()).collect();
+            assert_eq!(texts, expected, "{body}");
+            for e in &ours {
+                assert_eq!(e.shape(), scan(e.as_str().as_bytes()), "{}", e.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn split_array_names_what_is_wrong() {
+        for (body, says) in [
+            ("", "expected `[` at byte 0"),
+            (r#"{"a":1}"#, "expected `[` at byte 0"),
+            ("[1,2", "not closed"),
+            ("[1 2]", "expected `,` or `]` at byte 3"),
+            ("[1] x", "trailing characters at byte 4"),
+            ("[{\"a\":1}", "not closed"),
+        ] {
+            let err = split_array(body).unwrap_err();
+            assert!(err.contains(says), "{body}: {err}");
+        }
     }
 
     #[test]
