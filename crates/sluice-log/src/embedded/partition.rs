@@ -59,6 +59,8 @@ pub(crate) struct Partition {
     pub(super) maintenance: Mutex<()>,
     /// Rolled segments not sealed yet.
     unsealed: Mutex<Vec<Arc<Segment>>>,
+    /// The last sealed segment's live index memory, for the next active segment.
+    spare_index: Mutex<LiveIndex>,
     pub(super) needs_compaction: AtomicBool,
 }
 
@@ -151,6 +153,7 @@ impl Partition {
             dirty: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             unsealed: Mutex::new(Vec::new()),
+            spare_index: Mutex::new(LiveIndex::default()),
             needs_compaction: AtomicBool::new(true),
         })
     }
@@ -197,7 +200,7 @@ impl Partition {
                 log_bytes: 0,
                 max_timestamp: i64::MIN,
             },
-            LiveIndex::default(),
+            std::mem::take(&mut *self.spare_index.lock()),
         ));
         self.segments.write().push(active.clone());
         let old = std::mem::replace(&mut w.active, active);
@@ -239,16 +242,21 @@ impl Partition {
                 self.poison(&e);
                 return Err(self.poisoned_error());
             }
-            let (offsets, times) = seg.live_entries();
-            segment::write_index_files(&*self.fs, &self.dir, &seg.summary(), &offsets, &times, "")?;
+            let summary = seg.summary();
+            seg.with_live_entries(|offsets, times| {
+                segment::write_index_files(&*self.fs, &self.dir, &summary, offsets, times, "")
+            })?;
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(LogError::io(&self.dir))?;
             let sealed = Arc::new(seg.sealed_from_files(&*self.fs, &self.dir)?);
-            let mut segs = self.segments.write();
-            if let Some(slot) = segs.iter_mut().find(|s| Arc::ptr_eq(s, &seg)) {
-                *slot = sealed;
+            {
+                let mut segs = self.segments.write();
+                if let Some(slot) = segs.iter_mut().find(|s| Arc::ptr_eq(s, &seg)) {
+                    *slot = sealed;
+                }
             }
+            *self.spare_index.lock() = seg.take_live_index();
         }
         self.needs_compaction.store(true, Ordering::Release);
         Ok(())

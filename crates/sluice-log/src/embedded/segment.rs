@@ -173,6 +173,36 @@ impl Segment {
         }
     }
 
+    /// Calls `f` with the live index entries without copying them (sealing writes them
+    /// out; a rolled segment gets no more, so holding the read lock meanwhile costs
+    /// only readers of that segment a short wait).
+    pub fn with_live_entries<T>(&self, f: impl FnOnce(&[OffsetEntry], &[TimeEntry]) -> T) -> T {
+        match &self.index {
+            SegmentIndex::Live(live) => {
+                let live = live.read();
+                f(&live.offsets, &live.times)
+            }
+            SegmentIndex::Sealed { .. } => f(&[], &[]),
+        }
+    }
+
+    /// Takes the live index's memory, emptied, for the partition's next active segment:
+    /// once this segment is sealed and replaced in the list. Reallocating a fresh index
+    /// for every segment (about 1.3 MB per 256 MiB) made the allocator's footprint
+    /// creep by that much per segment. A reader still holding this segment then finds
+    /// no entries and reads it from its start: slower, still correct.
+    pub fn take_live_index(&self) -> LiveIndex {
+        match &self.index {
+            SegmentIndex::Live(live) => {
+                let mut index = std::mem::take(&mut *live.write());
+                index.offsets.clear();
+                index.times.clear();
+                index
+            }
+            SegmentIndex::Sealed { .. } => LiveIndex::default(),
+        }
+    }
+
     /// The number of index entries held in memory (for reporting memory use).
     pub fn live_index_len(&self) -> usize {
         match &self.index {
