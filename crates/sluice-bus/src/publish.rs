@@ -71,11 +71,7 @@ impl Bus {
         publisher: &Publisher,
     ) -> Result<Published> {
         let registered = self.registry.require(name)?;
-        let body = std::str::from_utf8(body)
-            .map_err(|e| BusError::Malformed(format!("the body is not valid UTF-8: {e}")))?;
-        let items = split_array(body).map_err(|e| {
-            BusError::Malformed(format!("the body must be a JSON array of events: {e}"))
-        })?;
+        let items = events_of(body)?;
         let received_at = time::now_rfc3339();
         let ctx = Enrichment {
             received_at: &received_at,
@@ -87,8 +83,7 @@ impl Bus {
         let mut random = |n: u32| fastrand::u32(0..n);
         let mut prepared = Vec::with_capacity(items.len());
         for text in &items {
-            let value = serde_json::from_str(text.as_str())
-                .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))?;
+            let value = parse_event(text)?;
             prepared.push(
                 registered
                     .compiled
@@ -325,6 +320,20 @@ impl Drop for Hold<'_> {
         }
         self.window.end(self.request);
     }
+}
+
+/// A request body's events (a JSON array), split but not parsed yet.
+pub(crate) fn events_of(body: &[u8]) -> Result<Vec<EventText<'_>>> {
+    let body = std::str::from_utf8(body)
+        .map_err(|e| BusError::Malformed(format!("the body is not valid UTF-8: {e}")))?;
+    split_array(body)
+        .map_err(|e| BusError::Malformed(format!("the body must be a JSON array of events: {e}")))
+}
+
+/// One event of a request body, parsed.
+pub(crate) fn parse_event(text: &EventText<'_>) -> Result<serde_json::Value> {
+    serde_json::from_str(text.as_str())
+        .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))
 }
 
 fn rejected(

@@ -6,13 +6,12 @@
 
 use bytes::Bytes;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use sluice_log::{PartitionId, Record};
 use sluice_schema::PartitionStrategy;
 
 use crate::Bus;
 use crate::error::{BusError, Result};
-use crate::publish::{ItemOutcome, ItemStatus, Published};
+use crate::publish::{ItemOutcome, ItemStatus, Published, events_of, parse_event};
 
 /// A tombstone's key and the partitions it goes to.
 type Target = (String, Vec<u32>);
@@ -29,14 +28,11 @@ impl Bus {
                 et.cleanup_policy
             )]));
         }
-        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-            BusError::Malformed(format!("the body must be a JSON array of events: {e}"))
-        })?;
+        let items = events_of(body)?;
         let partitions = registered.partitions();
         let mut targets: Vec<std::result::Result<Target, Refusal>> = Vec::new();
-        for raw in &items {
-            let v: Value = serde_json::from_str(raw.get())
-                .map_err(|e| BusError::Malformed(format!("an event is not valid JSON: {e}")))?;
+        for text in &items {
+            let v = parse_event(text)?;
             let key = v
                 .pointer("/metadata/partition_compaction_key")
                 .and_then(Value::as_str);

@@ -385,59 +385,27 @@ mod tests {
     #[test]
     fn invalid_events_name_the_problem() {
         let ct = CompiledType::compile(business(PRICE, "random", "[]")).unwrap();
-        let mut zero = |_| 0;
+        let refuse = |e: Value, ctx: &Enrichment<'_>| {
+            let raw = e.to_string();
+            ct.prepare(e, &EventText::new(&raw), 1, ctx, &mut |_| 0)
+                .unwrap_err()
+        };
         let mut e = event("x");
         e["amount"] = json!("cheap");
-        let err = ct
-            .prepare(
-                e.clone(),
-                &EventText::new(&e.to_string()),
-                1,
-                &ctx(),
-                &mut zero,
-            )
-            .unwrap_err();
+        let err = refuse(e, &ctx());
         assert_eq!(err.step, Step::Validating);
         assert!(err.detail.contains("#/amount"), "{}", err.detail);
         let mut e = event("x");
         e["metadata"]["received_at"] = json!("2026-01-01T00:00:00Z");
-        assert!(
-            ct.prepare(
-                e.clone(),
-                &EventText::new(&e.to_string()),
-                1,
-                &ctx(),
-                &mut zero
-            )
-            .is_err(),
-            "server-set metadata is refused"
-        );
+        refuse(e, &ctx()); // server-set metadata is refused
         let mut e = event("x");
         e["metadata"]["eid"] = json!("not-a-uuid");
-        assert!(
-            ct.prepare(
-                e.clone(),
-                &EventText::new(&e.to_string()),
-                1,
-                &ctx(),
-                &mut zero
-            )
-            .is_err()
-        );
+        refuse(e, &ctx());
         let small = Enrichment {
             max_event_bytes: 50,
             ..ctx()
         };
-        let e = event("x");
-        let err = ct
-            .prepare(
-                e.clone(),
-                &EventText::new(&e.to_string()),
-                1,
-                &small,
-                &mut zero,
-            )
-            .unwrap_err();
+        let err = refuse(event("x"), &small);
         assert!(err.detail.contains("larger than the limit"));
     }
 
