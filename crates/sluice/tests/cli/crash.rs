@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -37,10 +37,11 @@ fn acknowledged_events_survive_kill_9_of_the_server() {
     assert_eq!(r.status(), 201);
 
     let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
     let acked: Vec<u64> = std::thread::scope(|scope| {
         let publishers: Vec<_> = (0..4u64)
             .map(|w| {
-                let (base, stop) = (&base, &stop);
+                let (base, stop, answered) = (&base, &stop, &answered);
                 scope.spawn(move || {
                     let mut acked = Vec::new();
                     for b in 0u64.. {
@@ -58,7 +59,10 @@ fn acknowledged_events_survive_kill_9_of_the_server() {
                             .header("Content-Type", "application/json")
                             .send(Value::Array(events).to_string().as_bytes());
                         match sent {
-                            Ok(r) if r.status() == 200 => acked.extend(seqs),
+                            Ok(r) if r.status() == 200 => {
+                                acked.extend(seqs);
+                                answered.fetch_add(10, Ordering::Relaxed);
+                            }
                             _ => break, // the server is gone
                         }
                     }
@@ -66,7 +70,13 @@ fn acknowledged_events_survive_kill_9_of_the_server() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(700));
+        // Kill while publishing is in full swing: after enough answers (not after a
+        // fixed time, which a loaded CI machine may not fill), then a little more.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while answered.load(Ordering::Relaxed) < 200 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
         server.kill().unwrap(); // SIGKILL
         server.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
