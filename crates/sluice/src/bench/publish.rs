@@ -31,6 +31,8 @@ struct Report {
     mb_per_sec: f64,
     errors: u64,
     latency_ms: Latency,
+    /// The slowest answer in each second of the run, in ms: where stalls happened.
+    worst_ms_per_sec: Vec<f64>,
     server_rss_mb: Option<f64>,
     server_peak_rss_mb: Option<f64>,
 }
@@ -206,7 +208,7 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
                 let resp = sender.send_request(req).await?;
                 let ok = resp.status() == hyper::StatusCode::OK;
                 resp.into_body().collect().await?;
-                latencies.push(from.elapsed());
+                latencies.push((from - started, from.elapsed()));
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -215,11 +217,18 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
             anyhow::Ok(latencies)
         }));
     }
-    let mut latencies = Vec::new();
+    let mut timed = Vec::new();
     for w in workers {
-        latencies.extend(w.await??);
+        timed.extend(w.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let seconds = (elapsed.ceil() as usize).max(1);
+    let mut worst_ms_per_sec = vec![0.0f64; seconds];
+    for (at, took) in &timed {
+        let worst = &mut worst_ms_per_sec[(at.as_secs() as usize).min(seconds - 1)];
+        *worst = worst.max(round2(took.as_secs_f64() * 1000.0));
+    }
+    let mut latencies: Vec<Duration> = timed.into_iter().map(|(_, took)| took).collect();
     let batches = latencies.len() as u64;
     let errors = errors.load(Ordering::Relaxed);
     let events = (batches - errors) * args.batch as u64;
@@ -250,6 +259,7 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
             p999: p.p999,
             max: p.max,
         },
+        worst_ms_per_sec,
         server_rss_mb: args.server_pid.and_then(|pid| rss(pid, "VmRSS:")),
         server_peak_rss_mb: args.server_pid.and_then(|pid| rss(pid, "VmHWM:")),
     };
