@@ -14,6 +14,9 @@ pub struct BusConfig {
     pub idempotency_window_ms: u64,
     /// The most eids remembered per event type; beyond it the oldest are forgotten early.
     pub idempotency_max_eids: usize,
+    /// The longest commit timeout a subscription stream may ask for, in seconds
+    /// (Nakadi: 60, fixed). Slow consumers can be allowed more here.
+    pub max_commit_timeout_sec: u64,
 }
 
 impl Default for BusConfig {
@@ -23,6 +26,7 @@ impl Default for BusConfig {
             max_batch_bytes: 50_000_000,
             idempotency_window_ms: 300_000,
             idempotency_max_eids: 1_000_000,
+            max_commit_timeout_sec: 60,
         }
     }
 }

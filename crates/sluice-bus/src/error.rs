@@ -16,6 +16,14 @@ pub enum BusError {
     /// The request is well-formed but breaks rules; every broken rule is listed.
     #[error("{}", .0.join("; "))]
     Unprocessable(Vec<String>),
+    #[error("subscription `{0}` does not exist")]
+    SubscriptionNotFound(String),
+    /// The request conflicts with the current state (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// What the request relies on does not hold (HTTP 412), e.g. expired cursors.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("storage: {0}")]
     Log(#[from] LogError),
     #[error("stored metadata is damaged: {0}")]

@@ -8,6 +8,7 @@ mod error;
 mod publish;
 pub mod registry;
 mod schemas;
+pub mod subscriptions;
 mod tombstones;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ pub use error::{BusError, Result};
 pub use publish::{ItemOutcome, ItemStatus, Published, Publisher};
 pub use registry::{Registered, Registry};
 pub use schemas::Compatibility;
+pub use subscriptions::Subscriptions;
 
 /// The bounds of one partition, as cursors.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +56,7 @@ impl PartitionInfo {
 pub struct Bus {
     log: Arc<dyn Log>,
     registry: Registry,
+    subscriptions: Subscriptions,
     config: BusConfig,
     /// Per event type, its idempotency window once loaded.
     windows: parking_lot::Mutex<HashMap<String, WindowSlot>>,
@@ -67,9 +70,11 @@ impl Bus {
     /// Opens the bus: replays the registry from the log.
     pub async fn open(log: Arc<dyn Log>, config: BusConfig) -> Result<Bus> {
         let registry = Registry::open(log.clone()).await?;
+        let subscriptions = Subscriptions::open(log.clone(), config.max_commit_timeout_sec).await?;
         Ok(Bus {
             log,
             registry,
+            subscriptions,
             config,
             windows: parking_lot::Mutex::new(HashMap::new()),
         })
@@ -87,6 +92,10 @@ impl Bus {
         &self.registry
     }
 
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
+    }
+
     pub async fn create_event_type(&self, et: EventType) -> Result<EventType> {
         let created = self.registry.create(et).await?;
         self.windows.lock().remove(&created.name);
@@ -97,7 +106,16 @@ impl Bus {
         self.registry.update(name, et).await
     }
 
+    /// Deletes an event type, unless subscriptions read it (Nakadi: deleting one under
+    /// a live subscription silently broke it).
     pub async fn delete_event_type(&self, name: &str) -> Result<()> {
+        let readers = self.subscriptions.reading(name);
+        if !readers.is_empty() {
+            return Err(BusError::Conflict(format!(
+                "event type {name} is read by subscriptions {}; delete them first",
+                readers.join(", ")
+            )));
+        }
         self.registry.delete(name).await?;
         self.windows.lock().remove(name);
         Ok(())

@@ -64,7 +64,7 @@ fn schemas_topic() -> TopicName {
     TopicName::new(SCHEMAS_TOPIC).expect("a valid internal topic name")
 }
 
-fn compacted_internal() -> TopicConfig {
+pub(crate) fn compacted_internal() -> TopicConfig {
     TopicConfig {
         cleanup_policy: LogCleanup::Compact,
         retention_ms: None,
@@ -74,7 +74,10 @@ fn compacted_internal() -> TopicConfig {
 }
 
 /// Every live value of a compacted internal topic, by key (replayed from the start).
-async fn replay(log: &Arc<dyn Log>, topic: &TopicName) -> Result<BTreeMap<String, Option<Bytes>>> {
+pub(crate) async fn replay(
+    log: &Arc<dyn Log>,
+    topic: &TopicName,
+) -> Result<BTreeMap<String, Option<Bytes>>> {
     match log.create_topic(topic, compacted_internal()).await {
         Ok(()) | Err(LogError::TopicExists(_)) => {}
         Err(e) => return Err(e.into()),
@@ -115,7 +118,7 @@ fn topic_config(et: &EventType) -> TopicConfig {
     }
 }
 
-fn topic_of(name: &str) -> Result<TopicName> {
+pub(crate) fn topic_of(name: &str) -> Result<TopicName> {
     TopicName::new(name).map_err(|e| BusError::Unprocessable(vec![e.to_string()]))
 }
 

@@ -7,6 +7,8 @@ mod events;
 mod misc;
 mod partitions;
 mod problem;
+mod streaming;
+mod subscriptions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,6 +86,27 @@ pub fn router(bus: Arc<Bus>, options: ApiOptions) -> Router {
             "/event-types/{name}/partition-count",
             axum::routing::put(partitions::set_count),
         )
+        .route(
+            "/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::get_one)
+                .put(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/subscriptions/{id}/events",
+            get(streaming::get).post(streaming::post),
+        )
+        .route(
+            "/subscriptions/{id}/cursors",
+            get(subscriptions::cursors)
+                .post(subscriptions::commit)
+                .patch(subscriptions::reset),
+        )
+        .route("/subscriptions/{id}/stats", get(subscriptions::stats))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(bus.config().max_batch_bytes))

@@ -54,10 +54,11 @@ impl IntoResponse for Problem {
 impl From<BusError> for Problem {
     fn from(e: BusError) -> Problem {
         let status = match &e {
-            BusError::EventTypeNotFound(_) | BusError::SchemaVersionNotFound(..) => {
-                StatusCode::NOT_FOUND
-            }
-            BusError::EventTypeExists(_) => StatusCode::CONFLICT,
+            BusError::EventTypeNotFound(_)
+            | BusError::SchemaVersionNotFound(..)
+            | BusError::SubscriptionNotFound(_) => StatusCode::NOT_FOUND,
+            BusError::EventTypeExists(_) | BusError::Conflict(_) => StatusCode::CONFLICT,
+            BusError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             BusError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             BusError::Malformed(_) => StatusCode::BAD_REQUEST,
             BusError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -7,6 +7,8 @@ mod evolution;
 mod nakadion;
 mod partitions;
 mod publishing;
+mod streams;
+mod subscriptions;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -138,6 +140,27 @@ impl Server {
             .header("Content-Encoding", encoding)
             .send(&body[..]);
         Reply::from(resp.unwrap())
+    }
+
+    /// A JSON request with extra headers (`POST`, `PUT` or `PATCH`).
+    pub fn json_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Reply {
+        let url = self.url(path);
+        let mut req = match method {
+            "POST" => self.agent.post(&url),
+            "PUT" => self.agent.put(&url),
+            "PATCH" => self.agent.patch(&url),
+            other => panic!("unsupported method {other}"),
+        };
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.send_json(body).unwrap())
     }
 
     pub fn put(&self, path: &str, body: &Value) -> Reply {

@@ -1,0 +1,691 @@
+//! Subscriptions (Nakadi's high-level API): definitions and committed cursors kept in
+//! the log (`store.rs`), streams sharing a subscription's partitions (`session.rs`),
+//! the stream itself (`stream.rs`), and what clients call: create, list, stream,
+//! commit, reset, stats.
+
+pub mod model;
+pub mod params;
+mod session;
+mod store;
+mod stream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sluice_log::{FetchRequest, Log, PartitionId, Timestamp, TopicName};
+use sluice_schema::time;
+use tokio::sync::mpsc;
+
+use crate::PartitionInfo;
+use crate::cursor::CursorOffset;
+use crate::error::{BusError, Result};
+use crate::registry::Registry;
+pub use model::{PartitionCursor, ReadFrom, Subscription};
+pub use params::{PartitionRef, StreamParams};
+use session::{State, StreamCtl};
+use store::Store;
+pub use store::{CURSORS_TOPIC, Cursors, PartKey, SUBSCRIPTIONS_TOPIC};
+
+/// The streams of one subscription and what they share.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub id: String,
+    pub state: Mutex<State>,
+    /// Commits and resets of this subscription, one at a time: cursors only move in
+    /// the order they were checked.
+    commits: tokio::sync::Mutex<()>,
+}
+
+/// An open stream: its id (the `X-Nakadi-StreamId` header) and its lines.
+#[derive(Debug)]
+pub struct EventStream {
+    pub id: String,
+    pub lines: mpsc::Receiver<Bytes>,
+}
+
+/// A committed cursor as clients send and get it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionCursor {
+    pub event_type: String,
+    pub partition: String,
+    pub offset: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_token: Option<String>,
+}
+
+/// The outcome of committing one cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitResult {
+    /// The cursor moved forward.
+    Committed,
+    /// The committed cursor was already at or past it.
+    Outdated,
+}
+
+/// Where a reset puts a subscription's cursors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetTo {
+    /// Given cursors (Nakadi's PATCH); partitions not named keep theirs.
+    Cursors(Vec<PartitionCursor>),
+    /// Every partition before its oldest available event.
+    Begin,
+    /// Every partition after its newest event.
+    End,
+    /// Every partition before its first event appended at or after this time (ms).
+    Time(i64),
+}
+
+/// One partition in a subscription's stats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub partition: u32,
+    /// `unassigned`, `assigned` or `reassigning`.
+    pub state: &'static str,
+    pub unconsumed_events: u64,
+    /// Seconds since the oldest unconsumed event was appended (0 when none).
+    pub consumer_lag_seconds: Option<u64>,
+    pub stream_id: Option<String>,
+    /// `auto` or `direct`, when assigned.
+    pub assignment_type: Option<&'static str>,
+}
+
+/// Subscriptions of one bus.
+#[derive(Debug)]
+pub struct Subscriptions {
+    log: Arc<dyn Log>,
+    store: Arc<Store>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Creates one at a time: a create looks for an existing key, then writes.
+    creating: tokio::sync::Mutex<()>,
+    /// The longest commit timeout a stream may ask for, in seconds.
+    max_commit_timeout: u64,
+}
+
+fn topic(name: &str) -> Result<TopicName> {
+    crate::registry::topic_of(name)
+}
+
+fn parse_partition(s: &str) -> Option<u32> {
+    s.parse().ok()
+}
+
+impl Subscriptions {
+    pub(crate) async fn open(log: Arc<dyn Log>, max_commit_timeout: u64) -> Result<Subscriptions> {
+        let store = Arc::new(Store::open(log.clone()).await?);
+        Ok(Subscriptions {
+            log,
+            store,
+            sessions: Mutex::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            max_commit_timeout,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Subscription>> {
+        self.store
+            .get(id)
+            .ok_or_else(|| BusError::SubscriptionNotFound(id.to_string()))
+    }
+
+    /// Every subscription, newest first.
+    pub fn list(&self) -> Vec<Arc<Subscription>> {
+        let mut all = self.store.list();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        all
+    }
+
+    /// Subscriptions reading `event_type`.
+    pub fn reading(&self, event_type: &str) -> Vec<String> {
+        self.store
+            .list()
+            .iter()
+            .filter(|s| s.event_types.iter().any(|e| e == event_type))
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Every partition of the subscription's event types, with its bounds.
+    async fn bounds(
+        &self,
+        registry: &Registry,
+        s: &Subscription,
+    ) -> Result<BTreeMap<PartKey, PartitionInfo>> {
+        let mut out = BTreeMap::new();
+        for et in &s.event_types {
+            let reg = registry.require(et)?;
+            for p in 0..reg.partitions() {
+                let o = self.log.offsets(&reg.topic, PartitionId(p)).await?;
+                out.insert(
+                    (et.clone(), p),
+                    PartitionInfo {
+                        partition: p,
+                        oldest: CursorOffset::At(o.earliest.0),
+                        newest: CursorOffset::newest(o.earliest.0, o.latest.0),
+                        latest: o.latest.0,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a subscription, or returns the one with the same key (`false`: existed).
+    pub async fn create(
+        &self,
+        registry: &Registry,
+        mut s: Subscription,
+    ) -> Result<(Arc<Subscription>, bool)> {
+        let mut problems = s.problems();
+        for et in &s.event_types {
+            if registry.get(et).is_none() {
+                problems.push(format!("event type {et:?} does not exist"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BusError::Unprocessable(problems));
+        }
+        let _one = self.creating.lock().await;
+        if let Some(existing) = self.store.find(&s) {
+            return Ok((existing, false));
+        }
+        let bounds = self.bounds(registry, &s).await?;
+        let initial = match s.read_from {
+            ReadFrom::Begin => bounds
+                .keys()
+                .map(|k| (k.clone(), CursorOffset::Begin))
+                .collect(),
+            ReadFrom::End => bounds.iter().map(|(k, b)| (k.clone(), b.newest)).collect(),
+            ReadFrom::Cursors => {
+                let given = check_cursors(&s.initial_cursors, &bounds)?;
+                let missing: Vec<String> = bounds
+                    .keys()
+                    .filter(|k| !given.contains_key(*k))
+                    .map(|(et, p)| format!("{et}/{p}"))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(BusError::Unprocessable(vec![format!(
+                        "initial_cursors must cover every partition; missing: {}",
+                        missing.join(", ")
+                    )]));
+                }
+                given.into_iter().collect::<Vec<_>>()
+            }
+        };
+        s.id = uuid::Uuid::new_v4().to_string();
+        s.event_types.sort();
+        let now = time::now_rfc3339();
+        s.created_at.clone_from(&now);
+        s.updated_at = now;
+        self.store.set_cursors(&s.id, &initial).await?;
+        Ok((self.store.put(s).await?, true))
+    }
+
+    /// Changes what may change: authorization, annotations, labels.
+    pub async fn update(&self, id: &str, new: Subscription) -> Result<Arc<Subscription>> {
+        let old = self.get(id)?;
+        let mut problems = Vec::new();
+        if new.owning_application != old.owning_application {
+            problems.push("owning_application cannot be changed".to_string());
+        }
+        let (mut a, mut b) = (new.event_types.clone(), old.event_types.clone());
+        a.sort();
+        b.sort();
+        if a != b {
+            problems.push("event_types cannot be changed".into());
+        }
+        if new.consumer_group != old.consumer_group {
+            problems.push("consumer_group cannot be changed".into());
+        }
+        if !new.id.is_empty() && new.id != old.id {
+            problems.push("id cannot be changed".into());
+        }
+        if let Err(e) = new.dead_letters() {
+            problems.push(e);
+        }
+        if !problems.is_empty() {
+            return Err(BusError::Unprocessable(problems));
+        }
+        let mut s = (*old).clone();
+        s.authorization = new.authorization;
+        s.annotations = new.annotations;
+        s.labels = new.labels;
+        s.updated_at = time::now_rfc3339();
+        self.store.put(s).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.get(id)?;
+        if let Some(session) = self.sessions.lock().remove(id) {
+            session
+                .state
+                .lock()
+                .close_all("the subscription was deleted");
+        }
+        self.store.delete(id).await
+    }
+
+    fn session(&self, id: &str) -> Arc<Session> {
+        self.sessions
+            .lock()
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Session {
+                    id: id.to_string(),
+                    state: Mutex::new(State::default()),
+                    commits: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// Opens a stream: checks the parameters and the committed cursors, takes
+    /// partitions, and starts sending.
+    pub async fn open_stream(
+        &self,
+        registry: &Registry,
+        id: &str,
+        params: &StreamParams,
+    ) -> Result<EventStream> {
+        let sub = self.get(id)?;
+        let params = params
+            .resolve(self.max_commit_timeout)
+            .map_err(BusError::Unprocessable)?;
+        let bounds = self.bounds(registry, &sub).await?;
+        let mut direct = Vec::new();
+        for p in &params.partitions {
+            let key = parse_partition(&p.partition).map(|n| (p.event_type.clone(), n));
+            match key.filter(|k| bounds.contains_key(k)) {
+                Some(k) => direct.push(k),
+                None => {
+                    return Err(BusError::Unprocessable(vec![format!(
+                        "partition {:?} of event type {:?} is not part of subscription {id}",
+                        p.partition, p.event_type
+                    )]));
+                }
+            }
+        }
+        let committed = self.store.cursors(id);
+        let expired: Vec<String> = bounds
+            .iter()
+            .filter_map(|(k, b)| {
+                let CursorOffset::At(c) = committed.get(k).copied()? else {
+                    return None;
+                };
+                let CursorOffset::At(oldest) = b.oldest else {
+                    return None;
+                };
+                (c + 1 < oldest).then(|| {
+                    format!(
+                        "{} partition {}: committed {}, available {} to {}",
+                        k.0,
+                        k.1,
+                        CursorOffset::At(c),
+                        b.oldest,
+                        b.newest
+                    )
+                })
+            })
+            .collect();
+        if !expired.is_empty() {
+            return Err(BusError::PreconditionFailed(format!(
+                "committed cursors point at events no longer available (retention): {}; reset them with PATCH /subscriptions/{id}/cursors",
+                expired.join("; ")
+            )));
+        }
+        let session = self.session(id);
+        let stream_id = uuid::Uuid::new_v4().to_string();
+        let ctl = Arc::new(StreamCtl::new(
+            stream_id.clone(),
+            direct.clone(),
+            params.commit_timeout,
+        ));
+        {
+            let mut st = session.state.lock();
+            if st.resetting {
+                return Err(BusError::Conflict(format!(
+                    "the cursors of subscription {id} are being reset; try again"
+                )));
+            }
+            st.ensure_parts(bounds.keys().cloned());
+            for k in &direct {
+                if let Some(other) = st
+                    .streams
+                    .iter()
+                    .find(|s| s.is_live() && s.direct.contains(k))
+                {
+                    return Err(BusError::Conflict(format!(
+                        "{} partition {} is already assigned to stream {}",
+                        k.0, k.1, other.id
+                    )));
+                }
+            }
+            st.streams.push(ctl.clone());
+            st.rebalance(Instant::now());
+            let got = st.parts.values().any(|p| {
+                p.owned_by(&stream_id) || p.target.as_ref().is_some_and(|t| t.id == stream_id)
+            });
+            if !got {
+                st.streams.retain(|s| s.id != stream_id);
+                let live = st.streams.iter().filter(|s| s.is_live()).count();
+                return Err(BusError::Conflict(format!(
+                    "no free slots: subscription {id} has {} partitions and {live} streams reading them",
+                    st.parts.len()
+                )));
+            }
+        }
+        let (tx, lines) = mpsc::channel(4);
+        let task = stream::StreamTask {
+            log: self.log.clone(),
+            store: self.store.clone(),
+            session,
+            ctl,
+            params,
+            tx,
+        };
+        tokio::spawn(task.run());
+        Ok(EventStream {
+            id: stream_id,
+            lines,
+        })
+    }
+
+    /// Commits cursors for the stream `stream_id`: each must be of a partition the stream
+    /// owns and at most what it was sent. All are checked before any is written.
+    pub async fn commit(
+        &self,
+        id: &str,
+        stream_id: &str,
+        cursors: &[SubscriptionCursor],
+    ) -> Result<Vec<CommitResult>> {
+        let sub = self.get(id)?;
+        let session = self.sessions.lock().get(id).cloned();
+        let Some(session) = session else {
+            return Err(no_stream(id, stream_id));
+        };
+        let _one = session.commits.lock().await;
+        let mut parsed = Vec::with_capacity(cursors.len());
+        {
+            let st = session.state.lock();
+            if !st.streams.iter().any(|s| s.id == stream_id) {
+                return Err(no_stream(id, stream_id));
+            }
+            let mut problems = Vec::new();
+            for c in cursors {
+                if !sub.event_types.contains(&c.event_type) {
+                    problems.push(format!(
+                        "event type {:?} is not part of the subscription",
+                        c.event_type
+                    ));
+                    continue;
+                }
+                let (Some(p), Some(offset)) = (
+                    parse_partition(&c.partition),
+                    CursorOffset::parse(&c.offset),
+                ) else {
+                    problems.push(format!(
+                        "cursor {}/{}/{} is not valid",
+                        c.event_type, c.partition, c.offset
+                    ));
+                    continue;
+                };
+                let key = (c.event_type.clone(), p);
+                let Some(part) = st.parts.get(&key) else {
+                    problems.push(format!("{} has no partition {p}", c.event_type));
+                    continue;
+                };
+                if !part.owned_by(stream_id) {
+                    problems.push(format!(
+                        "{} partition {p} is not assigned to stream {stream_id}",
+                        c.event_type
+                    ));
+                    continue;
+                }
+                let sent = part.inflight.back().map(|s| s.last);
+                let committed = self.store.cursor(id, &key).unwrap_or(CursorOffset::Begin);
+                if let CursorOffset::At(o) = offset
+                    && offset > committed
+                    && sent.is_none_or(|s| o > s)
+                {
+                    problems.push(format!(
+                        "{} partition {p}: offset {} was not sent to stream {stream_id}",
+                        c.event_type, c.offset
+                    ));
+                    continue;
+                }
+                parsed.push((key, offset));
+            }
+            if !problems.is_empty() {
+                return Err(BusError::Unprocessable(problems));
+            }
+        }
+        let mut results = Vec::with_capacity(parsed.len());
+        let mut forward: BTreeMap<PartKey, CursorOffset> = BTreeMap::new();
+        for (key, offset) in &parsed {
+            let current = forward
+                .get(key)
+                .copied()
+                .or_else(|| self.store.cursor(id, key))
+                .unwrap_or(CursorOffset::Begin);
+            if *offset > current {
+                forward.insert(key.clone(), *offset);
+                results.push(CommitResult::Committed);
+            } else {
+                results.push(CommitResult::Outdated);
+            }
+        }
+        let moved: Vec<(PartKey, CursorOffset)> = forward.into_iter().collect();
+        self.store.set_cursors(id, &moved).await?;
+        let mut st = session.state.lock();
+        for (key, offset) in &moved {
+            if let CursorOffset::At(o) = offset {
+                st.committed(key, *o);
+            }
+        }
+        st.rebalance(Instant::now());
+        for s in &st.streams {
+            s.notify.notify_one();
+        }
+        Ok(results)
+    }
+
+    /// The committed cursor of every partition (partitions added since creation: BEGIN).
+    pub async fn cursors(
+        &self,
+        registry: &Registry,
+        id: &str,
+    ) -> Result<Vec<(PartKey, CursorOffset)>> {
+        let sub = self.get(id)?;
+        let committed = self.store.cursors(id);
+        let bounds = self.bounds(registry, &sub).await?;
+        Ok(bounds
+            .keys()
+            .map(|k| {
+                (
+                    k.clone(),
+                    committed.get(k).copied().unwrap_or(CursorOffset::Begin),
+                )
+            })
+            .collect())
+    }
+
+    /// Moves the cursors: closes every stream of the subscription first (their
+    /// uncommitted events are given up), then writes the new cursors.
+    pub async fn reset(&self, registry: &Registry, id: &str, to: ResetTo) -> Result<()> {
+        let sub = self.get(id)?;
+        let bounds = self.bounds(registry, &sub).await?;
+        let cursors: Vec<(PartKey, CursorOffset)> = match to {
+            ResetTo::Cursors(given) => check_cursors(&given, &bounds)?.into_iter().collect(),
+            ResetTo::Begin => bounds
+                .keys()
+                .map(|k| (k.clone(), CursorOffset::Begin))
+                .collect(),
+            ResetTo::End => bounds.iter().map(|(k, b)| (k.clone(), b.newest)).collect(),
+            ResetTo::Time(ms) => {
+                let mut out = Vec::new();
+                for (k, b) in &bounds {
+                    let t = topic(&k.0)?;
+                    let at = self
+                        .log
+                        .offset_for_timestamp(&t, PartitionId(k.1), Timestamp(ms))
+                        .await?;
+                    let c = match (at, b.oldest) {
+                        (Some(o), CursorOffset::At(oldest)) if o.0 > oldest => {
+                            CursorOffset::At(o.0 - 1)
+                        }
+                        (Some(_), _) => CursorOffset::Begin,
+                        (None, _) => b.newest,
+                    };
+                    out.push((k.clone(), c));
+                }
+                out
+            }
+        };
+        let session = self.session(id);
+        let _one = session.commits.lock().await;
+        {
+            let mut st = session.state.lock();
+            st.resetting = true;
+            st.close_all("the subscription's cursors were reset");
+        }
+        let written = self.store.set_cursors(id, &cursors).await;
+        session.state.lock().resetting = false;
+        written
+    }
+
+    /// Per partition: assignment, unconsumed events and (with `time_lag`) the age of
+    /// the oldest unconsumed one. Available from creation on, before any stream.
+    pub async fn stats(
+        &self,
+        registry: &Registry,
+        id: &str,
+        time_lag: bool,
+    ) -> Result<Vec<(String, Vec<PartitionStats>)>> {
+        let sub = self.get(id)?;
+        let bounds = self.bounds(registry, &sub).await?;
+        let committed = self.store.cursors(id);
+        let session = self.sessions.lock().get(id).cloned();
+        let now_ms = Timestamp::now().0;
+        let mut out: Vec<(String, Vec<PartitionStats>)> = Vec::new();
+        for (key, b) in &bounds {
+            let c = committed.get(key).copied().unwrap_or(CursorOffset::Begin);
+            let unconsumed = b.unconsumed_after(c);
+            let (state, stream_id, assignment) = match &session {
+                None => ("unassigned", None, None),
+                Some(s) => {
+                    let st = s.state.lock();
+                    match st
+                        .parts
+                        .get(key)
+                        .and_then(|p| p.owner.as_ref().map(|o| (p, o)))
+                    {
+                        None => ("unassigned", None, None),
+                        Some((p, o)) => {
+                            let state = if p.target.is_some() || !o.is_live() {
+                                "reassigning"
+                            } else {
+                                "assigned"
+                            };
+                            let kind = if o.direct.is_empty() {
+                                "auto"
+                            } else {
+                                "direct"
+                            };
+                            (state, Some(o.id.clone()), Some(kind))
+                        }
+                    }
+                }
+            };
+            let lag = if !time_lag {
+                None
+            } else if unconsumed == 0 {
+                Some(0)
+            } else {
+                let from = match c {
+                    CursorOffset::At(o) => o + 1,
+                    CursorOffset::Begin => match b.oldest {
+                        CursorOffset::At(o) => o,
+                        CursorOffset::Begin => 0,
+                    },
+                };
+                let t = topic(&key.0)?;
+                let f = self
+                    .log
+                    .fetch(
+                        &t,
+                        PartitionId(key.1),
+                        FetchRequest::new(sluice_log::Offset(from)).max_records(1),
+                    )
+                    .await?;
+                Some(
+                    f.records
+                        .first()
+                        .map_or(0, |r| ((now_ms - r.timestamp.0).max(0) / 1000) as u64),
+                )
+            };
+            let stats = PartitionStats {
+                partition: key.1,
+                state,
+                unconsumed_events: unconsumed,
+                consumer_lag_seconds: lag,
+                stream_id,
+                assignment_type: assignment,
+            };
+            match out.last_mut() {
+                Some((et, parts)) if *et == key.0 => parts.push(stats),
+                _ => out.push((key.0.clone(), vec![stats])),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn no_stream(id: &str, stream_id: &str) -> BusError {
+    BusError::Unprocessable(vec![format!(
+        "stream {stream_id:?} is not open on subscription {id} (closed, timed out, or never opened)"
+    )])
+}
+
+/// Checks cursors against the partitions: each names a partition of the subscription
+/// and an offset from just before the oldest available event to the newest.
+fn check_cursors(
+    given: &[PartitionCursor],
+    bounds: &BTreeMap<PartKey, PartitionInfo>,
+) -> Result<BTreeMap<PartKey, CursorOffset>> {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for c in given {
+        let key = parse_partition(&c.partition).map(|p| (c.event_type.clone(), p));
+        let Some((key, b)) = key.and_then(|k| bounds.get(&k).map(|b| (k, b))) else {
+            problems.push(format!(
+                "{} has no partition {:?} in this subscription",
+                c.event_type, c.partition
+            ));
+            continue;
+        };
+        let Some(offset) = CursorOffset::parse(&c.offset) else {
+            problems.push(format!("{:?} is not a cursor offset", c.offset));
+            continue;
+        };
+        let valid = match (offset, b.oldest) {
+            (CursorOffset::Begin, _) => true,
+            (CursorOffset::At(o), CursorOffset::At(oldest)) => o + 1 >= oldest && o < b.latest,
+            (CursorOffset::At(_), CursorOffset::Begin) => false,
+        };
+        if !valid {
+            problems.push(format!(
+                "{} partition {}: offset {} is not available; available: {} to {}",
+                key.0, key.1, c.offset, b.oldest, b.newest
+            ));
+            continue;
+        }
+        out.insert(key, offset);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(BusError::Unprocessable(problems))
+    }
+}

@@ -1,0 +1,460 @@
+//! One subscription stream: reads the partitions the session gives it from the log and
+//! writes Nakadi's `application/x-json-stream` lines, one batch per line.
+//!
+//! ```text
+//!  loop: take the partitions the session says are ours (drop those taken away)
+//!        -> emit batches that are full, due (batch_flush_timeout) or capped by
+//!           max_uncommitted_events; keep-alive lines for idle partitions
+//!        -> start a fetch for every partition with room (max_uncommitted_events)
+//!        -> hand the bytes to the response (bounded: a client that stops reading
+//!           stalls the stream, and is cut off after its commit timeout)
+//!        -> wait for: fetched records, a session change, a deadline, the client leaving
+//! ```
+//!
+//! Events are copied once, from the log's records into the response line; nothing is
+//! buffered beyond what the stream may have uncommitted plus one fetch per partition.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use sluice_log::{
+    FetchRequest, Fetched, Log, LogError, Offset, PartitionId, StoredRecord, TopicName,
+};
+use tokio::sync::mpsc;
+
+use super::Session;
+use super::params::Resolved;
+use super::session::StreamCtl;
+use super::store::{PartKey, Store};
+use crate::cursor::CursorOffset;
+
+/// Records read from the log per fetch, at most.
+const FETCH_RECORDS: u64 = 8192;
+const FETCH_BYTES: usize = 4 << 20;
+/// A fetch waits at most this long for records (then the loop looks around again).
+const MAX_FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+type FetchFuture =
+    Pin<Box<dyn Future<Output = (PartKey, u64, sluice_log::Result<Fetched>)> + Send>>;
+
+/// A partition this stream sends.
+#[derive(Debug)]
+struct Local {
+    topic: TopicName,
+    /// Where the next fetch starts.
+    next: Offset,
+    /// Fetched, not sent yet.
+    buffer: VecDeque<StoredRecord>,
+    /// A fetch of this generation is running (a stale one's result is dropped).
+    fetching: Option<u64>,
+    last_emit: Instant,
+    /// Keep-alive lines sent since the last events.
+    keep_alives: u64,
+    /// The cursor of the last line (events sent, or where the partition starts).
+    cursor: CursorOffset,
+}
+
+pub(crate) struct StreamTask {
+    pub log: Arc<dyn Log>,
+    pub store: Arc<Store>,
+    pub session: Arc<Session>,
+    pub ctl: Arc<StreamCtl>,
+    pub params: Resolved,
+    pub tx: mpsc::Sender<Bytes>,
+}
+
+impl std::fmt::Debug for StreamTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTask")
+            .field("stream", &self.ctl.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a stream loop ended.
+enum End {
+    /// The client went away.
+    Gone,
+    /// The server ends it; the reason goes into the last line.
+    Closed(String),
+}
+
+impl StreamTask {
+    pub async fn run(self) {
+        let end = self.stream().await;
+        match &end {
+            End::Gone => tracing::debug!(stream = %self.ctl.id, "client left"),
+            End::Closed(reason) => tracing::debug!(stream = %self.ctl.id, reason, "stream closed"),
+        }
+        self.ctl.disconnected();
+        self.session.state.lock().rebalance(Instant::now());
+    }
+
+    async fn stream(&self) -> End {
+        let started = Instant::now();
+        let stream_deadline = started + self.params.stream_timeout;
+        let mut locals: BTreeMap<PartKey, Local> = BTreeMap::new();
+        let mut fetches: FuturesUnordered<FetchFuture> = FuturesUnordered::new();
+        let mut generation = 0u64;
+        let mut out: Vec<u8> = Vec::new();
+        let mut sent_total = 0u64;
+        loop {
+            let now = Instant::now();
+            if let Some(reason) = self.ctl.close_reason() {
+                return self.finish(&locals, out, reason).await;
+            }
+            // 1. Ours: what the session lets us send.
+            let (fresh, timed_out) = {
+                let mut st = self.session.state.lock();
+                if st.next_deadline().is_some_and(|d| d <= now) {
+                    st.rebalance(now);
+                }
+                let timed_out = st.parts.iter().find_map(|((et, p), part)| {
+                    let late = part.owned_by(&self.ctl.id)
+                        && part
+                            .inflight
+                            .front()
+                            .is_some_and(|s| now >= s.at + self.params.commit_timeout);
+                    late.then(|| {
+                        format!(
+                            "commit timeout: events of {et} partition {p} were not committed within {} s",
+                            self.params.commit_timeout.as_secs()
+                        )
+                    })
+                });
+                let fresh: Vec<(PartKey, Option<u64>)> = st
+                    .parts
+                    .iter()
+                    .filter(|(k, p)| p.sendable_by(&self.ctl) && !locals.contains_key(*k))
+                    .map(|(k, p)| (k.clone(), p.inflight.back().map(|s| s.last)))
+                    .collect();
+                (fresh, timed_out)
+            };
+            if let Some(reason) = timed_out {
+                self.ctl.forfeit(reason.clone());
+                return self.finish(&locals, out, reason).await;
+            }
+            for (key, resume) in fresh {
+                match self.start_local(&key, resume, now).await {
+                    Ok(local) => {
+                        locals.insert(key, local);
+                    }
+                    Err(reason) => return self.finish(&locals, out, reason).await,
+                }
+            }
+            // 2. Emit what is ready (ownership checked again: it may have moved).
+            let (room, wake_session) = {
+                let mut st = self.session.state.lock();
+                locals.retain(|k, _| st.parts.get(k).is_some_and(|p| p.sendable_by(&self.ctl)));
+                let mut uncommitted: u64 = st
+                    .parts
+                    .values()
+                    .filter(|p| p.owned_by(&self.ctl.id))
+                    .map(|p| p.uncommitted())
+                    .sum();
+                for (key, local) in &mut locals {
+                    let sent = self.emit(key, local, &mut out, now, uncommitted, sent_total);
+                    for (last, count) in sent {
+                        st.sent(key, last, count, now);
+                        uncommitted += count;
+                        sent_total += count;
+                    }
+                }
+                let buffered: u64 = locals.values().map(|l| l.buffer.len() as u64).sum();
+                let room = self
+                    .params
+                    .max_uncommitted_events
+                    .saturating_sub(uncommitted + buffered);
+                (room, st.next_deadline())
+            };
+            let limit = self.params.stream_limit;
+            if limit > 0 && sent_total >= limit {
+                return self
+                    .finish(&locals, out, "stream_limit reached".into())
+                    .await;
+            }
+            if now >= stream_deadline {
+                return self
+                    .finish(&locals, out, "stream_timeout reached".into())
+                    .await;
+            }
+            let alive = self.params.stream_keep_alive_limit;
+            if alive > 0 && !locals.is_empty() && locals.values().all(|l| l.keep_alives >= alive) {
+                let reason = "stream_keep_alive_limit reached".to_string();
+                return self.finish(&locals, out, reason).await;
+            }
+            // 3. Fetch for every partition with room (one fetch each at a time).
+            let mut room = room;
+            if limit > 0 {
+                let buffered: u64 = locals.values().map(|l| l.buffer.len() as u64).sum();
+                room = room.min(limit.saturating_sub(sent_total + buffered));
+            }
+            for (key, local) in &mut locals {
+                if room == 0 {
+                    break;
+                }
+                if local.fetching.is_some() {
+                    continue;
+                }
+                generation += 1;
+                local.fetching = Some(generation);
+                let wait = (local.last_emit + self.params.batch_flush_timeout)
+                    .saturating_duration_since(now)
+                    .min(MAX_FETCH_WAIT);
+                let request = FetchRequest::new(local.next)
+                    .max_records(room.min(FETCH_RECORDS) as usize)
+                    .max_bytes(FETCH_BYTES)
+                    .max_wait(wait);
+                let (log, topic, key) = (self.log.clone(), local.topic.clone(), key.clone());
+                let id = generation;
+                fetches.push(Box::pin(async move {
+                    let p = PartitionId(key.1);
+                    let r = log.fetch(&topic, p, request).await;
+                    (key, id, r)
+                }));
+            }
+            // 4. Hand over what is written.
+            if !out.is_empty() {
+                let chunk = Bytes::from(std::mem::take(&mut out));
+                if let Err(end) = self.send(chunk).await {
+                    return end;
+                }
+            }
+            // 5. Wait.
+            let mut wake = stream_deadline;
+            for l in locals.values() {
+                wake = wake.min(l.last_emit + self.params.batch_flush_timeout);
+            }
+            if let Some(d) = wake_session {
+                wake = wake.min(d);
+            }
+            tokio::select! {
+                biased;
+                () = self.tx.closed() => return End::Gone,
+                () = self.ctl.notify.notified() => {}
+                Some((key, id, result)) = fetches.next(), if !fetches.is_empty() => {
+                    if let Err(reason) = take_fetched(&mut locals, key, id, result) {
+                        return self.finish(&locals, out, reason).await;
+                    }
+                    // Take whatever else is ready without waiting.
+                    while let Some(Some((key, id, result))) = futures_util::FutureExt::now_or_never(fetches.next()) {
+                        if let Err(reason) = take_fetched(&mut locals, key, id, result) {
+                            return self.finish(&locals, out, reason).await;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// A partition newly ours: it starts after what we sent and was not committed, or
+    /// after the committed cursor.
+    async fn start_local(
+        &self,
+        key: &PartKey,
+        resume: Option<u64>,
+        now: Instant,
+    ) -> Result<Local, String> {
+        let topic = TopicName::new(key.0.as_str()).map_err(|e| e.to_string())?;
+        let committed = self
+            .store
+            .cursor(&self.session.id, key)
+            .unwrap_or(CursorOffset::Begin);
+        let cursor = resume.map_or(committed, CursorOffset::At);
+        let next = match cursor {
+            CursorOffset::At(o) => Offset(o + 1),
+            CursorOffset::Begin => {
+                self.log
+                    .offsets(&topic, PartitionId(key.1))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .earliest
+            }
+        };
+        Ok(Local {
+            topic,
+            next,
+            buffer: VecDeque::new(),
+            fetching: None,
+            last_emit: now,
+            keep_alives: 0,
+            cursor,
+        })
+    }
+
+    /// Writes the batches of `local` that are ready; returns (last offset, events) of each.
+    fn emit(
+        &self,
+        key: &PartKey,
+        local: &mut Local,
+        out: &mut Vec<u8>,
+        now: Instant,
+        mut uncommitted: u64,
+        mut sent_total: u64,
+    ) -> Vec<(u64, u64)> {
+        let p = &self.params;
+        let due = now >= local.last_emit + p.batch_flush_timeout;
+        let mut sent = Vec::new();
+        loop {
+            let n = local.buffer.len() as u64;
+            if n == 0 {
+                break;
+            }
+            let stream_left = if p.stream_limit > 0 {
+                p.stream_limit.saturating_sub(sent_total)
+            } else {
+                u64::MAX
+            };
+            let ready = n >= p.batch_limit
+                || uncommitted + n >= p.max_uncommitted_events
+                || n >= stream_left
+                || due;
+            if !ready || stream_left == 0 {
+                break;
+            }
+            let take = n.min(p.batch_limit).min(stream_left) as usize;
+            let records: Vec<StoredRecord> = local.buffer.drain(..take).collect();
+            let last = records.last().map_or(0, |r| r.offset.0);
+            let events: Vec<&Bytes> = records.iter().filter_map(|r| r.value.as_ref()).collect();
+            local.cursor = CursorOffset::At(last);
+            local.last_emit = now;
+            local.keep_alives = 0;
+            if events.is_empty() {
+                // Only tombstones: nothing to send; the next batch's cursor covers them.
+                continue;
+            }
+            write_line(out, key, local.cursor, Some(&events), None);
+            let count = events.len() as u64;
+            sent.push((last, count));
+            uncommitted += count;
+            sent_total += count;
+        }
+        if local.buffer.is_empty() && now >= local.last_emit + p.batch_flush_timeout {
+            write_line(out, key, local.cursor, None, None);
+            local.last_emit = now;
+            local.keep_alives += 1;
+        }
+        sent
+    }
+
+    /// Hands bytes to the response; a client that does not take them within its
+    /// commit timeout is cut off.
+    async fn send(&self, chunk: Bytes) -> Result<(), End> {
+        match tokio::time::timeout(self.params.commit_timeout, self.tx.send(chunk)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                let reason = format!(
+                    "the client did not read for {} s (commit timeout)",
+                    self.params.commit_timeout.as_secs()
+                );
+                self.ctl.forfeit(reason.clone());
+                tracing::info!(stream = %self.ctl.id, "{reason}");
+                Err(End::Closed(reason))
+            }
+        }
+    }
+
+    /// The last line: a keep-alive of one partition carrying the reason, so a client
+    /// sees why its stream ended.
+    async fn finish(
+        &self,
+        locals: &BTreeMap<PartKey, Local>,
+        mut out: Vec<u8>,
+        reason: String,
+    ) -> End {
+        if let Some((key, local)) = locals.iter().next() {
+            write_line(&mut out, key, local.cursor, None, Some(&reason));
+        }
+        if !out.is_empty() {
+            let _ = self.send(Bytes::from(out)).await;
+        }
+        End::Closed(reason)
+    }
+}
+
+/// Takes a fetch's records into their partition's buffer.
+fn take_fetched(
+    locals: &mut BTreeMap<PartKey, Local>,
+    key: PartKey,
+    id: u64,
+    result: sluice_log::Result<Fetched>,
+) -> Result<(), String> {
+    let Some(local) = locals.get_mut(&key).filter(|l| l.fetching == Some(id)) else {
+        return Ok(()); // the partition went elsewhere meanwhile
+    };
+    local.fetching = None;
+    match result {
+        Ok(f) => {
+            local.next = f.next;
+            local.buffer.extend(f.records);
+            Ok(())
+        }
+        Err(LogError::OffsetOutOfRange {
+            earliest,
+            latest,
+            requested,
+            ..
+        }) => Err(format!(
+            "offset {} of {} partition {} is no longer available (retention); available: {} to {}",
+            CursorOffset::At(requested),
+            key.0,
+            key.1,
+            CursorOffset::At(earliest),
+            CursorOffset::newest(earliest, latest)
+        )),
+        Err(e) => Err(format!("reading {} partition {}: {e}", key.0, key.1)),
+    }
+}
+
+/// One line of the stream: `{"cursor":{...},"events":[...],"info":{"debug":...}}`.
+fn write_line(
+    out: &mut Vec<u8>,
+    (event_type, partition): &PartKey,
+    offset: CursorOffset,
+    events: Option<&[&Bytes]>,
+    debug: Option<&str>,
+) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        r#"{{"cursor":{{"partition":"{partition}","offset":"{offset}","event_type":"{event_type}","cursor_token":"{}"}}"#,
+        token()
+    );
+    if let Some(events) = events {
+        out.extend_from_slice(br#","events":["#);
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(e);
+        }
+        out.push(b']');
+    }
+    if let Some(debug) = debug {
+        out.extend_from_slice(br#","info":{"debug":"#);
+        let _ = serde_json::to_writer(&mut *out, debug);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// A cursor token: random, in UUID form (clients echo it; it is not checked).
+fn token() -> String {
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
