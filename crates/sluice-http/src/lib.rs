@@ -141,6 +141,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(bus, options);
     let service = tower::util::MapRequest::new(app, strip_trailing_slash);
+    // No Nagle: a stream line or a small answer goes out at once, not after the
+    // client's delayed ACK of the previous one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service(service),

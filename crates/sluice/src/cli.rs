@@ -86,6 +86,65 @@ pub enum BenchCommand {
     /// Open an existing data dir in this fresh process: time to open, segments,
     /// index entries held in memory, and the process's RSS afterwards.
     Reopen(BenchReopenArgs),
+    /// Read an event type from the beginning through subscription streams (publishing
+    /// the events first when there are fewer than --events).
+    Consume(BenchConsumeArgs),
+    /// Publish at a fixed rate while a subscription stream reads: the time from each
+    /// publish's acknowledgement to the event's arrival at the subscriber.
+    Latency(BenchLatencyArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchConsumeArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The event type (created like `bench publish` does when missing).
+    #[arg(long, value_name = "NAME", default_value = "bench.consume")]
+    pub event_type: String,
+    /// Events the event type must hold; missing ones are published first.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Approximate bytes of one published event.
+    #[arg(long, default_value_t = 500)]
+    pub event_bytes: usize,
+    /// Streaming clients sharing the subscription.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
+    /// Events per batch (stream parameter batch_limit).
+    #[arg(long, default_value_t = 1000)]
+    pub batch_limit: u64,
+    /// Stream parameter max_uncommitted_events (the clients commit every 100 ms).
+    #[arg(long, default_value_t = 200_000)]
+    pub max_uncommitted: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchLatencyArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The event type (created like `bench publish` does when missing).
+    #[arg(long, value_name = "NAME", default_value = "bench.latency")]
+    pub event_type: String,
+    /// Events per second, published on a fixed schedule.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Events per publish request.
+    #[arg(long, default_value_t = 10)]
+    pub batch: usize,
+    /// Approximate bytes of one event.
+    #[arg(long, default_value_t = 500)]
+    pub event_bytes: usize,
+    /// Seconds to publish.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// The subscriber's batch_limit (1: every event is sent as soon as it is stored).
+    #[arg(long, default_value_t = 1)]
+    pub batch_limit: u64,
 }
 
 #[derive(Debug, Args, Clone)]

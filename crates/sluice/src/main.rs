@@ -75,5 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Log(args)) => runtime.block_on(bench::log::run(args)),
         Command::Bench(BenchCommand::Reopen(args)) => bench::reopen::run(&args, &config),
         Command::Bench(BenchCommand::Publish(args)) => runtime.block_on(bench::publish::run(args)),
+        Command::Bench(BenchCommand::Consume(args)) => runtime.block_on(bench::consume::run(args)),
+        Command::Bench(BenchCommand::Latency(args)) => runtime.block_on(bench::latency::run(args)),
     }
 }

@@ -376,7 +376,7 @@ impl Subscriptions {
                 )));
             }
         }
-        let (tx, lines) = mpsc::channel(4);
+        let (tx, lines) = mpsc::channel(2);
         let task = stream::StreamTask {
             log: self.log.clone(),
             store: self.store.clone(),

@@ -36,7 +36,7 @@ use crate::cursor::CursorOffset;
 
 /// Records read from the log per fetch, at most.
 const FETCH_RECORDS: u64 = 8192;
-const FETCH_BYTES: usize = 4 << 20;
+const FETCH_BYTES: usize = 1 << 20;
 /// A fetch waits at most this long for records (then the loop looks around again).
 const MAX_FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -158,6 +158,14 @@ impl StreamTask {
                     .filter(|p| p.owned_by(&self.ctl.id))
                     .map(|p| p.uncommitted())
                     .sum();
+                // Room for every buffered event up front: growing the buffer line by
+                // line would copy it again and again.
+                let buffered_bytes: usize = locals
+                    .values()
+                    .flat_map(|l| &l.buffer)
+                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() + 1))
+                    .sum();
+                out.reserve(buffered_bytes + 256 * locals.len());
                 for (key, local) in &mut locals {
                     let sent = self.emit(key, local, &mut out, now, uncommitted, sent_total);
                     for (last, count) in sent {

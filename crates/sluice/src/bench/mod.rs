@@ -2,7 +2,10 @@
 //! JSON object as the last line of stdout, with the physical limit measured in the
 //! same run so that BENCHMARKS.md can state a ratio.
 
+pub mod consume;
+pub mod latency;
 pub mod log;
 mod measure;
 pub mod publish;
 pub mod reopen;
+mod stream_client;

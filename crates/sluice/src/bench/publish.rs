@@ -81,12 +81,12 @@ const EID_PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
 const CHANNELS: [&str; 3] = ["web", "app", "store"];
 
 /// One batch as bytes, with the byte positions of its eids, to patch per request.
-struct Template {
-    body: Vec<u8>,
-    eids: Vec<usize>,
+pub(super) struct Template {
+    pub body: Vec<u8>,
+    pub eids: Vec<usize>,
 }
 
-fn template(batch: usize, event_bytes: usize) -> Template {
+pub(super) fn template(batch: usize, event_bytes: usize) -> Template {
     let mut body = b"[".to_vec();
     let mut eids = Vec::with_capacity(batch);
     for i in 0..batch {
@@ -116,7 +116,7 @@ fn template(batch: usize, event_bytes: usize) -> Template {
 }
 
 /// Writes a unique UUID-shaped eid for `n` at `at`.
-fn patch_eid(body: &mut [u8], at: usize, n: u64) {
+pub(super) fn patch_eid(body: &mut [u8], at: usize, n: u64) {
     let hex = format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         (n >> 32) as u32,
@@ -153,7 +153,7 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
         .authority()
         .context("--url needs a host and port")?
         .to_string();
-    ensure_event_type(&args)?;
+    ensure_event_type(&args.url, &args.event_type)?;
     let template = Arc::new(template(args.batch, args.event_bytes));
     let path = format!("/event-types/{}/events", args.event_type);
     // Eids unique within the run and, from a clock-derived start, across runs.
@@ -268,34 +268,30 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
 }
 
 /// Creates the event type unless it exists.
-fn ensure_event_type(args: &BenchPublishArgs) -> anyhow::Result<()> {
+pub(super) fn ensure_event_type(url: &str, event_type: &str) -> anyhow::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let base = args.url.trim_end_matches('/');
+    let base = url.trim_end_matches('/');
     let got = agent
-        .get(&format!("{base}/event-types/{}", args.event_type))
+        .get(&format!("{base}/event-types/{event_type}"))
         .call()
         .with_context(|| format!("cannot reach Sluice at {base}"))?;
     if got.status() == 200 {
         return Ok(());
     }
-    let body = event_type(&args.event_type).to_string();
+    let body = self::event_type(event_type).to_string();
     let mut r = agent
         .post(&format!("{base}/event-types"))
         .header("Content-Type", "application/json")
         .send(body.as_bytes())?;
     if r.status() != 201 {
         bail!(
-            "cannot create {}: {}",
-            args.event_type,
+            "cannot create {event_type}: {}",
             r.body_mut().read_to_string().unwrap_or_default()
         );
     }
-    eprintln!(
-        "created event type {} (4 partitions, hash by sku)",
-        args.event_type
-    );
+    eprintln!("created event type {event_type} (4 partitions, hash by sku)");
     Ok(())
 }
