@@ -92,6 +92,25 @@ pub enum BenchCommand {
     /// Publish at a fixed rate while a subscription stream reads: the time from each
     /// publish's acknowledgement to the event's arrival at the subscriber.
     Latency(BenchLatencyArgs),
+    /// Open many idle subscription streams (one subscription each) and report the
+    /// server's resident memory per stream.
+    IdleStreams(BenchIdleArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchIdleArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The server's process id (its RSS is read from /proc).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: u32,
+    /// The event type the subscriptions read (created when missing).
+    #[arg(long, value_name = "NAME", default_value = "bench.idle")]
+    pub event_type: String,
+    /// Streams to open.
+    #[arg(long, default_value_t = 1000)]
+    pub streams: usize,
 }
 
 #[derive(Debug, Args, Clone)]

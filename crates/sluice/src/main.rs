@@ -77,5 +77,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Publish(args)) => runtime.block_on(bench::publish::run(args)),
         Command::Bench(BenchCommand::Consume(args)) => runtime.block_on(bench::consume::run(args)),
         Command::Bench(BenchCommand::Latency(args)) => runtime.block_on(bench::latency::run(args)),
+        Command::Bench(BenchCommand::IdleStreams(args)) => runtime.block_on(bench::idle::run(args)),
     }
 }

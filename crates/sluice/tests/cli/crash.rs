@@ -123,3 +123,142 @@ fn acknowledged_events_survive_kill_9_of_the_server() {
         &lost[..lost.len().min(5)]
     );
 }
+
+/// Reads a subscription stream's lines on a thread (ureq undoes the chunking).
+fn open_stream(base: &str, sub: &str) -> (String, std::sync::mpsc::Receiver<Value>) {
+    let resp = agent()
+        .get(&format!(
+            "{base}/subscriptions/{sub}/events?batch_limit=5&max_uncommitted_events=1000&batch_flush_timeout=1"
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-nakadi-streamid"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        for line in std::io::BufRead::lines(reader).map_while(Result::ok) {
+            if tx
+                .send(serde_json::from_str::<Value>(&line).unwrap())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    (id, rx)
+}
+
+fn commit(base: &str, sub: &str, stream: &str, cursor: &Value) -> u16 {
+    agent()
+        .post(&format!("{base}/subscriptions/{sub}/cursors"))
+        .header("Content-Type", "application/json")
+        .header("X-Nakadi-StreamId", stream)
+        .send(json!({"items": [cursor]}).to_string().as_bytes())
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn offset_of(cursor: &Value) -> u64 {
+    cursor["offset"].as_str().unwrap()[9..].parse().unwrap()
+}
+
+#[test]
+fn a_subscription_resumes_from_its_commits_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = spawn_serve(&data);
+    let (addr, _lines) = wait_for_listen_address(&mut server);
+    let base = format!("http://{addr}");
+    let et = json!({"name": "crash.stock", "owning_application": "stock", "category": "undefined",
+        "partition_count": 2, "schema": {"type": "json_schema", "schema": "{}"}});
+    let post = |path: &str, body: &Value| {
+        agent()
+            .post(&format!("{base}{path}"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap()
+    };
+    assert_eq!(post("/event-types", &et).status(), 201);
+    let events: Vec<Value> = (0..200u64).map(|seq| json!({"seq": seq})).collect();
+    assert_eq!(
+        post("/event-types/crash.stock/events", &Value::Array(events)).status(),
+        200
+    );
+    let mut r = post(
+        "/subscriptions",
+        &json!({"owning_application": "stock", "event_types": ["crash.stock"], "read_from": "begin"}),
+    );
+    assert_eq!(r.status(), 201);
+    let sub: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let sub = sub["id"].as_str().unwrap().to_string();
+
+    // Read everything; commit only the first half of each partition's batches.
+    let (stream, lines) = open_stream(&base, &sub);
+    let mut committed = std::collections::BTreeMap::new();
+    let mut received = 0;
+    while received < 200 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a batch");
+        let Some(batch) = line["events"].as_array() else {
+            continue;
+        };
+        received += batch.len();
+        let p = line["cursor"]["partition"].as_str().unwrap().to_string();
+        let offset = offset_of(&line["cursor"]);
+        if offset < 50 {
+            assert_eq!(commit(&base, &sub, &stream, &line["cursor"]), 204);
+            committed.insert(p, offset);
+        }
+    }
+    server.kill().unwrap(); // SIGKILL, with uncommitted events out
+    server.wait().unwrap();
+
+    let mut server = spawn_serve(&data);
+    let (addr, _lines) = wait_for_listen_address(&mut server);
+    let base = format!("http://{addr}");
+    let mut r = agent()
+        .get(&format!("{base}/subscriptions/{sub}/cursors"))
+        .call()
+        .unwrap();
+    let cursors: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    for c in cursors["items"].as_array().unwrap() {
+        let p = c["partition"].as_str().unwrap();
+        assert_eq!(
+            offset_of(c),
+            committed[p],
+            "partition {p}: the commit survived kill -9"
+        );
+    }
+    // The uncommitted events come again, from just after each commit, all of them.
+    let (_stream, lines) = open_stream(&base, &sub);
+    let mut next: std::collections::BTreeMap<String, u64> =
+        committed.iter().map(|(p, o)| (p.clone(), o + 1)).collect();
+    let mut again = 0;
+    let expected = 200 - committed.values().map(|o| o + 1).sum::<u64>() as usize;
+    while again < expected {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the uncommitted events again");
+        let Some(batch) = line["events"].as_array() else {
+            continue;
+        };
+        let p = line["cursor"]["partition"].as_str().unwrap().to_string();
+        let last = offset_of(&line["cursor"]);
+        let first = last + 1 - batch.len() as u64;
+        assert_eq!(
+            first, next[&p],
+            "partition {p} resumes right after its commit, in order"
+        );
+        next.insert(p, last + 1);
+        again += batch.len();
+    }
+    assert_eq!(again, expected, "exactly the uncommitted events, no more");
+    let _ = server.kill();
+    server.wait().unwrap();
+}
