@@ -48,6 +48,54 @@ impl fmt::Display for CursorOffset {
     }
 }
 
+/// A cursor as a position on the partition's line of offsets: `BEGIN` (and the offset
+/// just before the oldest available event) is `oldest - 1`. `Err` names the available
+/// range when the cursor points at deleted events or past the newest.
+pub fn position(c: CursorOffset, oldest: u64, latest: u64) -> Result<i128, String> {
+    let available = || {
+        format!(
+            "available: {} to {}",
+            CursorOffset::At(oldest),
+            CursorOffset::newest(oldest, latest)
+        )
+    };
+    match c {
+        CursorOffset::Begin => Ok(i128::from(oldest) - 1),
+        CursorOffset::At(o) if o + 1 < oldest => Err(format!(
+            "offset {c} is no longer available (retention); {}",
+            available()
+        )),
+        CursorOffset::At(o) if o >= latest => Err(format!(
+            "offset {c} is past the newest event; {}",
+            available()
+        )),
+        CursorOffset::At(o) => Ok(i128::from(o)),
+    }
+}
+
+/// The cursor `shift` events after (or before, when negative) `c`.
+pub fn shifted(
+    c: CursorOffset,
+    shift: i64,
+    oldest: u64,
+    latest: u64,
+) -> Result<CursorOffset, String> {
+    let to = position(c, oldest, latest)? + i128::from(shift);
+    if to < i128::from(oldest) - 1 {
+        return Err(format!(
+            "shifting {c} by {shift} lands before the oldest available event ({})",
+            CursorOffset::At(oldest)
+        ));
+    }
+    if to >= i128::from(latest) {
+        return Err(format!(
+            "shifting {c} by {shift} lands past the newest event ({})",
+            CursorOffset::newest(oldest, latest)
+        ));
+    }
+    Ok(u64::try_from(to).map_or(CursorOffset::Begin, CursorOffset::At))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +116,38 @@ mod tests {
         assert!(a < b, "offsets sort as strings");
         assert_eq!(CursorOffset::newest(0, 0), CursorOffset::Begin);
         assert_eq!(CursorOffset::newest(0, 5), CursorOffset::At(4));
+    }
+
+    #[test]
+    fn arithmetic_on_cursors() {
+        // Events 10..20 are available.
+        let (oldest, latest) = (10, 20);
+        assert_eq!(position(CursorOffset::Begin, oldest, latest), Ok(9));
+        assert_eq!(position(CursorOffset::At(9), oldest, latest), Ok(9));
+        assert_eq!(position(CursorOffset::At(19), oldest, latest), Ok(19));
+        assert!(
+            position(CursorOffset::At(8), oldest, latest)
+                .unwrap_err()
+                .contains("retention")
+        );
+        assert!(
+            position(CursorOffset::At(20), oldest, latest)
+                .unwrap_err()
+                .contains("past the newest")
+        );
+        assert_eq!(
+            shifted(CursorOffset::Begin, 3, oldest, latest),
+            Ok(CursorOffset::At(12))
+        );
+        assert_eq!(
+            shifted(CursorOffset::At(12), -3, oldest, latest),
+            Ok(CursorOffset::At(9))
+        );
+        assert!(shifted(CursorOffset::At(12), -4, oldest, latest).is_err());
+        assert!(shifted(CursorOffset::At(12), 8, oldest, latest).is_err());
+        assert_eq!(
+            shifted(CursorOffset::Begin, 0, 0, 5),
+            Ok(CursorOffset::Begin)
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod cursor;
 mod dedup;
 mod error;
 mod publish;
+pub mod reading;
 pub mod registry;
 mod schemas;
 pub mod subscriptions;

@@ -2,6 +2,7 @@
 //! HTTP. `router` builds the whole API (testable without a socket); `serve` runs it.
 
 mod body;
+mod cursors;
 mod event_types;
 mod events;
 mod misc;
@@ -67,7 +68,23 @@ pub fn router(bus: Arc<Bus>, options: ApiOptions) -> Router {
         )
         .route(
             "/event-types/{name}/events",
-            axum::routing::post(events::publish),
+            axum::routing::post(events::publish).get(streaming::low_level),
+        )
+        .route(
+            "/event-types/{name}/cursor-distances",
+            axum::routing::post(cursors::distances),
+        )
+        .route(
+            "/event-types/{name}/cursors-lag",
+            axum::routing::post(cursors::lag),
+        )
+        .route(
+            "/event-types/{name}/cursor-lag",
+            axum::routing::post(cursors::lag),
+        )
+        .route(
+            "/event-types/{name}/shifted-cursors",
+            axum::routing::post(cursors::shifted),
         )
         .route(
             "/event-types/{name}/schemas/{version}/compatibility-check",

@@ -1,6 +1,6 @@
-//! `GET` / `POST /subscriptions/{id}/events`: a stream of batches as
-//! `application/x-json-stream`, one line per batch, with the `X-Nakadi-StreamId` header
-//! that commits must carry.
+//! Streams of batches as `application/x-json-stream`, one line per batch: `GET` / `POST
+//! /subscriptions/{id}/events` (with the `X-Nakadi-StreamId` header that commits must
+//! carry) and the low-level `GET /event-types/{name}/events`.
 
 use axum::body::Body;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use sluice_bus::reading::Cursor;
 use sluice_bus::subscriptions::StreamParams;
 
 use crate::AppState;
@@ -47,7 +48,33 @@ async fn open(bus: &AppState, id: &str, params: &StreamParams) -> Result<Respons
         .subscriptions()
         .open_stream(bus.registry(), id, params)
         .await?;
-    let lines = futures_util::stream::unfold(stream.lines, |mut rx| async move {
+    Ok(stream_response(stream.lines, Some(&stream.id)))
+}
+
+/// `GET /event-types/{name}/events`: Nakadi's low-level read. Start positions come in the
+/// `X-Nakadi-Cursors` header (a JSON array of `{partition, offset}`, `BEGIN` in any
+/// case); without it every partition is read from its newest event on.
+pub async fn low_level(
+    State(bus): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let cursors: Option<Vec<Cursor>> = match headers.get("x-nakadi-cursors") {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_slice(v.as_bytes())
+                .map_err(|e| Problem::bad_request(format!("X-Nakadi-Cursors: {e}")))?,
+        ),
+    };
+    let lines = bus.read_events(&name, cursors.as_deref(), &params).await?;
+    Ok(stream_response(lines, None))
+}
+
+/// A streaming response of `lines`, with the stream id header when there is one.
+fn stream_response(lines: tokio::sync::mpsc::Receiver<Bytes>, id: Option<&str>) -> Response {
+    let lines = futures_util::stream::unfold(lines, |mut rx| async move {
         rx.recv()
             .await
             .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
@@ -58,8 +85,8 @@ async fn open(bus: &AppState, id: &str, params: &StreamParams) -> Result<Respons
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-json-stream"),
     );
-    if let Ok(v) = HeaderValue::from_str(&stream.id) {
+    if let Some(v) = id.and_then(|id| HeaderValue::from_str(id).ok()) {
         h.insert("x-nakadi-streamid", v);
     }
-    Ok(resp)
+    resp
 }

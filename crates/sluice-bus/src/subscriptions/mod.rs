@@ -24,6 +24,7 @@ use crate::cursor::CursorOffset;
 use crate::error::{BusError, Result};
 use crate::registry::Registry;
 pub use model::{PartitionCursor, ReadFrom, Subscription};
+pub(crate) use params::Resolved;
 pub use params::{PartitionRef, StreamParams};
 use session::{State, StreamCtl};
 use store::Store;
@@ -379,11 +380,14 @@ impl Subscriptions {
         let (tx, lines) = mpsc::channel(2);
         let task = stream::StreamTask {
             log: self.log.clone(),
-            store: self.store.clone(),
-            session,
-            ctl,
+            owner: stream::Owner::Subscription {
+                store: self.store.clone(),
+                session,
+                ctl,
+            },
             params,
             tx,
+            subscription_cursors: true,
         };
         tokio::spawn(task.run());
         Ok(EventStream {
@@ -640,6 +644,16 @@ impl Subscriptions {
         }
         Ok(out)
     }
+}
+
+/// Nakadi's low-level read of one event type: `starts` holds (partition, cursor to read
+/// after); lines without `event_type` and `cursor_token`, and no commits.
+pub(crate) fn read_direct(
+    log: Arc<dyn Log>,
+    starts: Vec<(PartKey, CursorOffset)>,
+    params: Resolved,
+) -> mpsc::Receiver<Bytes> {
+    stream::spawn_direct(log, starts, params)
 }
 
 fn no_stream(id: &str, stream_id: &str) -> BusError {

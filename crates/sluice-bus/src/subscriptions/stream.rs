@@ -60,22 +60,44 @@ struct Local {
     cursor: CursorOffset,
 }
 
+/// Who decides which partitions a stream sends, and from where.
+pub(crate) enum Owner {
+    /// A subscription's stream: its session assigns partitions; it starts from the
+    /// committed cursors, and its events count as uncommitted until committed.
+    Subscription {
+        store: Arc<Store>,
+        session: Arc<Session>,
+        ctl: Arc<StreamCtl>,
+    },
+    /// Nakadi's low-level read: fixed partitions from given cursors, nothing committed.
+    Direct {
+        starts: Vec<(PartKey, CursorOffset)>,
+    },
+}
+
 pub(crate) struct StreamTask {
     pub log: Arc<dyn Log>,
-    pub store: Arc<Store>,
-    pub session: Arc<Session>,
-    pub ctl: Arc<StreamCtl>,
+    pub owner: Owner,
     pub params: Resolved,
     pub tx: mpsc::Sender<Bytes>,
+    /// Batches carry `event_type` and `cursor_token` (subscriptions) or not (low-level).
+    pub subscription_cursors: bool,
 }
 
 impl std::fmt::Debug for StreamTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = match &self.owner {
+            Owner::Subscription { ctl, .. } => ctl.id.as_str(),
+            Owner::Direct { .. } => "low-level",
+        };
         f.debug_struct("StreamTask")
-            .field("stream", &self.ctl.id)
+            .field("stream", &id)
             .finish_non_exhaustive()
     }
 }
+
+/// A low-level read keeps at most this many fetched, unsent events per partition.
+const DIRECT_BUFFER: u64 = 2 * FETCH_RECORDS;
 
 /// Why a stream loop ended.
 enum End {
@@ -89,11 +111,126 @@ impl StreamTask {
     pub async fn run(self) {
         let end = self.stream().await;
         match &end {
-            End::Gone => tracing::debug!(stream = %self.ctl.id, "client left"),
-            End::Closed(reason) => tracing::debug!(stream = %self.ctl.id, reason, "stream closed"),
+            End::Gone => tracing::debug!(stream = ?self, "client left"),
+            End::Closed(reason) => tracing::debug!(stream = ?self, reason, "stream closed"),
         }
-        self.ctl.disconnected();
-        self.session.state.lock().rebalance(Instant::now());
+        if let Owner::Subscription { session, ctl, .. } = &self.owner {
+            ctl.disconnected();
+            session.state.lock().rebalance(Instant::now());
+        }
+    }
+
+    fn close_reason(&self) -> Option<String> {
+        match &self.owner {
+            Owner::Subscription { ctl, .. } => ctl.close_reason(),
+            Owner::Direct { .. } => None,
+        }
+    }
+
+    /// Partitions newly ours and the cursor each starts after; `Err` ends the stream
+    /// (a commit timeout).
+    fn claim(
+        &self,
+        locals: &BTreeMap<PartKey, Local>,
+        first: bool,
+        now: Instant,
+    ) -> Result<Vec<(PartKey, CursorOffset)>, String> {
+        let (store, session, ctl) = match &self.owner {
+            Owner::Direct { starts } => {
+                return Ok(if first { starts.clone() } else { Vec::new() });
+            }
+            Owner::Subscription {
+                store,
+                session,
+                ctl,
+            } => (store, session, ctl),
+        };
+        let mut st = session.state.lock();
+        if st.next_deadline().is_some_and(|d| d <= now) {
+            st.rebalance(now);
+        }
+        let late = st.parts.iter().find(|(_, part)| {
+            part.owned_by(&ctl.id)
+                && part
+                    .inflight
+                    .front()
+                    .is_some_and(|s| now >= s.at + self.params.commit_timeout)
+        });
+        if let Some(((et, p), _)) = late {
+            let reason = format!(
+                "commit timeout: events of {et} partition {p} were not committed within {} s",
+                self.params.commit_timeout.as_secs()
+            );
+            drop(st);
+            ctl.forfeit(reason.clone());
+            return Err(reason);
+        }
+        Ok(st
+            .parts
+            .iter()
+            .filter(|(k, p)| p.sendable_by(ctl) && !locals.contains_key(*k))
+            .map(|(k, p)| {
+                // After what we sent and was not committed, or after the commit.
+                let start = match p.inflight.back() {
+                    Some(sent) => CursorOffset::At(sent.last),
+                    None => store.cursor(&session.id, k).unwrap_or(CursorOffset::Begin),
+                };
+                (k.clone(), start)
+            })
+            .collect())
+    }
+
+    /// Emits what is ready on every partition still ours; returns how many more events
+    /// may be fetched, and the session's next deadline.
+    fn emit_all(
+        &self,
+        locals: &mut BTreeMap<PartKey, Local>,
+        out: &mut Vec<u8>,
+        now: Instant,
+        sent_total: &mut u64,
+    ) -> (u64, Option<Instant>) {
+        // Room for every buffered event up front: growing the buffer line by line
+        // would copy it again and again.
+        let buffered_bytes: usize = locals
+            .values()
+            .flat_map(|l| &l.buffer)
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len() + 1))
+            .sum();
+        out.reserve(buffered_bytes + 256 * locals.len());
+        let Owner::Subscription { session, ctl, .. } = &self.owner else {
+            for (key, local) in locals.iter_mut() {
+                for (_, count) in self.emit(key, local, out, now, 0, *sent_total) {
+                    *sent_total += count;
+                }
+            }
+            let most = locals
+                .values()
+                .map(|l| l.buffer.len() as u64)
+                .max()
+                .unwrap_or(0);
+            return (DIRECT_BUFFER.saturating_sub(most), None);
+        };
+        let mut st = session.state.lock();
+        locals.retain(|k, _| st.parts.get(k).is_some_and(|p| p.sendable_by(ctl)));
+        let mut uncommitted: u64 = st
+            .parts
+            .values()
+            .filter(|p| p.owned_by(&ctl.id))
+            .map(|p| p.uncommitted())
+            .sum();
+        for (key, local) in locals.iter_mut() {
+            for (last, count) in self.emit(key, local, out, now, uncommitted, *sent_total) {
+                st.sent(key, last, count, now);
+                uncommitted += count;
+                *sent_total += count;
+            }
+        }
+        let buffered: u64 = locals.values().map(|l| l.buffer.len() as u64).sum();
+        let room = self
+            .params
+            .max_uncommitted_events
+            .saturating_sub(uncommitted + buffered);
+        (room, st.next_deadline())
     }
 
     async fn stream(&self) -> End {
@@ -104,44 +241,24 @@ impl StreamTask {
         let mut generation = 0u64;
         let mut out: Vec<u8> = Vec::new();
         let mut sent_total = 0u64;
+        let mut first = true;
+        let notify = match &self.owner {
+            Owner::Subscription { ctl, .. } => Some(ctl.clone()),
+            Owner::Direct { .. } => None,
+        };
         loop {
             let now = Instant::now();
-            if let Some(reason) = self.ctl.close_reason() {
+            if let Some(reason) = self.close_reason() {
                 return self.finish(&locals, out, reason).await;
             }
             // 1. Ours: what the session lets us send.
-            let (fresh, timed_out) = {
-                let mut st = self.session.state.lock();
-                if st.next_deadline().is_some_and(|d| d <= now) {
-                    st.rebalance(now);
-                }
-                let timed_out = st.parts.iter().find_map(|((et, p), part)| {
-                    let late = part.owned_by(&self.ctl.id)
-                        && part
-                            .inflight
-                            .front()
-                            .is_some_and(|s| now >= s.at + self.params.commit_timeout);
-                    late.then(|| {
-                        format!(
-                            "commit timeout: events of {et} partition {p} were not committed within {} s",
-                            self.params.commit_timeout.as_secs()
-                        )
-                    })
-                });
-                let fresh: Vec<(PartKey, Option<u64>)> = st
-                    .parts
-                    .iter()
-                    .filter(|(k, p)| p.sendable_by(&self.ctl) && !locals.contains_key(*k))
-                    .map(|(k, p)| (k.clone(), p.inflight.back().map(|s| s.last)))
-                    .collect();
-                (fresh, timed_out)
+            let fresh = match self.claim(&locals, first, now) {
+                Ok(fresh) => fresh,
+                Err(reason) => return self.finish(&locals, out, reason).await,
             };
-            if let Some(reason) = timed_out {
-                self.ctl.forfeit(reason.clone());
-                return self.finish(&locals, out, reason).await;
-            }
-            for (key, resume) in fresh {
-                match self.start_local(&key, resume, now).await {
+            first = false;
+            for (key, cursor) in fresh {
+                match self.start_local(&key, cursor, now).await {
                     Ok(local) => {
                         locals.insert(key, local);
                     }
@@ -149,38 +266,7 @@ impl StreamTask {
                 }
             }
             // 2. Emit what is ready (ownership checked again: it may have moved).
-            let (room, wake_session) = {
-                let mut st = self.session.state.lock();
-                locals.retain(|k, _| st.parts.get(k).is_some_and(|p| p.sendable_by(&self.ctl)));
-                let mut uncommitted: u64 = st
-                    .parts
-                    .values()
-                    .filter(|p| p.owned_by(&self.ctl.id))
-                    .map(|p| p.uncommitted())
-                    .sum();
-                // Room for every buffered event up front: growing the buffer line by
-                // line would copy it again and again.
-                let buffered_bytes: usize = locals
-                    .values()
-                    .flat_map(|l| &l.buffer)
-                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() + 1))
-                    .sum();
-                out.reserve(buffered_bytes + 256 * locals.len());
-                for (key, local) in &mut locals {
-                    let sent = self.emit(key, local, &mut out, now, uncommitted, sent_total);
-                    for (last, count) in sent {
-                        st.sent(key, last, count, now);
-                        uncommitted += count;
-                        sent_total += count;
-                    }
-                }
-                let buffered: u64 = locals.values().map(|l| l.buffer.len() as u64).sum();
-                let room = self
-                    .params
-                    .max_uncommitted_events
-                    .saturating_sub(uncommitted + buffered);
-                (room, st.next_deadline())
-            };
+            let (room, wake_session) = self.emit_all(&mut locals, &mut out, now, &mut sent_total);
             let limit = self.params.stream_limit;
             if limit > 0 && sent_total >= limit {
                 return self
@@ -245,7 +331,12 @@ impl StreamTask {
             tokio::select! {
                 biased;
                 () = self.tx.closed() => return End::Gone,
-                () = self.ctl.notify.notified() => {}
+                () = async {
+                    match &notify {
+                        Some(ctl) => ctl.notify.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 Some((key, id, result)) = fetches.next(), if !fetches.is_empty() => {
                     if let Err(reason) = take_fetched(&mut locals, key, id, result) {
                         return self.finish(&locals, out, reason).await;
@@ -262,20 +353,14 @@ impl StreamTask {
         }
     }
 
-    /// A partition newly ours: it starts after what we sent and was not committed, or
-    /// after the committed cursor.
+    /// A partition newly ours, sending what follows `cursor`.
     async fn start_local(
         &self,
         key: &PartKey,
-        resume: Option<u64>,
+        cursor: CursorOffset,
         now: Instant,
     ) -> Result<Local, String> {
         let topic = TopicName::new(key.0.as_str()).map_err(|e| e.to_string())?;
-        let committed = self
-            .store
-            .cursor(&self.session.id, key)
-            .unwrap_or(CursorOffset::Begin);
-        let cursor = resume.map_or(committed, CursorOffset::At);
         let next = match cursor {
             CursorOffset::At(o) => Offset(o + 1),
             CursorOffset::Begin => {
@@ -338,14 +423,28 @@ impl StreamTask {
                 // Only tombstones: nothing to send; the next batch's cursor covers them.
                 continue;
             }
-            write_line(out, key, local.cursor, Some(&events), None);
+            write_line(
+                out,
+                key,
+                local.cursor,
+                self.subscription_cursors,
+                Some(&events),
+                None,
+            );
             let count = events.len() as u64;
             sent.push((last, count));
             uncommitted += count;
             sent_total += count;
         }
         if local.buffer.is_empty() && now >= local.last_emit + p.batch_flush_timeout {
-            write_line(out, key, local.cursor, None, None);
+            write_line(
+                out,
+                key,
+                local.cursor,
+                self.subscription_cursors,
+                None,
+                None,
+            );
             local.last_emit = now;
             local.keep_alives += 1;
         }
@@ -363,8 +462,10 @@ impl StreamTask {
                     "the client did not read for {} s (commit timeout)",
                     self.params.commit_timeout.as_secs()
                 );
-                self.ctl.forfeit(reason.clone());
-                tracing::info!(stream = %self.ctl.id, "{reason}");
+                if let Owner::Subscription { ctl, .. } = &self.owner {
+                    ctl.forfeit(reason.clone());
+                }
+                tracing::info!(stream = ?self, "{reason}");
                 Err(End::Closed(reason))
             }
         }
@@ -379,7 +480,14 @@ impl StreamTask {
         reason: String,
     ) -> End {
         if let Some((key, local)) = locals.iter().next() {
-            write_line(&mut out, key, local.cursor, None, Some(&reason));
+            write_line(
+                &mut out,
+                key,
+                local.cursor,
+                self.subscription_cursors,
+                None,
+                Some(&reason),
+            );
         }
         if !out.is_empty() {
             let _ = self.send(Bytes::from(out)).await;
@@ -427,15 +535,23 @@ fn write_line(
     out: &mut Vec<u8>,
     (event_type, partition): &PartKey,
     offset: CursorOffset,
+    subscription: bool,
     events: Option<&[&Bytes]>,
     debug: Option<&str>,
 ) {
     use std::io::Write;
     let _ = write!(
         out,
-        r#"{{"cursor":{{"partition":"{partition}","offset":"{offset}","event_type":"{event_type}","cursor_token":"{}"}}"#,
-        token()
+        r#"{{"cursor":{{"partition":"{partition}","offset":"{offset}""#
     );
+    if subscription {
+        let _ = write!(
+            out,
+            r#","event_type":"{event_type}","cursor_token":"{}""#,
+            token()
+        );
+    }
+    out.push(b'}');
     if let Some(events) = events {
         out.extend_from_slice(br#","events":["#);
         for (i, e) in events.iter().enumerate() {
@@ -465,4 +581,22 @@ fn token() -> String {
         (b >> 48) & 0x3fff | 0x8000,
         b & 0xffff_ffff_ffff
     )
+}
+
+/// Starts Nakadi's low-level read of `starts` (partition, cursor to read after).
+pub(crate) fn spawn_direct(
+    log: Arc<dyn Log>,
+    starts: Vec<(PartKey, CursorOffset)>,
+    params: Resolved,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(2);
+    let task = StreamTask {
+        log,
+        owner: Owner::Direct { starts },
+        params,
+        tx,
+        subscription_cursors: false,
+    };
+    tokio::spawn(task.run());
+    rx
 }

@@ -4,6 +4,7 @@
 mod compaction;
 mod event_types;
 mod evolution;
+mod lowlevel;
 mod nakadion;
 mod partitions;
 mod publishing;

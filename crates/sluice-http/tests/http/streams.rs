@@ -24,13 +24,27 @@ pub struct Stream {
 impl Stream {
     /// Opens `GET path` (query parameters in `path`), or `POST path` with `body`.
     pub fn open(addr: SocketAddr, path: &str, body: Option<&Value>) -> Stream {
+        Stream::open_with(addr, path, &[], body)
+    }
+
+    /// `open` with extra request headers.
+    pub fn open_with(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Stream {
         let mut socket = TcpStream::connect(addr).unwrap();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let request = match body {
-            None => format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+            None => format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n"),
             Some(b) => {
                 let b = b.to_string();
                 format!(
-                    "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                    "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
                     b.len()
                 )
             }
