@@ -54,6 +54,11 @@ pub enum Command {
     EventTypes(EventTypesCommand),
     /// Publish events (JSON lines from a file or stdin) to an event type.
     Publish(PublishArgs),
+    /// Manage subscriptions on a running server.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// Follow an event type's new events (or all, with --from-beginning), like tail -f.
+    Tail(TailArgs),
     /// Benchmarks that print one JSON object as the last line of stdout.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -246,6 +251,79 @@ pub enum EventTypesCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// Create a subscription (or find the one with the same application, event types
+    /// and consumer group); prints its id.
+    Create {
+        /// An event type to read (repeat for several).
+        #[arg(long = "event-type", value_name = "NAME", required = true)]
+        event_types: Vec<String>,
+        /// The application that owns the subscription.
+        #[arg(long, value_name = "APP")]
+        owning_application: String,
+        #[arg(long, value_name = "GROUP", default_value = "default")]
+        consumer_group: String,
+        /// Where to start: begin | end.
+        #[arg(long, value_name = "WHERE", default_value = "end")]
+        read_from: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List subscriptions (newest first).
+    List {
+        /// Only those reading this event type.
+        #[arg(long, value_name = "NAME")]
+        event_type: Option<String>,
+        /// Print the full JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Per partition: assignment, unconsumed events and the age of the oldest one.
+    Stats {
+        id: String,
+        /// Print the full JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Move a subscription's cursors (its streams are closed first).
+    Reset {
+        id: String,
+        /// begin | end | an RFC 3339 time (from the first event appended at or after it).
+        #[arg(long, value_name = "WHERE")]
+        to: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a subscription and its cursors.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The event type to follow.
+    pub event_type: String,
+    /// Start from the oldest available events instead of the next new one.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// One compact JSON line per event (default: indented).
+    #[arg(long)]
+    pub raw: bool,
+    /// Stop after this many events.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub limit: Option<u64>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,34 @@ impl Client {
         self.answer(self.agent.delete(&self.url(path)).call())
     }
 
+    pub fn patch(&self, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
+        let req = self
+            .agent
+            .patch(&self.url(path))
+            .header("Content-Type", "application/json");
+        self.answer(req.send(body))
+    }
+
+    /// A streaming GET: the body as a line reader once the status is 200.
+    pub fn stream(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<impl std::io::BufRead + use<>> {
+        let mut req = self.agent.get(&self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let r = req
+            .call()
+            .with_context(|| format!("cannot reach Sluice at {}", self.base))?;
+        if r.status() != 200 {
+            self.answer(Ok(r))?.ok()?;
+            bail!("the server did not open a stream");
+        }
+        Ok(std::io::BufReader::new(r.into_body().into_reader()))
+    }
+
     pub fn post(&self, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
         let req = self
             .agent

@@ -7,6 +7,7 @@ mod config;
 mod event_types;
 mod publish;
 mod serve;
+mod subscriptions;
 mod verify;
 
 use std::process::ExitCode;
@@ -68,6 +69,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::EventTypes(cmd) => event_types::run(cmd, &config),
         Command::Publish(args) => publish::run(args, &config),
+        Command::Subscriptions(cmd) => subscriptions::run(cmd, &config),
+        Command::Tail(args) => subscriptions::tail(args, &config),
         Command::Config => {
             print!("{}", toml::to_string(&config)?);
             Ok(())

@@ -415,3 +415,138 @@ fn event_types_and_publish_commands_drive_a_running_server() {
     );
     let _ = server.kill();
 }
+
+#[test]
+fn subscriptions_and_tail_commands_drive_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_serve(&dir.path().join("data"));
+    let (addr, _lines) = wait_for_listen_address(&mut server);
+    let url = format!("http://{addr}");
+    let et = r#"{"name": "shop.stock", "owning_application": "stock", "category": "undefined",
+        "partition_count": 2, "schema": {"type": "json_schema", "schema": "{}"}}"#;
+    let file = dir.path().join("et.json");
+    std::fs::write(&file, et).unwrap();
+    assert!(
+        run(&[
+            "event-types",
+            "create",
+            "-f",
+            file.to_str().unwrap(),
+            "--url",
+            &url
+        ])
+        .status
+        .success()
+    );
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "{\"sku\": \"a\", \"qty\": 1}\n{\"sku\": \"b\", \"qty\": 2}\n{\"sku\": \"c\", \"qty\": 3}\n").unwrap();
+    let out = run(&[
+        "publish",
+        "shop.stock",
+        "-f",
+        events.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let create = |group: &str| {
+        run(&[
+            "subscriptions",
+            "create",
+            "--event-type",
+            "shop.stock",
+            "--owning-application",
+            "search",
+            "--consumer-group",
+            group,
+            "--read-from",
+            "begin",
+            "--url",
+            &url,
+        ])
+    };
+    let out = create("g1");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 36, "{id}");
+    let again = create("g1");
+    assert_eq!(
+        text(&again.stdout).trim(),
+        id,
+        "the same key finds the same subscription"
+    );
+    assert!(text(&again.stderr).contains("exists"));
+
+    let out = run(&["subscriptions", "list", "--url", &url]);
+    assert!(text(&out.stdout).contains(&id) && text(&out.stdout).contains("shop.stock"));
+    let out = run(&["subscriptions", "stats", &id, "--url", &url]);
+    let stats = text(&out.stdout);
+    let unconsumed: u64 = stats
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(3).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(unconsumed, 3, "{stats}");
+    let out = run(&["subscriptions", "reset", &id, "--to", "end", "--url", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["subscriptions", "stats", &id, "--json", "--url", &url]);
+    assert!(
+        !text(&out.stdout).contains("\"unconsumed_events\": 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&[
+        "subscriptions",
+        "reset",
+        &id,
+        "--to",
+        "someday",
+        "--url",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("RFC 3339"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&[
+        "tail",
+        "shop.stock",
+        "--from-beginning",
+        "--raw",
+        "-n",
+        "3",
+        "--url",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut skus: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["sku"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    skus.sort();
+    assert_eq!(skus, ["a", "b", "c"]);
+    let out = run(&["tail", "nope", "--url", &url]);
+    assert!(
+        text(&out.stderr).contains("HTTP 404"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert!(
+        run(&["subscriptions", "delete", &id, "--url", &url])
+            .status
+            .success()
+    );
+    let out = run(&["subscriptions", "stats", &id, "--url", &url]);
+    assert!(text(&out.stderr).contains("HTTP 404"));
+    let _ = server.kill();
+}
