@@ -63,6 +63,32 @@ got["options"] = {"retention_time": 3_600_000}
 client.update_event_type("interop.price", got)
 check(client.get_event_type("interop.price")["options"]["retention_time"] == 3_600_000,
       "pyNakadi updates the event type (200)")
+
+# A consumer: subscription, stream, commits, stats (pyNakadi decodes the chunked stream
+# itself from the socket).
+sub = client.create_subscription({"owning_application": "search", "event_types": ["interop.price"],
+                                  "read_from": "begin"})
+check(len(sub["id"]) == 36, "pyNakadi creates a subscription")
+stream = client.get_subscription_events_stream(sub["id"], batch_limit=5, batch_flush_timeout=1,
+                                               stream_limit=10, max_uncommitted_events=100)
+seen = []
+for raw in stream:
+    batch = json.loads(raw)
+    seen += [e["amount"] for e in batch.get("events", [])]
+    if "events" in batch:
+        client.commit_subscription_cursors(sub["id"], stream.get_stream_id(), [batch["cursor"]])
+    if len(seen) == 10:
+        break
+stream.close()
+check(sorted(seen) == list(range(10)), "pyNakadi streams all 10 events and commits each batch (204)")
+stats = client.get_subscription_stats(sub["id"], show_time_lag=True)
+left = sum(p["unconsumed_events"] for et in stats["items"] for p in et["partitions"])
+check(left == 0, "the stats show nothing left unconsumed")
+cursors = client.get_subscription_cursors(sub["id"])["items"]
+check(len(cursors) == 2 and all(c["offset"].startswith("001-0001-") for c in cursors),
+      "pyNakadi reads the committed cursors")
+client.delete_subscription(sub["id"])
+print("ok: pyNakadi deletes the subscription (204)")
 check(client.delete_event_type("interop.price") is True, "pyNakadi deletes it (200)")
 
 # --- clin -----------------------------------------------------------------------
