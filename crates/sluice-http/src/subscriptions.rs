@@ -158,7 +158,7 @@ pub async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, Problem> {
     let s: Subscription = body::json(&headers, body, limit(&bus), "subscription")?;
-    bus.subscriptions().update(&id, s).await?;
+    bus.subscriptions().update(bus.registry(), &id, s).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

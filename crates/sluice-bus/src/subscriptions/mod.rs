@@ -30,6 +30,33 @@ use session::{State, StreamCtl};
 use store::Store;
 pub use store::{CURSORS_TOPIC, Cursors, PartKey, SUBSCRIPTIONS_TOPIC};
 
+/// The event type unprocessable events go to (Nakadi's name), created when the first
+/// subscription asks for dead letters.
+pub const DEAD_LETTER_EVENT_TYPE: &str = "nakadi.dead.letter.queue";
+
+/// Creates the dead letter event type if `s` sends events there and it is missing.
+async fn ensure_dead_letter_type(registry: &Registry, s: &Subscription) -> Result<()> {
+    let wants = matches!(
+        s.dead_letters(),
+        Ok(Some(d)) if d.policy == model::UnprocessablePolicy::DeadLetter
+    );
+    if !wants || registry.get(DEAD_LETTER_EVENT_TYPE).is_some() {
+        return Ok(());
+    }
+    let et: sluice_schema::EventType = serde_json::from_value(serde_json::json!({
+        "name": DEAD_LETTER_EVENT_TYPE,
+        "owning_application": "sluice",
+        "category": "undefined",
+        "partition_strategy": "random",
+        "schema": {"type": "json_schema", "schema": "{\"type\": \"object\"}"},
+    }))
+    .map_err(|e| BusError::Metadata(e.to_string()))?;
+    match registry.create(et).await {
+        Ok(_) | Err(BusError::EventTypeExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The streams of one subscription and what they share.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -215,6 +242,7 @@ impl Subscriptions {
                 given.into_iter().collect::<Vec<_>>()
             }
         };
+        ensure_dead_letter_type(registry, &s).await?;
         s.id = uuid::Uuid::new_v4().to_string();
         s.event_types.sort();
         let now = time::now_rfc3339();
@@ -225,7 +253,12 @@ impl Subscriptions {
     }
 
     /// Changes what may change: authorization, annotations, labels.
-    pub async fn update(&self, id: &str, new: Subscription) -> Result<Arc<Subscription>> {
+    pub async fn update(
+        &self,
+        registry: &Registry,
+        id: &str,
+        new: Subscription,
+    ) -> Result<Arc<Subscription>> {
         let old = self.get(id)?;
         let mut problems = Vec::new();
         if new.owning_application != old.owning_application {
@@ -249,12 +282,17 @@ impl Subscriptions {
         if !problems.is_empty() {
             return Err(BusError::Unprocessable(problems));
         }
+        ensure_dead_letter_type(registry, &new).await?;
         let mut s = (*old).clone();
         s.authorization = new.authorization;
         s.annotations = new.annotations;
         s.labels = new.labels;
         s.updated_at = time::now_rfc3339();
-        self.store.put(s).await
+        let s = self.store.put(s).await?;
+        if let Some(session) = self.sessions.lock().get(id) {
+            session.state.lock().dead_letters = s.dead_letters().ok().flatten();
+        }
+        Ok(s)
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {
@@ -351,6 +389,7 @@ impl Subscriptions {
                 )));
             }
             st.ensure_parts(bounds.keys().cloned());
+            st.dead_letters = sub.dead_letters().ok().flatten();
             for k in &direct {
                 if let Some(other) = st
                     .streams

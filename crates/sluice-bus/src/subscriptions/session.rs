@@ -25,12 +25,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::model::DeadLetters;
 use super::store::PartKey;
 
 /// Events sent in one batch and not committed yet.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sent {
-    /// The log offset of the batch's last event.
+    /// The log offsets of the batch's first and last events.
+    pub first: u64,
     pub last: u64,
     pub count: u64,
     pub at: Instant,
@@ -45,6 +47,13 @@ pub(crate) struct Part {
     pub target: Option<Arc<StreamCtl>>,
     /// Sent by `owner`, not committed, oldest first.
     pub inflight: VecDeque<Sent>,
+    /// Dead letters: how often delivery starting at `failed_from` ended uncommitted.
+    pub failures: u32,
+    pub failed_from: Option<u64>,
+    /// Events up to here failed too often together: they go one at a time until then.
+    pub isolate_until: Option<u64>,
+    /// This event failed too often alone: the next owner skips it (and dead-letters it).
+    pub skip: Option<u64>,
 }
 
 impl Part {
@@ -59,6 +68,40 @@ impl Part {
 
     pub fn owned_by(&self, stream: &str) -> bool {
         self.owner.as_ref().is_some_and(|o| o.id == stream)
+    }
+
+    /// The uncommitted events were given up (their stream ended or lost the partition):
+    /// with dead letters on, count it against the first of them.
+    ///
+    /// ```text
+    ///  normal --(max failures from the same event)--> isolating: one event at a time
+    ///         up to the last event then sent
+    ///  isolating --(one event fails max times alone)--> it is skipped (and dead-lettered)
+    ///  isolating --(committed past the isolated range)--> normal
+    /// ```
+    fn given_up(&mut self, dead_letters: Option<DeadLetters>) {
+        let (Some(first), Some(last)) = (self.inflight.front(), self.inflight.back()) else {
+            return;
+        };
+        let (first, last) = (first.first, last.last);
+        self.inflight.clear();
+        let Some(dl) = dead_letters else { return };
+        if self.failed_from == Some(first) {
+            self.failures += 1;
+        } else {
+            self.failed_from = Some(first);
+            self.failures = 1;
+        }
+        if self.failures < dl.max_send_count {
+            return;
+        }
+        self.failures = 0;
+        self.failed_from = None;
+        if self.isolate_until.is_none() {
+            self.isolate_until = Some(last);
+        } else {
+            self.skip = Some(first);
+        }
     }
 }
 
@@ -135,6 +178,8 @@ pub(crate) struct State {
     pub parts: BTreeMap<PartKey, Part>,
     /// A cursor reset is running: no stream may start.
     pub resetting: bool,
+    /// The subscription's dead-letter settings (from its annotations).
+    pub dead_letters: Option<DeadLetters>,
 }
 
 impl State {
@@ -195,9 +240,10 @@ impl State {
             }
         }
         let mut changed = false;
+        let dead_letters = self.dead_letters;
         for (key, part) in &mut self.parts {
             let want = desired.get(key).cloned();
-            changed |= settle(part, want, now);
+            changed |= settle(part, want, now, dead_letters);
         }
         // Streams that are gone and hold nothing are forgotten.
         let parts = &self.parts;
@@ -212,9 +258,9 @@ impl State {
     }
 
     /// Marks `count` events up to `last` as sent by the owner of `key`.
-    pub fn sent(&mut self, key: &PartKey, last: u64, count: u64, at: Instant) {
+    pub fn sent(&mut self, key: &PartKey, sent: Sent) {
         if let Some(p) = self.parts.get_mut(key) {
-            p.inflight.push_back(Sent { last, count, at });
+            p.inflight.push_back(sent);
         }
     }
 
@@ -223,6 +269,12 @@ impl State {
         if let Some(p) = self.parts.get_mut(key) {
             while p.inflight.front().is_some_and(|s| s.last <= offset) {
                 p.inflight.pop_front();
+            }
+            if p.isolate_until.is_some_and(|until| offset >= until) {
+                p.isolate_until = None;
+            }
+            if p.skip.is_some_and(|o| offset >= o) {
+                p.skip = None;
             }
         }
     }
@@ -233,9 +285,7 @@ impl State {
             s.close(reason);
         }
         for p in self.parts.values_mut() {
-            p.inflight.clear();
-            p.owner = None;
-            p.target = None;
+            *p = Part::default(); // a reset also ends any dead-letter search
         }
         self.streams.clear();
     }
@@ -262,7 +312,12 @@ fn handover_deadline(owner: &StreamCtl, oldest: &Sent) -> Instant {
 }
 
 /// Moves one partition toward `want`; true if its owner or target changed.
-fn settle(part: &mut Part, want: Option<Arc<StreamCtl>>, now: Instant) -> bool {
+fn settle(
+    part: &mut Part,
+    want: Option<Arc<StreamCtl>>,
+    now: Instant,
+    dead_letters: Option<DeadLetters>,
+) -> bool {
     let same = |a: &Option<Arc<StreamCtl>>, b: &Option<Arc<StreamCtl>>| match (a, b) {
         (Some(a), Some(b)) => a.id == b.id,
         (None, None) => true,
@@ -279,7 +334,7 @@ fn settle(part: &mut Part, want: Option<Arc<StreamCtl>>, now: Instant) -> bool {
             }
         };
         if free {
-            part.inflight.clear();
+            part.given_up(dead_letters);
             part.owner = want;
             part.target = None;
         } else {
@@ -295,6 +350,15 @@ mod tests {
 
     fn keys(n: u32) -> Vec<PartKey> {
         (0..n).map(|p| ("et".to_string(), p)).collect()
+    }
+
+    fn sent(first: u64, last: u64, at: Instant) -> Sent {
+        Sent {
+            first,
+            last,
+            count: last - first + 1,
+            at,
+        }
     }
 
     fn stream(id: &str) -> Arc<StreamCtl> {
@@ -340,7 +404,7 @@ mod tests {
         let a = stream("a");
         s.streams.push(a.clone());
         s.rebalance(t0);
-        s.sent(&keys(2)[1], 10, 5, t0);
+        s.sent(&keys(2)[1], sent(6, 10, t0));
         s.streams.push(stream("b"));
         s.rebalance(t0);
         let p1 = &s.parts[&keys(2)[1]];
@@ -351,7 +415,7 @@ mod tests {
         s.rebalance(t0);
         assert_eq!(owners(&s), ["a", "b"]);
         // Again, but this time the commit never comes.
-        s.sent(&keys(2)[1], 20, 1, t0);
+        s.sent(&keys(2)[1], sent(20, 20, t0));
         s.streams[1].disconnected();
         s.rebalance(t0);
         assert_eq!(owners(&s), ["a", "b"], "b may still commit");
@@ -359,6 +423,47 @@ mod tests {
         assert_eq!(owners(&s), ["a", "a"]);
         assert_eq!(s.parts[&keys(2)[1]].uncommitted(), 0);
         assert_eq!(s.streams.len(), 1, "b is forgotten");
+    }
+
+    #[test]
+    fn failing_deliveries_isolate_then_skip_the_poison_event() {
+        let t0 = Instant::now();
+        let key = ("et".to_string(), 0);
+        let mut s = State {
+            dead_letters: Some(DeadLetters {
+                max_send_count: 2,
+                policy: super::super::model::UnprocessablePolicy::Skip,
+            }),
+            ..State::default()
+        };
+        s.ensure_parts([key.clone()]);
+        let fail = |s: &mut State, first, last| {
+            let a = stream("a");
+            s.streams.push(a.clone());
+            s.rebalance(t0);
+            s.sent(&key, sent(first, last, t0));
+            a.forfeit("commit timeout");
+            s.rebalance(t0);
+        };
+        fail(&mut s, 0, 9);
+        assert_eq!(s.parts[&key].isolate_until, None, "once is not enough");
+        fail(&mut s, 0, 9);
+        assert_eq!(
+            s.parts[&key].isolate_until,
+            Some(9),
+            "twice: one at a time up to 9"
+        );
+        s.committed(&key, 0);
+        fail(&mut s, 1, 1);
+        fail(&mut s, 1, 1);
+        assert_eq!(s.parts[&key].skip, Some(1), "event 1 failed alone twice");
+        s.committed(&key, 1);
+        assert_eq!(s.parts[&key].skip, None);
+        s.committed(&key, 9);
+        assert_eq!(
+            s.parts[&key].isolate_until, None,
+            "past the range: normal again"
+        );
     }
 
     #[test]

@@ -24,13 +24,15 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use sluice_log::{
-    FetchRequest, Fetched, Log, LogError, Offset, PartitionId, StoredRecord, TopicName,
+    FetchRequest, Fetched, Log, LogError, Offset, PartitionId, Record, StoredRecord, TopicName,
 };
 use tokio::sync::mpsc;
 
+use super::DEAD_LETTER_EVENT_TYPE;
 use super::Session;
+use super::model::UnprocessablePolicy;
 use super::params::Resolved;
-use super::session::StreamCtl;
+use super::session::{Sent, StreamCtl};
 use super::store::{PartKey, Store};
 use crate::cursor::CursorOffset;
 
@@ -96,6 +98,10 @@ impl std::fmt::Debug for StreamTask {
     }
 }
 
+/// Partitions newly ours (with the cursor each starts after), and events to skip first
+/// (partition, offset) before their partition starts.
+type Claimed = (Vec<(PartKey, CursorOffset)>, Vec<(PartKey, u64)>);
+
 /// A low-level read keeps at most this many fetched, unsent events per partition.
 const DIRECT_BUFFER: u64 = 2 * FETCH_RECORDS;
 
@@ -134,10 +140,10 @@ impl StreamTask {
         locals: &BTreeMap<PartKey, Local>,
         first: bool,
         now: Instant,
-    ) -> Result<Vec<(PartKey, CursorOffset)>, String> {
+    ) -> Result<Claimed, String> {
         let (store, session, ctl) = match &self.owner {
             Owner::Direct { starts } => {
-                return Ok(if first { starts.clone() } else { Vec::new() });
+                return Ok((if first { starts.clone() } else { Vec::new() }, Vec::new()));
             }
             Owner::Subscription {
                 store,
@@ -165,10 +171,16 @@ impl StreamTask {
             ctl.forfeit(reason.clone());
             return Err(reason);
         }
-        Ok(st
+        let skips = st
             .parts
             .iter()
             .filter(|(k, p)| p.sendable_by(ctl) && !locals.contains_key(*k))
+            .filter_map(|(k, p)| Some((k.clone(), p.skip?)))
+            .collect();
+        let fresh = st
+            .parts
+            .iter()
+            .filter(|(k, p)| p.sendable_by(ctl) && p.skip.is_none() && !locals.contains_key(*k))
             .map(|(k, p)| {
                 // After what we sent and was not committed, or after the commit.
                 let start = match p.inflight.back() {
@@ -177,7 +189,56 @@ impl StreamTask {
                 };
                 (k.clone(), start)
             })
-            .collect())
+            .collect();
+        Ok((fresh, skips))
+    }
+
+    /// Skips an event that failed too often on its own: commits past it, after
+    /// publishing it to the dead letter event type when the subscription asks for that.
+    async fn skip(&self, key: &PartKey, offset: u64) -> Result<(), String> {
+        let Owner::Subscription { store, session, .. } = &self.owner else {
+            return Ok(());
+        };
+        let _one = session.commits.lock().await;
+        let settings = session.state.lock().dead_letters;
+        if let Some(dl) = settings.filter(|d| d.policy == UnprocessablePolicy::DeadLetter) {
+            let topic = TopicName::new(key.0.as_str()).map_err(|e| e.to_string())?;
+            let read = FetchRequest::new(Offset(offset)).max_records(1);
+            let f = self
+                .log
+                .fetch(&topic, PartitionId(key.1), read)
+                .await
+                .map_err(|e| e.to_string())?;
+            let event = f
+                .records
+                .first()
+                .filter(|r| r.offset.0 == offset)
+                .and_then(|r| r.value.as_ref())
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok());
+            let letter = serde_json::json!({
+                "subscription_id": session.id,
+                "event_type": key.0,
+                "partition": key.1.to_string(),
+                "offset": CursorOffset::At(offset).to_string(),
+                "error": {"message": format!(
+                    "not committed after being sent {} times on its own", dl.max_send_count)},
+                "event": event,
+                "metadata": {"eid": token(), "occurred_at": sluice_schema::time::now_rfc3339()},
+            });
+            let dlq = TopicName::new(DEAD_LETTER_EVENT_TYPE).map_err(|e| e.to_string())?;
+            let record = Record::value(Bytes::from(letter.to_string()));
+            self.log
+                .append(&dlq, PartitionId(0), vec![record])
+                .await
+                .map_err(|e| format!("cannot write a dead letter: {e}"))?;
+        }
+        store
+            .set_cursors(&session.id, &[(key.clone(), CursorOffset::At(offset))])
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(subscription = %session.id, event_type = %key.0, partition = key.1, offset, "skipped an unprocessable event");
+        session.state.lock().committed(key, offset);
+        Ok(())
     }
 
     /// Emits what is ready on every partition still ours; returns how many more events
@@ -199,8 +260,8 @@ impl StreamTask {
         out.reserve(buffered_bytes + 256 * locals.len());
         let Owner::Subscription { session, ctl, .. } = &self.owner else {
             for (key, local) in locals.iter_mut() {
-                for (_, count) in self.emit(key, local, out, now, 0, *sent_total) {
-                    *sent_total += count;
+                for batch in self.emit(key, local, out, now, 0, *sent_total, None) {
+                    *sent_total += batch.count;
                 }
             }
             let most = locals
@@ -219,10 +280,23 @@ impl StreamTask {
             .map(|p| p.uncommitted())
             .sum();
         for (key, local) in locals.iter_mut() {
-            for (last, count) in self.emit(key, local, out, now, uncommitted, *sent_total) {
-                st.sent(key, last, count, now);
-                uncommitted += count;
-                *sent_total += count;
+            let one_at_a_time = st
+                .parts
+                .get(key)
+                .filter(|p| p.isolate_until.is_some())
+                .map(|p| !p.inflight.is_empty());
+            for batch in self.emit(
+                key,
+                local,
+                out,
+                now,
+                uncommitted,
+                *sent_total,
+                one_at_a_time,
+            ) {
+                uncommitted += batch.count;
+                *sent_total += batch.count;
+                st.sent(key, batch);
             }
         }
         let buffered: u64 = locals.values().map(|l| l.buffer.len() as u64).sum();
@@ -252,11 +326,19 @@ impl StreamTask {
                 return self.finish(&locals, out, reason).await;
             }
             // 1. Ours: what the session lets us send.
-            let fresh = match self.claim(&locals, first, now) {
-                Ok(fresh) => fresh,
+            let (fresh, skips) = match self.claim(&locals, first, now) {
+                Ok(claimed) => claimed,
                 Err(reason) => return self.finish(&locals, out, reason).await,
             };
             first = false;
+            for (key, offset) in &skips {
+                if let Err(reason) = self.skip(key, *offset).await {
+                    return self.finish(&locals, out, reason).await;
+                }
+            }
+            if !skips.is_empty() {
+                continue; // claim again: those partitions start after the skipped events
+            }
             for (key, cursor) in fresh {
                 match self.start_local(&key, cursor, now).await {
                     Ok(local) => {
@@ -383,6 +465,9 @@ impl StreamTask {
     }
 
     /// Writes the batches of `local` that are ready; returns (last offset, events) of each.
+    /// `one_at_a_time`: the partition is being searched for an unprocessable event
+    /// (dead letters): a batch of one event, and only when nothing is uncommitted.
+    #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
         key: &PartKey,
@@ -391,7 +476,8 @@ impl StreamTask {
         now: Instant,
         mut uncommitted: u64,
         mut sent_total: u64,
-    ) -> Vec<(u64, u64)> {
+        one_at_a_time: Option<bool>,
+    ) -> Vec<Sent> {
         let p = &self.params;
         let due = now >= local.last_emit + p.batch_flush_timeout;
         let mut sent = Vec::new();
@@ -399,6 +485,25 @@ impl StreamTask {
             let n = local.buffer.len() as u64;
             if n == 0 {
                 break;
+            }
+            if let Some(busy) = one_at_a_time {
+                if busy || !sent.is_empty() {
+                    break;
+                }
+                let r = local.buffer.pop_front().expect("not empty");
+                local.cursor = CursorOffset::At(r.offset.0);
+                local.last_emit = now;
+                local.keep_alives = 0;
+                if let Some(v) = &r.value {
+                    write_line(out, key, local.cursor, true, Some(&[v]), None);
+                    sent.push(Sent {
+                        first: r.offset.0,
+                        last: r.offset.0,
+                        count: 1,
+                        at: now,
+                    });
+                }
+                continue;
             }
             let stream_left = if p.stream_limit > 0 {
                 p.stream_limit.saturating_sub(sent_total)
@@ -414,6 +519,7 @@ impl StreamTask {
             }
             let take = n.min(p.batch_limit).min(stream_left) as usize;
             let records: Vec<StoredRecord> = local.buffer.drain(..take).collect();
+            let first = records.first().map_or(0, |r| r.offset.0);
             let last = records.last().map_or(0, |r| r.offset.0);
             let events: Vec<&Bytes> = records.iter().filter_map(|r| r.value.as_ref()).collect();
             local.cursor = CursorOffset::At(last);
@@ -432,7 +538,12 @@ impl StreamTask {
                 None,
             );
             let count = events.len() as u64;
-            sent.push((last, count));
+            sent.push(Sent {
+                first,
+                last,
+                count,
+                at: now,
+            });
             uncommitted += count;
             sent_total += count;
         }

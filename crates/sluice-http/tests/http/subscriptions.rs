@@ -548,3 +548,62 @@ fn stream_parameters_out_of_range_are_refused() {
     );
     assert_eq!(st.status, 400, "{}", st.body);
 }
+
+#[test]
+fn an_event_that_keeps_failing_is_isolated_skipped_and_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    event_type_with(&s, "shop.price", 1, 3);
+    let mut body = from_begin("shop.price");
+    body["annotations"] = json!({
+        "nakadi.zalando.org/subscription-max-event-send-count": "2",
+        "nakadi.zalando.org/subscription-unprocessable-event-policy": "DEAD_LETTER_QUEUE"
+    });
+    let id = subscribe(&s, &body);
+    let path =
+        format!("/subscriptions/{id}/events?batch_limit=3&commit_timeout=1&batch_flush_timeout=1");
+    let seqs = |b: &Value| -> Vec<u64> {
+        events(b)
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    // Twice the whole batch, never committed: the consumer chokes on something in it.
+    for _ in 0..2 {
+        let st = Stream::open(s.addr, &path, None);
+        assert_eq!(st.status, 200, "{}", st.body);
+        assert_eq!(seqs(&st.next_batch(WAIT).unwrap()), [0, 1, 2]);
+        st.rest(WAIT); // closed for the commit timeout
+    }
+    // Now one event at a time: 0 is fine, 1 is the poison pill.
+    for round in 0..2 {
+        let st = Stream::open(s.addr, &path, None);
+        if round == 0 {
+            let b = st.next_batch(WAIT).unwrap();
+            assert_eq!(seqs(&b), [0], "isolated: a batch of one");
+            assert_eq!(commit(&s, &id, &st.id, &[&b["cursor"]]).status, 204);
+        }
+        assert_eq!(seqs(&st.next_batch(WAIT).unwrap()), [1]);
+        st.rest(WAIT);
+    }
+    // Skipped: the stream goes on with 2, and 1 is in the dead letter queue.
+    let st = Stream::open(s.addr, &path, None);
+    let b = st.next_batch(WAIT).unwrap();
+    assert_eq!(seqs(&b), [2]);
+    assert_eq!(commit(&s, &id, &st.id, &[&b["cursor"]]).status, 204);
+    drop(st);
+    let header = json!([{"partition": "0", "offset": "BEGIN"}]).to_string();
+    let dlq = Stream::open_with(
+        s.addr,
+        "/event-types/nakadi.dead.letter.queue/events?batch_flush_timeout=1&stream_limit=1",
+        &[("X-Nakadi-Cursors", &header)],
+        None,
+    );
+    assert_eq!(dlq.status, 200, "{}", dlq.body);
+    let letter = &events(&dlq.next_batch(WAIT).unwrap())[0];
+    assert_eq!(letter["subscription_id"], id.as_str());
+    assert_eq!(letter["event_type"], "shop.price");
+    assert_eq!(letter["offset"], "001-0001-000000000000000001");
+    assert_eq!(letter["event"]["seq"], 1);
+    assert_eq!(unconsumed(&s, &id), [0]);
+}
