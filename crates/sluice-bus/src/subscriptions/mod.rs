@@ -742,3 +742,75 @@ fn check_cursors(
         Err(BusError::Unprocessable(problems))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use sluice_log::{EmbeddedConfig, EmbeddedLog, Log, PartitionId, TopicName};
+
+    use crate::{Bus, BusConfig, BusError, Publisher};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_on_cursors_older_than_retention_is_refused_naming_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).unwrap();
+        let bus = Bus::open(Arc::new(log.clone()) as Arc<dyn Log>, BusConfig::default())
+            .await
+            .unwrap();
+        let et = json!({"name": "shop.cart", "owning_application": "cart", "category": "undefined",
+            "options": {"retention_time": 1}, "schema": {"type": "json_schema", "schema": "{}"}});
+        bus.create_event_type(serde_json::from_value(et).unwrap())
+            .await
+            .unwrap();
+        let publish = |n: usize| {
+            let body = serde_json::to_vec(&vec![json!({"item": 1}); n]).unwrap();
+            let bus = &bus;
+            async move {
+                bus.publish("shop.cart", &body, &Publisher::default())
+                    .await
+                    .unwrap()
+            }
+        };
+        publish(3).await;
+        let sub =
+            json!({"owning_application": "x", "event_types": ["shop.cart"], "read_from": "begin"});
+        let (sub, _) = bus
+            .subscriptions()
+            .create(bus.registry(), serde_json::from_value(sub).unwrap())
+            .await
+            .unwrap();
+        let key = ("shop.cart".to_string(), 0);
+        bus.subscriptions()
+            .store
+            .set_cursors(&sub.id, &[(key, crate::CursorOffset::At(0))])
+            .await
+            .unwrap();
+        // The segment with offsets 0..3 rolls and ages past its 1 ms retention.
+        log.roll(&TopicName::new("shop.cart").unwrap(), PartitionId(0))
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        publish(1).await;
+        log.run_cleanup().unwrap();
+        let err = bus
+            .subscriptions()
+            .open_stream(
+                bus.registry(),
+                &sub.id,
+                &crate::subscriptions::StreamParams::default(),
+            )
+            .await
+            .unwrap_err();
+        let BusError::PreconditionFailed(detail) = err else {
+            panic!("not a 412: {err}");
+        };
+        assert!(
+            detail.contains(
+                "committed 001-0001-000000000000000000, available 001-0001-000000000000000003"
+            ),
+            "{detail}"
+        );
+        assert!(detail.contains("PATCH"), "{detail}");
+    }
+}
