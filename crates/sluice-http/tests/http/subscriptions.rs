@@ -607,3 +607,77 @@ fn an_event_that_keeps_failing_is_isolated_skipped_and_dead_lettered() {
     assert_eq!(letter["event"]["seq"], 1);
     assert_eq!(unconsumed(&s, &id), [0]);
 }
+
+#[test]
+fn one_subscription_streams_several_event_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    event_type_with(&s, "shop.price", 2, 4);
+    event_type_with(&s, "shop.offer", 1, 3);
+    let id = subscribe(
+        &s,
+        &json!({"owning_application": "catalog", "event_types": ["shop.price", "shop.offer"], "read_from": "begin"}),
+    );
+    let st = Stream::open(
+        s.addr,
+        &format!(
+            "/subscriptions/{id}/events?batch_limit=10&batch_flush_timeout=1&max_uncommitted_events=100"
+        ),
+        None,
+    );
+    let mut per_type = std::collections::BTreeMap::new();
+    while per_type.values().sum::<usize>() < 7 {
+        let b = st.next_batch(WAIT).expect("batches of both event types");
+        let et = b["cursor"]["event_type"].as_str().unwrap().to_string();
+        assert_eq!(events(&b)[0]["metadata"]["event_type"], et.as_str());
+        *per_type.entry(et).or_insert(0) += events(&b).len();
+        assert_eq!(commit(&s, &id, &st.id, &[&b["cursor"]]).status, 204);
+    }
+    assert_eq!(per_type["shop.price"], 4);
+    assert_eq!(per_type["shop.offer"], 3);
+    let stats = s.get(&format!("/subscriptions/{id}/stats")).json();
+    assert_eq!(stats["items"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_loses_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    event_type_with(&s, "shop.price", 1, 0);
+    for i in 0..40 {
+        publish(&s, "shop.price", i * 1000..(i + 1) * 1000);
+    }
+    let id = subscribe(&s, &from_begin("shop.price"));
+    // A consumer that sends its request and never reads: the socket buffers fill, the
+    // stream cannot hand over more and is closed after its commit timeout.
+    let mut silent = std::net::TcpStream::connect(s.addr).unwrap();
+    write!(
+        silent,
+        "GET /subscriptions/{id}/events?batch_limit=1000&max_uncommitted_events=1000000&commit_timeout=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let state = || {
+        let stats = s.get(&format!("/subscriptions/{id}/stats")).json();
+        stats["items"][0]["partitions"][0]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(), "assigned");
+    while state() != "unassigned" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state(), "unassigned", "the stalled stream was closed");
+    // Nothing was committed: a new consumer gets everything from the start.
+    let st = Stream::open(
+        s.addr,
+        &format!("/subscriptions/{id}/events?batch_limit=1000&max_uncommitted_events=100000"),
+        None,
+    );
+    let first = st.next_batch(WAIT).unwrap();
+    assert_eq!(events(&first)[0]["seq"], 0);
+    drop(silent);
+}
