@@ -73,11 +73,21 @@ pub async fn low_level(
 }
 
 /// A streaming response of `lines`, with the stream id header when there is one.
+///
+/// The headers go out alone, and the first line a moment later: pyNakadi reads a stream
+/// from the raw socket once its HTTP library has parsed the headers, so body bytes that
+/// arrived with the headers sit in that library's buffer and are lost to it (its stream
+/// then hangs). Nakadi never showed this because its first batch comes after a Kafka
+/// fetch. It costs a stream's start, not its events.
 fn stream_response(lines: tokio::sync::mpsc::Receiver<Bytes>, id: Option<&str>) -> Response {
-    let lines = futures_util::stream::unfold(lines, |mut rx| async move {
+    const HEAD_START: std::time::Duration = std::time::Duration::from_millis(200);
+    let lines = futures_util::stream::unfold((lines, true), |(mut rx, first)| async move {
+        if first {
+            tokio::time::sleep(HEAD_START).await;
+        }
         rx.recv()
             .await
-            .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
+            .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), (rx, false)))
     });
     let mut resp = (StatusCode::OK, Body::from_stream(lines)).into_response();
     let h = resp.headers_mut();
