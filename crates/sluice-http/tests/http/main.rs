@@ -35,6 +35,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, BusConfig::default())
+    }
+
+    /// A server with the bus configured as given.
+    pub fn start_with(dir: &Path, config: BusConfig) -> Server {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let data = dir.to_path_buf();
@@ -46,7 +51,7 @@ impl Server {
                 .unwrap();
             rt.block_on(async move {
                 let log = EmbeddedLog::open(&data, EmbeddedConfig::default()).unwrap();
-                let bus = Bus::open(Arc::new(log.clone()) as Arc<dyn Log>, BusConfig::default())
+                let bus = Bus::open(Arc::new(log.clone()) as Arc<dyn Log>, config)
                     .await
                     .unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -681,3 +681,105 @@ fn a_client_that_stops_reading_is_cut_off_and_loses_nothing() {
     assert_eq!(events(&first)[0]["seq"], 0);
     drop(silent);
 }
+
+#[test]
+fn read_from_cursors_starts_after_the_given_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    event_type_with(&s, "shop.price", 1, 5);
+    let id = subscribe(
+        &s,
+        &json!({"owning_application": "x", "event_types": ["shop.price"], "read_from": "cursors",
+                "initial_cursors": [{"event_type": "shop.price", "partition": "0",
+                                     "offset": "001-0001-000000000000000002"}]}),
+    );
+    assert_eq!(unconsumed(&s, &id), [2]);
+    let st = Stream::open(
+        s.addr,
+        &format!("/subscriptions/{id}/events?batch_limit=2"),
+        None,
+    );
+    let b = st.next_batch(WAIT).unwrap();
+    assert_eq!(
+        events(&b)
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [3, 4]
+    );
+}
+
+#[test]
+fn a_new_stream_waits_for_the_commit_of_what_the_old_one_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    event_type_with(&s, "shop.price", 2, 20);
+    let id = subscribe(&s, &from_begin("shop.price"));
+    let path = format!(
+        "/subscriptions/{id}/events?batch_limit=100&batch_flush_timeout=1&commit_timeout=60"
+    );
+    let a = Stream::open(s.addr, &path, None);
+    let (a1, a2) = (a.next_batch(WAIT).unwrap(), a.next_batch(WAIT).unwrap());
+    // B arrives while A holds uncommitted events of both partitions: one of them is to
+    // move to B, but only once A has committed it.
+    let b = Stream::open(s.addr, &path, None);
+    assert_eq!(b.status, 200, "{}", b.body);
+    let states = |s: &Server| -> Vec<String> {
+        let stats = s.get(&format!("/subscriptions/{id}/stats")).json();
+        stats["items"][0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let st = states(&s);
+    assert!(st.contains(&"reassigning".to_string()), "{st:?}");
+    assert!(
+        b.next_batch(Duration::from_millis(1500)).is_none(),
+        "B gets nothing yet"
+    );
+    assert_eq!(
+        commit(&s, &id, &a.id, &[&a1["cursor"], &a2["cursor"]]).status,
+        204
+    );
+    assert_eq!(states(&s), ["assigned", "assigned"]);
+    publish(&s, "shop.price", 20..40);
+    let got = b.next_batch(WAIT).expect("B now owns a partition");
+    let p = got["cursor"]["partition"].clone();
+    assert!(
+        events(&got)
+            .iter()
+            .all(|e| e["seq"].as_u64().unwrap() >= 20),
+        "no redelivery after the commit"
+    );
+    // A keeps the other partition.
+    let mine = a.next_batch(WAIT).unwrap();
+    assert_ne!(mine["cursor"]["partition"], p);
+}
+
+#[test]
+fn the_operator_may_allow_commit_timeouts_above_60_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sluice_bus::BusConfig {
+        max_commit_timeout_sec: 600,
+        ..sluice_bus::BusConfig::default()
+    };
+    let s = Server::start_with(dir.path(), config);
+    event_type_with(&s, "shop.price", 1, 1);
+    let id = subscribe(&s, &from_begin("shop.price"));
+    let ok = Stream::open(
+        s.addr,
+        &format!("/subscriptions/{id}/events?commit_timeout=600"),
+        None,
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    drop(ok);
+    let too_long = Stream::open(
+        s.addr,
+        &format!("/subscriptions/{id}/events?commit_timeout=601"),
+        None,
+    );
+    assert_eq!(too_long.status, 422);
+    assert!(too_long.body.contains("at most 600"), "{}", too_long.body);
+}
