@@ -739,6 +739,11 @@ fn a_new_stream_waits_for_the_commit_of_what_the_old_one_holds() {
         b.next_batch(Duration::from_millis(1500)).is_none(),
         "B gets nothing yet"
     );
+    let d = commit(&s, &id, &b.id, &[&a1["cursor"]]).problem(422);
+    assert!(
+        d.contains("is not assigned to stream"),
+        "only the owner commits: {d}"
+    );
     assert_eq!(
         commit(&s, &id, &a.id, &[&a1["cursor"], &a2["cursor"]]).status,
         204
