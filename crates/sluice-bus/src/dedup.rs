@@ -13,17 +13,17 @@
 //! so the success of an append costs one set removal per request, not one table update
 //! per event. The table is split into 64 shards with a lock each, held for one event:
 //! publishers on different threads do not queue behind each other, and a thread
-//! descheduled while holding one blocks few others. Each shard forgets its own expired
-//! eids as it takes new ones.
+//! descheduled while holding one blocks few others. Each shard keeps two generations
+//! and forgets the older one whole (see `Shard`).
 //!
 //! The window is rebuilt from the log's tail (`offset_for_timestamp(now - window)`) the
 //! first time an event type is published to after a start, so a retry after a crash
 //! or a timeout is caught too. Memory is bounded by `max_eids` per event type: when
-//! more eids than that arrive within the window, the oldest are forgotten early.
+//! more eids than that arrive within the window, the oldest are forgotten early (at
+//! least the newest half of them is always remembered).
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -64,11 +64,8 @@ pub enum Verdict {
     Repeated,
 }
 
-/// Shards of the window. Growing a hash table moves every entry at once: with a million
-/// eids in one table that stalled all publishing for ~250 ms (seen as the p99 of the
-/// publish benchmark). A shard holds 1/64 of them, and `grow_ahead` grows at most one
-/// shard per request before it fills up: eids spread evenly, so shards left to grow
-/// when full would all grow within the same few requests.
+/// Shards of the window: publishers on different threads rarely meet on a lock, and
+/// a thread descheduled while holding one blocks few others.
 const SHARDS: usize = 64;
 
 /// A remembered eid: when, and by which request (0: found in the log at load time).
@@ -86,39 +83,55 @@ fn key(eid: Eid) -> Key {
     [(eid >> 64) as u64, eid as u64]
 }
 
+type Table = HashMap<Key, Slot, Hasher>;
+
 #[derive(Debug)]
 pub struct EidWindow {
     shards: Vec<Mutex<Shard>>,
     /// Requests whose eids are being written.
     in_flight: Mutex<HashSet<u64, Hasher>>,
     requests: AtomicU64,
-    /// The shard `grow_ahead` looks at next.
-    grow_cursor: AtomicUsize,
     window_ms: i64,
-    max_per_shard: usize,
+    /// A shard's young generation turns old at this many eids.
+    per_generation: usize,
 }
 
+/// Two generations of eids. New eids go to `young`; when `young` is full (half the
+/// shard's bound) or its first eid is a window old, `old` is forgotten whole and
+/// `young` becomes `old`. So an eid is remembered for at least the window (or at least
+/// half the bound's newest eids, when more arrive within the window), expiry costs no
+/// per-eid work, and after warm-up the two tables are reused, never regrown: a table
+/// that grew by rehashing, or filled with tombstones and rehashed in place, held its
+/// lock for milliseconds (the tail of the publish benchmark).
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<Key, Slot, Hasher>,
-    /// Eids in the order they were first seen, for expiry.
-    order: VecDeque<(i64, Key)>,
+    young: Table,
+    old: Table,
+    /// When `young` took its first eid.
+    young_since: Option<i64>,
 }
 
 impl Shard {
-    /// Forgets eids seen before `horizon`, and the oldest beyond `max`.
-    fn expire(&mut self, horizon: i64, max: usize) {
-        while let Some(&(at, k)) = self.order.front() {
-            if at >= horizon && self.entries.len() <= max {
-                break;
-            }
-            self.order.pop_front();
-            if let Entry::Occupied(e) = self.entries.entry(k)
-                && e.get().at == at
-            {
-                e.remove();
-            }
+    fn get(&self, k: &Key) -> Option<Slot> {
+        self.young.get(k).or_else(|| self.old.get(k)).copied()
+    }
+
+    /// Makes room for an eid seen at `now`.
+    fn rotate_if_due(&mut self, now: i64, window_ms: i64, per_generation: usize) {
+        let aged = self
+            .young_since
+            .is_some_and(|since| now.saturating_sub(since) >= window_ms);
+        if self.young.len() >= per_generation || aged {
+            std::mem::swap(&mut self.young, &mut self.old);
+            // Keeps its allocation: the next generation fills the same table.
+            self.young.clear();
+            self.young_since = None;
         }
+    }
+
+    fn insert(&mut self, k: Key, slot: Slot) {
+        self.young_since.get_or_insert(slot.at);
+        self.young.insert(k, slot);
     }
 }
 
@@ -129,9 +142,8 @@ impl EidWindow {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             in_flight: Mutex::default(),
             requests: AtomicU64::new(0),
-            grow_cursor: AtomicUsize::new(0),
             window_ms: i64::try_from(window_ms).unwrap_or(i64::MAX),
-            max_per_shard: max_eids.div_ceil(SHARDS),
+            per_generation: max_eids.div_ceil(SHARDS * 2).max(1),
         }
     }
 
@@ -157,17 +169,17 @@ impl EidWindow {
 
     /// What to do with `eid` in `request`, remembering it if it is new.
     pub fn check(&self, eid: Eid, now: i64, request: u64) -> Verdict {
+        let k = key(eid);
         let mut shard = self.shard(eid).lock();
-        shard.expire(now.saturating_sub(self.window_ms), self.max_per_shard);
-        match shard.entries.entry(key(eid)) {
-            Entry::Occupied(e) => match e.get().request {
+        match shard.get(&k) {
+            Some(slot) if now.saturating_sub(slot.at) < self.window_ms => match slot.request {
                 r if r == request => Verdict::Repeated,
                 r if r != 0 && self.in_flight.lock().contains(&r) => Verdict::InFlight,
                 _ => Verdict::Duplicate,
             },
-            Entry::Vacant(e) => {
-                e.insert(Slot { at: now, request });
-                shard.order.push_back((now, key(eid)));
+            _ => {
+                shard.rotate_if_due(now, self.window_ms, self.per_generation);
+                shard.insert(k, Slot { at: now, request });
                 Verdict::New
             }
         }
@@ -175,40 +187,48 @@ impl EidWindow {
 
     /// `request` could not write `eid`: forget it, so that a retry is written.
     pub fn release(&self, eid: Eid, request: u64) {
-        if let Entry::Occupied(e) = self.shard(eid).lock().entries.entry(key(eid))
-            && e.get().request == request
-        {
-            e.remove();
+        let k = key(eid);
+        let shard = &mut *self.shard(eid).lock();
+        for table in [&mut shard.young, &mut shard.old] {
+            if table.get(&k).is_some_and(|s| s.request == request) {
+                table.remove(&k);
+            }
         }
     }
 
     /// Remembers an eid found in the log at load time, written at `at`.
     pub fn remember(&self, eid: Eid, at: i64) {
+        let k = key(eid);
         let mut shard = self.shard(eid).lock();
-        if let Entry::Vacant(e) = shard.entries.entry(key(eid)) {
-            e.insert(Slot { at, request: 0 });
-            shard.order.push_back((at, key(eid)));
+        if shard.get(&k).is_none() {
+            shard.rotate_if_due(at, self.window_ms, self.per_generation);
+            shard.insert(k, Slot { at, request: 0 });
         }
     }
 
-    /// Doubles the next shard's room (round robin) if it is three quarters full, so
-    /// that shards grow one at a time rather than all at once. Call once per request.
+    /// Gives the next young generations their full room before they need it, one
+    /// shard per call, so that no request pays for many growths at once. Call once
+    /// per request.
     pub fn grow_ahead(&self) {
-        let i = self.grow_cursor.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let i = self.requests.load(Ordering::Relaxed) as usize % SHARDS;
         let mut shard = self.shards[i].lock();
-        let (len, room) = (shard.entries.len(), shard.entries.capacity());
-        if room >= 64 && len >= room / 4 * 3 {
-            shard.entries.reserve(room);
-        }
-        let (len, room) = (shard.order.len(), shard.order.capacity());
-        if room >= 64 && len >= room / 4 * 3 {
-            shard.order.reserve(room);
+        let want = self.per_generation;
+        let young_room = shard.young.capacity();
+        if young_room < want && shard.young.len() >= young_room / 4 * 3 {
+            let more = (young_room.max(64) * 2).min(want) - shard.young.len();
+            shard.young.reserve(more);
         }
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.young.len() + s.old.len()
+            })
+            .sum()
     }
 }
 
@@ -235,12 +255,13 @@ mod tests {
         for i in 1..=64_000u128 {
             w.check(spread(i), 0, r);
             if i % 100 == 0 {
+                w.begin();
                 w.grow_ahead();
             }
         }
         for s in &w.shards {
             let s = s.lock();
-            let (len, room) = (s.entries.len(), s.entries.capacity());
+            let (len, room) = (s.young.len(), s.young.capacity());
             assert!(len < room / 4 * 3 + 150, "{len} of {room}");
         }
     }
@@ -252,7 +273,7 @@ mod tests {
         for i in 0..6400u128 {
             w.check(i << 80, 0, 1);
         }
-        let busiest = w.shards.iter().map(|s| s.lock().entries.len()).max();
+        let busiest = w.shards.iter().map(|s| s.lock().young.len()).max();
         assert!(busiest.unwrap() < 300, "a shard holds {busiest:?} of 6400");
     }
 
