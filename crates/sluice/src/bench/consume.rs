@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::measure::round2;
+use super::measure::{round2, server};
 use super::publish::{ensure_event_type, patch_eid, template};
 use super::stream_client::{self, Line, StreamClient};
 use crate::cli::BenchConsumeArgs;
@@ -134,12 +134,7 @@ pub async fn run(args: BenchConsumeArgs) -> anyhow::Result<()> {
     if args.streams == 0 || args.batch_limit == 0 || args.events == 0 {
         bail!("--streams, --batch-limit and --events must be positive");
     }
-    let url = args.url.trim_end_matches('/').to_string();
-    let authority = url
-        .parse::<hyper::Uri>()
-        .ok()
-        .and_then(|u| u.authority().map(ToString::to_string))
-        .context("--url must be a URL such as http://127.0.0.1:8080")?;
+    let (url, authority) = server(&args.url)?;
     let (u, et) = (url.clone(), args.event_type.clone());
     let (events, bytes) = (args.events, args.event_bytes);
     let total = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {

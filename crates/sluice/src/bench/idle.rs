@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::measure::round2;
+use super::measure::{memory_mb, round2, server};
 use super::publish::ensure_event_type;
 use super::stream_client::{self, StreamClient};
 use crate::cli::BenchIdleArgs;
@@ -22,26 +22,16 @@ struct Report {
 }
 
 fn rss_kb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("no process {pid}"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .context("VmRSS")?;
-    Ok(kb)
+    memory_mb(&pid.to_string(), "VmRSS:")
+        .map(|mb| mb * 1024.0)
+        .with_context(|| format!("no process {pid}"))
 }
 
 pub async fn run(args: BenchIdleArgs) -> anyhow::Result<()> {
     if args.streams == 0 {
         bail!("--streams must be positive");
     }
-    let url = args.url.trim_end_matches('/').to_string();
-    let authority = url
-        .parse::<hyper::Uri>()
-        .ok()
-        .and_then(|u| u.authority().map(ToString::to_string))
-        .context("--url must be a URL such as http://127.0.0.1:8080")?;
+    let (url, authority) = server(&args.url)?;
     let (u, et, n) = (url.clone(), args.event_type.clone(), args.streams);
     eprintln!("creating {n} subscriptions");
     let subs = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {

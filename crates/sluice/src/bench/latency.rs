@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use serde::Serialize;
 
-use super::measure::Percentiles;
+use super::measure::{Percentiles, server};
 use super::publish::{ensure_event_type, patch_eid, template};
 use super::stream_client::{self, Line, StreamClient};
 use crate::cli::BenchLatencyArgs;
@@ -53,12 +53,7 @@ pub async fn run(args: BenchLatencyArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.batch == 0 || args.duration == 0 || args.batch_limit == 0 {
         bail!("--rate, --batch, --duration and --batch-limit must be positive");
     }
-    let url = args.url.trim_end_matches('/').to_string();
-    let authority = url
-        .parse::<hyper::Uri>()
-        .ok()
-        .and_then(|u| u.authority().map(ToString::to_string))
-        .context("--url must be a URL such as http://127.0.0.1:8080")?;
+    let (url, authority) = server(&args.url)?;
     let (u, et) = (url.clone(), args.event_type.clone());
     let sub = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         ensure_event_type(&u, &et)?;

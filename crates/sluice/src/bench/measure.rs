@@ -64,18 +64,37 @@ pub fn settle_writeback() {
 
 /// Resident set size of this process in MB, from /proc/self/status.
 pub fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    memory_mb("self", "VmRSS:").unwrap_or(0.0)
 }
 
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// A process's (`self` or a pid) resident memory in MB from /proc: `field` is
+/// `VmRSS:` (now) or `VmHWM:` (peak).
+pub fn memory_mb(process: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(round2(kb / 1024.0))
+}
+
+/// `--url` as the base URL (no trailing slash) and its `host:port`.
+pub fn server(url: &str) -> anyhow::Result<(String, String)> {
+    let base = url.trim_end_matches('/').to_string();
+    let authority = base
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(ToString::to_string))
+        .ok_or_else(|| anyhow::anyhow!("--url must be a URL such as http://127.0.0.1:8080"))?;
+    Ok((base, authority))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::json;
 
-use super::measure::{Percentiles, round2};
+use super::measure::{Percentiles, memory_mb, round2, server};
 use crate::cli::BenchPublishArgs;
 
 #[derive(Debug, Serialize)]
@@ -128,31 +128,11 @@ pub(super) fn patch_eid(body: &mut [u8], at: usize, n: u64) {
     body[at..at + 36].copy_from_slice(hex.as_bytes());
 }
 
-fn rss(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(round2(kb / 1024.0))
-}
-
 pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.concurrency == 0 || args.duration == 0 {
         bail!("--batch, --concurrency and --duration must be positive");
     }
-    let url: hyper::Uri = args
-        .url
-        .parse()
-        .context("--url must be a URL such as http://127.0.0.1:8080")?;
-    let authority = url
-        .authority()
-        .context("--url needs a host and port")?
-        .to_string();
+    let (_, authority) = server(&args.url)?;
     ensure_event_type(&args.url, &args.event_type)?;
     let template = Arc::new(template(args.batch, args.event_bytes));
     let path = format!("/event-types/{}/events", args.event_type);
@@ -260,8 +240,12 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
             max: p.max,
         },
         worst_ms_per_sec,
-        server_rss_mb: args.server_pid.and_then(|pid| rss(pid, "VmRSS:")),
-        server_peak_rss_mb: args.server_pid.and_then(|pid| rss(pid, "VmHWM:")),
+        server_rss_mb: args
+            .server_pid
+            .and_then(|pid| memory_mb(&pid.to_string(), "VmRSS:")),
+        server_peak_rss_mb: args
+            .server_pid
+            .and_then(|pid| memory_mb(&pid.to_string(), "VmHWM:")),
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
