@@ -52,6 +52,24 @@ impl PartitionInfo {
     }
 }
 
+/// The bounds of every partition of a registered event type, from the log.
+pub(crate) async fn partition_infos(
+    log: &dyn Log,
+    reg: &registry::Registered,
+) -> Result<Vec<PartitionInfo>> {
+    let mut out = Vec::new();
+    for p in 0..reg.partitions() {
+        let o = log.offsets(&reg.topic, sluice_log::PartitionId(p)).await?;
+        out.push(PartitionInfo {
+            partition: p,
+            oldest: CursorOffset::At(o.earliest.0),
+            newest: CursorOffset::newest(o.earliest.0, o.latest.0),
+            latest: o.latest.0,
+        });
+    }
+    Ok(out)
+}
+
 /// The bus over one log.
 #[derive(Debug)]
 pub struct Bus {
@@ -132,21 +150,7 @@ impl Bus {
 
     /// The bounds of every partition of an event type.
     pub async fn partitions(&self, name: &str) -> Result<Vec<PartitionInfo>> {
-        let reg = self.registry.require(name)?;
-        let mut out = Vec::new();
-        for p in 0..reg.partitions() {
-            let o = self
-                .log
-                .offsets(&reg.topic, sluice_log::PartitionId(p))
-                .await?;
-            out.push(PartitionInfo {
-                partition: p,
-                oldest: CursorOffset::At(o.earliest.0),
-                newest: CursorOffset::newest(o.earliest.0, o.latest.0),
-                latest: o.latest.0,
-            });
-        }
-        Ok(out)
+        partition_infos(&*self.log, &*self.registry.require(name)?).await
     }
 
     /// Grows an event type to `count` partitions (never shrinks).

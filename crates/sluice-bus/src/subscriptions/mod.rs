@@ -185,17 +185,8 @@ impl Subscriptions {
         let mut out = BTreeMap::new();
         for et in &s.event_types {
             let reg = registry.require(et)?;
-            for p in 0..reg.partitions() {
-                let o = self.log.offsets(&reg.topic, PartitionId(p)).await?;
-                out.insert(
-                    (et.clone(), p),
-                    PartitionInfo {
-                        partition: p,
-                        oldest: CursorOffset::At(o.earliest.0),
-                        newest: CursorOffset::newest(o.earliest.0, o.latest.0),
-                        latest: o.latest.0,
-                    },
-                );
+            for info in crate::partition_infos(&*self.log, &reg).await? {
+                out.insert((et.clone(), info.partition), info);
             }
         }
         Ok(out)
