@@ -51,6 +51,9 @@ pub enum LogError {
     },
     #[error("the log is closed")]
     Closed,
+    /// A remote log (Kafka) refused or could not be reached; `reason` is its own words.
+    #[error("broker: {reason}")]
+    Broker { reason: String },
 }
 
 impl LogError {
@@ -113,6 +116,9 @@ impl LogError {
                 source: io::Error::new(source.kind(), source.to_string()),
             },
             Closed => Closed,
+            Broker { reason } => Broker {
+                reason: reason.clone(),
+            },
         }
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use sluice_log::Durability;
 
+use crate::config::Storage;
+
 /// Sluice: a log as the source of truth for e-commerce microservices.
 ///
 /// Services publish events (products, offers, prices, stock, orders) to a durable,
@@ -72,6 +74,12 @@ pub struct ServeArgs {
     /// Address of the HTTP API (overrides http.listen; default 127.0.0.1:8080).
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Where the log lives: embedded (local disk) or kafka (overrides storage).
+    #[arg(long, value_name = "embedded|kafka")]
+    pub storage: Option<Storage>,
+    /// Kafka brokers, host:port[,host:port...] (overrides kafka.bootstrap).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_bootstrap: Option<String>,
 }
 
 #[derive(Debug, Args)]

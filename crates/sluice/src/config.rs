@@ -15,11 +15,13 @@ pub const CONFIG_ENV: &str = "SLUICE_CONFIG";
 /// (`__` separates sections).
 pub const ENV_PREFIX: &str = "SLUICE_";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Storage {
     /// The embedded segmented log on local disk.
     Embedded,
+    /// An Apache Kafka cluster (the `[kafka]` section).
+    Kafka,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +32,38 @@ pub struct Config {
     pub storage: Storage,
     /// The embedded log.
     pub log: EmbeddedConfig,
+    pub kafka: KafkaSection,
     pub http: HttpConfig,
     pub bus: BusConfig,
+}
+
+/// How to reach Kafka, with `storage = "kafka"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `host:port[,host:port...]` of some brokers of the cluster.
+    pub bootstrap: String,
+    /// Replicas of each topic Sluice creates; -1 takes the cluster's
+    /// default.replication.factor.
+    pub replication_factor: i32,
+    /// How long an append may wait for the cluster before it fails (503).
+    pub delivery_timeout_ms: u64,
+    /// The longest wait asked of a broker in one Fetch.
+    pub fetch_wait_max_ms: u64,
+    /// How long `serve` keeps trying to reach the cluster at start.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            bootstrap: String::new(),
+            replication_factor: -1,
+            delivery_timeout_ms: 30_000,
+            fetch_wait_max_ms: 100,
+            connect_timeout_ms: 300_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +91,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             storage: Storage::Embedded,
             log: EmbeddedConfig::default(),
+            kafka: KafkaSection::default(),
             http: HttpConfig::default(),
             bus: BusConfig::default(),
         }

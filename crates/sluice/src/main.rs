@@ -59,6 +59,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = args.listen {
                 config.http.listen = listen;
             }
+            if let Some(storage) = args.storage {
+                config.storage = storage;
+            }
+            if let Some(bootstrap) = args.kafka_bootstrap {
+                config.kafka.bootstrap = bootstrap;
+            }
             runtime.block_on(serve::run(config))
         }
         Command::Verify(args) => {

@@ -1,5 +1,5 @@
-//! `sluice serve`: the HTTP API on the embedded log, until Ctrl-C or SIGTERM; then
-//! in-flight requests finish and the log is flushed and closed.
+//! `sluice serve`: the HTTP API on the embedded log or on Kafka, until Ctrl-C or
+//! SIGTERM; then in-flight requests finish and the log is flushed and closed.
 
 use std::sync::Arc;
 
@@ -13,33 +13,25 @@ use crate::config::{Config, Storage};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything else: a SIGTERM that arrives while the log opens must still
     // mean a clean stop, not the default action (death).
-    let stop = shutdown_signal()?;
-    let Storage::Embedded = config.storage;
+    let mut stop = Box::pin(shutdown_signal()?);
     let options = api_options(&config)?;
-    let dir = config.data_dir.clone();
-    let settings = config.log.clone();
-    let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(&dir, settings))
-        .await?
-        .with_context(|| {
-            format!(
-                "cannot open the embedded log in {}",
-                config.data_dir.display()
-            )
-        })?;
-    let bus = Bus::open(Arc::new(log.clone()) as Arc<dyn Log>, config.bus.clone())
+    let opened = tokio::select! {
+        _ = &mut stop => {
+            tracing::info!("stopped before serving");
+            return Ok(());
+        }
+        opened = open_log(&config) => opened?,
+    };
+    let bus = Bus::open(opened.log.clone(), config.bus.clone())
         .await
         .context("cannot load the event types")?;
     let listener = TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    let stats = log.stats();
     tracing::info!(
         listen = %listener.local_addr()?,
-        data_dir = %config.data_dir.display(),
-        durability = %config.log.durability,
+        storage = %opened.description,
         event_types = bus.event_types().len(),
-        partitions = stats.partitions,
-        bytes = stats.bytes,
         "sluice is serving; stop it with Ctrl-C or SIGTERM"
     );
     sluice_http::serve(listener, Arc::new(bus), options, async {
@@ -47,9 +39,101 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing requests, then flushing and closing the log");
     })
     .await?;
-    tokio::task::spawn_blocking(move || log.close()).await??;
+    opened.log.flush().await.context("flushing the log")?;
+    if let Some(embedded) = opened.embedded {
+        tokio::task::spawn_blocking(move || embedded.close()).await??;
+    }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The log `serve` runs on.
+struct Opened {
+    log: Arc<dyn Log>,
+    /// The embedded log, to close it cleanly at the end.
+    embedded: Option<EmbeddedLog>,
+    description: String,
+}
+
+async fn open_log(config: &Config) -> anyhow::Result<Opened> {
+    match config.storage {
+        Storage::Embedded => {
+            let dir = config.data_dir.clone();
+            let settings = config.log.clone();
+            let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(&dir, settings))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "cannot open the embedded log in {}",
+                        config.data_dir.display()
+                    )
+                })?;
+            let stats = log.stats();
+            Ok(Opened {
+                log: Arc::new(log.clone()),
+                embedded: Some(log),
+                description: format!(
+                    "embedded log in {} ({} durability, {} partitions, {} bytes)",
+                    config.data_dir.display(),
+                    config.log.durability,
+                    stats.partitions,
+                    stats.bytes
+                ),
+            })
+        }
+        Storage::Kafka => open_kafka(config).await,
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn open_kafka(config: &Config) -> anyhow::Result<Opened> {
+    use std::time::{Duration, Instant};
+
+    use sluice_kafka::{KafkaConfig, KafkaLog};
+
+    let k = &config.kafka;
+    if k.bootstrap.trim().is_empty() {
+        anyhow::bail!(
+            "storage is kafka but no broker is given: pass --kafka-bootstrap HOST:PORT \
+             (or set kafka.bootstrap)"
+        );
+    }
+    // The data dir holds no state on Kafka, but it is where caches will go.
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let mut settings = KafkaConfig::new(k.bootstrap.trim());
+    settings.replication_factor = k.replication_factor;
+    settings.delivery_timeout = Duration::from_millis(k.delivery_timeout_ms);
+    settings.fetch_wait_max = Duration::from_millis(k.fetch_wait_max_ms.max(1));
+    let deadline = Instant::now() + Duration::from_millis(k.connect_timeout_ms);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match KafkaLog::connect(settings.clone(), Duration::from_secs(5)).await {
+            Ok(log) => {
+                return Ok(Opened {
+                    log: Arc::new(log),
+                    embedded: None,
+                    description: format!("kafka at {}", k.bootstrap),
+                });
+            }
+            Err(e) if Instant::now() + backoff < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Kafka is not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "gave up reaching Kafka at {} after {} ms (kafka.connect_timeout_ms)",
+                    k.bootstrap, k.connect_timeout_ms
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn open_kafka(_config: &Config) -> anyhow::Result<Opened> {
+    anyhow::bail!("storage is kafka, but this sluice was built without the `kafka` feature")
 }
 
 fn api_options(config: &Config) -> anyhow::Result<sluice_http::ApiOptions> {

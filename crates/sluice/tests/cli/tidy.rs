@@ -53,6 +53,19 @@ fn dependencies_run_one_way_and_crates_are_internal() {
             manifest.contains(&format!("name = \"{name}\"")),
             "{name}: folder name = crate name"
         );
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .unwrap_or("")
+            .split("\n[")
+            .next()
+            .unwrap_or("");
+        if name != "sluice-kafka" {
+            assert!(
+                !deps.contains("rdkafka"),
+                "{name}: only sluice-kafka links librdkafka"
+            );
+        }
         if name == "sluice-log" {
             // The bottom layer: no other Sluice crate, no HTTP, no network client.
             let deps = manifest
