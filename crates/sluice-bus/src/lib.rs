@@ -5,6 +5,7 @@ mod config;
 pub mod cursor;
 mod dedup;
 mod error;
+mod follow;
 mod publish;
 pub mod reading;
 pub mod registry;

@@ -1,11 +1,15 @@
 //! The event type registry. Its truth is the internal compacted topic
 //! `__sluice_event_types` (key: event type name, value: the definition as JSON, a
-//! tombstone on delete), replayed on start; the map in memory is a cache of it.
+//! tombstone on delete), replayed on start and then followed (`follow.rs`); the map in
+//! memory is a cache of it, changed only by applying its records, in log order, on
+//! every node alike.
 //!
 //! Order of writes, so that a crash never leaves a definition without its topic:
 //! create the data topic, then append the definition (the commit point). A topic that
 //! no definition references is an orphan of an interrupted create or delete and is
-//! removed on start.
+//! removed on start - at once on a log of this process alone, after a grace period on
+//! a shared one (Kafka), where it may be another node's create in progress. Two nodes
+//! creating one name race on the data topic: Kafka creates it for one of them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,14 +17,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use sluice_log::{
-    CleanupPolicy as LogCleanup, FetchRequest, Log, LogError, PartitionId, Record, TopicConfig,
-    TopicName,
+    CleanupPolicy as LogCleanup, FetchRequest, Log, LogError, Offset, PartitionId, Record,
+    StoredRecord, TopicConfig, TopicName,
 };
 use sluice_schema::event_type::EventTypeSchema;
 use sluice_schema::evolution::{self, Level};
 use sluice_schema::{CleanupPolicy, CompatibilityMode, CompiledType, EventType, time};
 
 use crate::error::{BusError, Result};
+use crate::follow::Follower;
+
+/// How long a topic without a definition is left alone on a shared log before it is
+/// removed as an orphan (a create in progress on another node takes well under this).
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The internal topic holding event type definitions.
 pub const EVENT_TYPES_TOPIC: &str = "__sluice_event_types";
@@ -46,13 +55,103 @@ impl Registered {
     }
 }
 
-#[derive(Debug)]
-pub struct Registry {
-    log: Arc<dyn Log>,
+/// What the registry's topics say, applied record by record.
+#[derive(Debug, Default)]
+struct State {
     types: RwLock<BTreeMap<String, Arc<Registered>>>,
     /// Every schema version of every event type, oldest first.
     schemas: RwLock<BTreeMap<String, Vec<EventTypeSchema>>>,
-    /// Serialises definition changes.
+}
+
+impl State {
+    /// Applies a record of `__sluice_event_types`.
+    fn apply_definition(&self, r: &StoredRecord) {
+        let Some(name) = r.key.as_deref().map(String::from_utf8_lossy) else {
+            return;
+        };
+        let Some(value) = &r.value else {
+            self.types.write().remove(name.as_ref());
+            return;
+        };
+        let et = match serde_json::from_slice::<EventType>(value) {
+            Ok(et) => et,
+            Err(e) => {
+                tracing::error!(event_type = %name, error = %e, "unreadable event type record");
+                return;
+            }
+        };
+        if let Some(current) = self.types.read().get(name.as_ref())
+            && current.event_type() == &et
+        {
+            return;
+        }
+        let topic = match topic_of(&name) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(event_type = %name, error = %e, "event type with a bad name");
+                return;
+            }
+        };
+        let mut schemas = self.schemas.write();
+        let history = schemas.entry(name.to_string()).or_default();
+        if !history.iter().any(|s| s.version == et.schema.version) {
+            history.push(et.schema.clone());
+            history.sort_by_key(|s| semver(&s.version));
+        }
+        drop(schemas);
+        match CompiledType::compile(et) {
+            Ok(compiled) => {
+                self.types
+                    .write()
+                    .insert(name.to_string(), Arc::new(Registered { compiled, topic }));
+            }
+            Err(e) => {
+                tracing::error!(event_type = %name, error = %e, "stored event type does not compile")
+            }
+        }
+    }
+
+    /// Applies a record of `__sluice_schemas` (key `name/version`).
+    fn apply_schema(&self, r: &StoredRecord) {
+        let key = r
+            .key
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let Some((name, version)) = key.split_once('/') else {
+            return;
+        };
+        let mut schemas = self.schemas.write();
+        match &r.value {
+            None => {
+                if let Some(h) = schemas.get_mut(name) {
+                    h.retain(|s| s.version != version);
+                    if h.is_empty() {
+                        schemas.remove(name);
+                    }
+                }
+            }
+            Some(v) => match serde_json::from_slice::<EventTypeSchema>(v) {
+                Ok(schema) => {
+                    let h = schemas.entry(name.to_string()).or_default();
+                    if !h.iter().any(|s| s.version == schema.version) {
+                        h.push(schema);
+                        h.sort_by_key(|s| semver(&s.version));
+                    }
+                }
+                Err(e) => tracing::error!(schema = %key, error = %e, "unreadable schema record"),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    log: Arc<dyn Log>,
+    state: Arc<State>,
+    definitions: Follower,
+    schema_versions: Follower,
+    /// Serialises definition changes made on this node.
     admin: tokio::sync::Mutex<()>,
 }
 
@@ -73,23 +172,24 @@ pub(crate) fn compacted_internal() -> TopicConfig {
     }
 }
 
-/// Every live value of a compacted internal topic, by key (replayed from the start).
+/// Every live value of a compacted internal topic, by key (replayed from the start),
+/// and the offset to follow it from.
 pub(crate) async fn replay(
     log: &Arc<dyn Log>,
     topic: &TopicName,
-) -> Result<BTreeMap<String, Option<Bytes>>> {
+) -> Result<(BTreeMap<String, Option<Bytes>>, Offset)> {
     match log.create_topic(topic, compacted_internal()).await {
         Ok(()) | Err(LogError::TopicExists(_)) => {}
         Err(e) => return Err(e.into()),
     }
     let mut latest = BTreeMap::new();
-    let mut from = log.offsets(topic, PartitionId(0)).await?.earliest;
-    loop {
-        let f = log
-            .fetch(topic, PartitionId(0), FetchRequest::new(from))
-            .await?;
-        if f.records.is_empty() {
-            return Ok(latest);
+    let bounds = log.offsets(topic, PartitionId(0)).await?;
+    let mut from = bounds.earliest;
+    while from < bounds.latest {
+        let request = FetchRequest::new(from).max_wait(std::time::Duration::from_secs(1));
+        let f = log.fetch(topic, PartitionId(0), request).await?;
+        if f.records.is_empty() && f.next == from {
+            break;
         }
         for r in f.records {
             let key = r
@@ -101,6 +201,18 @@ pub(crate) async fn replay(
             latest.insert(key, r.value);
         }
         from = f.next;
+    }
+    Ok((latest, from))
+}
+
+/// A replayed key and value as the record a follower would apply.
+fn replayed(key: String, value: Option<Bytes>) -> StoredRecord {
+    StoredRecord {
+        offset: Offset(0),
+        timestamp: sluice_log::Timestamp(0),
+        key: Some(Bytes::from(key)),
+        value,
+        headers: Vec::new(),
     }
 }
 
@@ -123,80 +235,96 @@ pub(crate) fn topic_of(name: &str) -> Result<TopicName> {
 }
 
 impl Registry {
-    /// Replays the registry from the log, repairing what an interrupted change left.
+    /// Replays the registry from the log, repairing what an interrupted change left,
+    /// and follows it from there.
     pub async fn open(log: Arc<dyn Log>) -> Result<Registry> {
-        let mut latest: BTreeMap<String, Option<EventType>> = BTreeMap::new();
-        for (name, value) in replay(&log, &internal_topic()).await? {
-            let et = value
-                .map(|v| serde_json::from_slice::<EventType>(&v))
-                .transpose()
-                .map_err(|e| BusError::Metadata(format!("event type {name}: {e}")))?;
-            latest.insert(name, et);
+        let (definitions, definitions_next) = replay(&log, &internal_topic()).await?;
+        let (schemas, schemas_next) = replay(&log, &schemas_topic()).await?;
+        let state = Arc::new(State::default());
+        for (key, value) in schemas {
+            state.apply_schema(&replayed(key, value));
         }
-        let mut schemas: BTreeMap<String, Vec<EventTypeSchema>> = BTreeMap::new();
-        for (key, value) in replay(&log, &schemas_topic()).await? {
-            let (Some((name, _)), Some(v)) = (key.split_once('/'), value) else {
+        // Every defined name, including any that fails to compile: its topic and data
+        // are kept, never treated as an orphan.
+        let mut defined = std::collections::BTreeSet::new();
+        for (name, value) in definitions {
+            let Some(value) = value else {
+                state.schemas.write().remove(&name);
                 continue;
             };
-            let schema: EventTypeSchema = serde_json::from_slice(&v)
-                .map_err(|e| BusError::Metadata(format!("schema {key}: {e}")))?;
-            schemas.entry(name.to_string()).or_default().push(schema);
+            if let Ok(et) = serde_json::from_slice::<EventType>(&value) {
+                let topic = topic_of(&name)?;
+                if let Err(LogError::TopicNotFound(_)) = log.topic(&topic).await {
+                    tracing::warn!(event_type = %name, "recreating the missing topic of an event type");
+                    log.create_topic(&topic, topic_config(&et)).await?;
+                }
+            }
+            defined.insert(name.clone());
+            state.apply_definition(&replayed(name, Some(value)));
         }
-        for versions in schemas.values_mut() {
-            versions.sort_by_key(|s| semver(&s.version));
-        }
-        let mut types = BTreeMap::new();
-        // Every defined name, including any that fails to compile below: its topic and
-        // data are kept, never treated as an orphan.
-        let defined: std::collections::BTreeSet<String> = latest
-            .iter()
-            .filter(|(_, et)| et.is_some())
-            .map(|(n, _)| n.clone())
+        state
+            .schemas
+            .write()
+            .retain(|name, _| defined.contains(name));
+        let orphans: Vec<TopicName> = log
+            .list_topics()
+            .await?
+            .into_iter()
+            .map(|info| info.name)
+            .filter(|n| !n.as_str().starts_with(INTERNAL_PREFIX) && !defined.contains(n.as_str()))
             .collect();
-        for (name, et) in latest {
-            let Some(et) = et else {
-                schemas.remove(&name);
-                continue;
-            };
-            let history = schemas.entry(name.clone()).or_default();
-            if !history.iter().any(|s| s.version == et.schema.version) {
-                history.push(et.schema.clone());
-            }
-            let topic = topic_of(&name)?;
-            if let Err(LogError::TopicNotFound(_)) = log.topic(&topic).await {
-                tracing::warn!(event_type = %name, "recreating the missing topic of an event type");
-                log.create_topic(&topic, topic_config(&et)).await?;
-            }
-            match CompiledType::compile(et) {
-                Ok(compiled) => {
-                    types.insert(name, Arc::new(Registered { compiled, topic }));
-                }
-                Err(e) => {
-                    tracing::error!(event_type = %name, error = %e, "stored event type does not compile")
-                }
-            }
-        }
-        for info in log.list_topics().await? {
-            let name = info.name.as_str();
-            if !name.starts_with(INTERNAL_PREFIX) && !defined.contains(name) {
-                tracing::warn!(
-                    topic = name,
-                    "removing a topic that no event type references"
-                );
-                log.delete_topic(&info.name).await?;
-            }
-        }
-        schemas.retain(|name, _| types.contains_key(name));
-        Ok(Registry {
+        let definitions = Follower::spawn(log.clone(), internal_topic(), definitions_next, {
+            let state = state.clone();
+            move |r| state.apply_definition(r)
+        });
+        let schema_versions = Follower::spawn(log.clone(), schemas_topic(), schemas_next, {
+            let state = state.clone();
+            move |r| state.apply_schema(r)
+        });
+        let registry = Registry {
             log,
-            types: RwLock::new(types),
-            schemas: RwLock::new(schemas),
+            state,
+            definitions,
+            schema_versions,
             admin: tokio::sync::Mutex::new(()),
-        })
+        };
+        registry.remove_orphans(orphans).await?;
+        Ok(registry)
+    }
+
+    /// Removes topics no definition references: at once on a log of this process
+    /// alone; on a shared log only those still unreferenced after `ORPHAN_GRACE`.
+    async fn remove_orphans(&self, orphans: Vec<TopicName>) -> Result<()> {
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        if !self.log.shared() {
+            for topic in orphans {
+                tracing::warn!(%topic, "removing a topic that no event type references");
+                self.log.delete_topic(&topic).await?;
+            }
+            return Ok(());
+        }
+        let log = self.log.clone();
+        let state = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            tokio::time::sleep(ORPHAN_GRACE).await;
+            for topic in orphans {
+                let Some(state) = state.upgrade() else { return };
+                if state.types.read().contains_key(topic.as_str()) {
+                    continue;
+                }
+                tracing::warn!(%topic, "removing a topic that no event type references");
+                if let Err(e) = log.delete_topic(&topic).await {
+                    tracing::warn!(%topic, error = %e, "orphan topic not removed");
+                }
+            }
+        });
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Registered>> {
-        self.types.read().get(name).cloned()
+        self.state.types.read().get(name).cloned()
     }
 
     pub fn require(&self, name: &str) -> Result<Arc<Registered>> {
@@ -205,7 +333,8 @@ impl Registry {
     }
 
     pub fn list(&self) -> Vec<EventType> {
-        self.types
+        self.state
+            .types
             .read()
             .values()
             .map(|r| r.event_type().clone())
@@ -222,9 +351,13 @@ impl Registry {
             value,
             ..Record::default()
         };
-        self.log
+        let at = self
+            .log
             .append(&internal_topic(), PartitionId(0), vec![record])
             .await?;
+        if let Some(offset) = at.last() {
+            self.definitions.caught_up(offset).await?;
+        }
         Ok(())
     }
 
@@ -243,16 +376,26 @@ impl Registry {
             value,
             ..Record::default()
         };
-        self.log
+        let at = self
+            .log
             .append(&schemas_topic(), PartitionId(0), vec![record])
             .await?;
+        if let Some(offset) = at.last() {
+            self.schema_versions.caught_up(offset).await?;
+        }
         Ok(())
     }
 
     /// Every schema version of an event type, oldest first.
     pub fn schema_versions(&self, name: &str) -> Result<Vec<EventTypeSchema>> {
         self.require(name)?;
-        Ok(self.schemas.read().get(name).cloned().unwrap_or_default())
+        Ok(self
+            .state
+            .schemas
+            .read()
+            .get(name)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Creates an event type; returns it as stored (version, timestamps, partitions set).
@@ -270,6 +413,7 @@ impl Registry {
         et.partition_count = Some(et.requested_partitions());
         let compiled =
             CompiledType::compile(et.clone()).map_err(|p| BusError::Unprocessable(p.0))?;
+        drop(compiled);
         let _admin = self.admin.lock().await;
         if self.get(&et.name).is_some() {
             return Err(BusError::EventTypeExists(et.name));
@@ -277,7 +421,21 @@ impl Registry {
         match self.log.create_topic(&topic, topic_config(&et)).await {
             Ok(()) => {}
             Err(LogError::TopicExists(_)) => {
-                // An orphan of an interrupted create or delete: start it afresh.
+                // Defined meanwhile by another node, or an orphan of an interrupted
+                // create or delete.
+                self.definitions.caught_up_to_end().await?;
+                if self.get(&et.name).is_some() {
+                    return Err(BusError::EventTypeExists(et.name));
+                }
+                if self.log.shared() {
+                    return Err(BusError::Conflict(format!(
+                        "a topic named {} exists without a definition: another node may be \
+                         creating it, or an interrupted create left it (it is removed a minute \
+                         after a node starts); try again later",
+                        et.name
+                    )));
+                }
+                // This process alone uses the log: an orphan. Start it afresh.
                 self.log.delete_topic(&topic).await?;
                 self.log.create_topic(&topic, topic_config(&et)).await?;
             }
@@ -286,12 +444,6 @@ impl Registry {
         self.persist_schema(&et.name, Some(&et.schema), &et.schema.version)
             .await?;
         self.persist(&et.name, Some(&et)).await?;
-        self.schemas
-            .write()
-            .insert(et.name.clone(), vec![et.schema.clone()]);
-        self.types
-            .write()
-            .insert(et.name.clone(), Arc::new(Registered { compiled, topic }));
         Ok(et)
     }
 
@@ -315,27 +467,14 @@ impl Registry {
         et.created_at.clone_from(&old.created_at);
         et.updated_at = time::now_rfc3339();
         et.partition_count = old.partition_count;
-        let compiled =
-            CompiledType::compile(et.clone()).map_err(|p| BusError::Unprocessable(p.0))?;
+        CompiledType::compile(et.clone()).map_err(|p| BusError::Unprocessable(p.0))?;
         let config = topic_config(&et);
         self.log.update_topic(&current.topic, config).await?;
-        let new_version = et.schema.version != old.schema.version;
-        if new_version {
+        if et.schema.version != old.schema.version {
             self.persist_schema(name, Some(&et.schema), &et.schema.version)
                 .await?;
         }
         self.persist(name, Some(&et)).await?;
-        if new_version {
-            self.schemas
-                .write()
-                .entry(name.to_string())
-                .or_default()
-                .push(et.schema.clone());
-        }
-        let topic = current.topic.clone();
-        self.types
-            .write()
-            .insert(name.to_string(), Arc::new(Registered { compiled, topic }));
         Ok(et)
     }
 
@@ -361,23 +500,17 @@ impl Registry {
         let mut et = current.event_type().clone();
         et.partition_count = Some(count);
         et.updated_at = time::now_rfc3339();
-        let compiled =
-            CompiledType::compile(et.clone()).map_err(|p| BusError::Unprocessable(p.0))?;
+        CompiledType::compile(et.clone()).map_err(|p| BusError::Unprocessable(p.0))?;
         self.log.add_partitions(&current.topic, count).await?;
         self.persist(name, Some(&et)).await?;
-        let topic = current.topic.clone();
-        self.types
-            .write()
-            .insert(name.to_string(), Arc::new(Registered { compiled, topic }));
         Ok(())
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let current = self.require(name)?;
+        let versions = self.schema_versions(name)?;
         self.persist(name, None).await?;
-        self.types.write().remove(name);
-        let versions = self.schemas.write().remove(name).unwrap_or_default();
         for v in &versions {
             self.persist_schema(name, None, &v.version).await?;
         }

@@ -313,6 +313,10 @@ impl Log for KafkaLog {
             .map(Offset))
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn flush(&self) -> Result<()> {
         let log = self.clone();
         tokio::task::spawn_blocking(move || {

@@ -140,4 +140,10 @@ pub trait Log: Send + Sync + std::fmt::Debug + 'static {
 
     /// Makes everything appended so far durable, whatever the durability setting.
     async fn flush(&self) -> Result<()>;
+
+    /// Whether other processes may use this log at the same time (Kafka: other
+    /// Sluice nodes); an embedded log belongs to one process (its dir is locked).
+    fn shared(&self) -> bool {
+        false
+    }
 }

@@ -208,6 +208,7 @@ impl Subscriptions {
             return Err(BusError::Unprocessable(problems));
         }
         let _one = self.creating.lock().await;
+        self.store.caught_up().await?;
         if let Some(existing) = self.store.find(&s) {
             return Ok((existing, false));
         }
@@ -241,7 +242,16 @@ impl Subscriptions {
         s.created_at.clone_from(&now);
         s.updated_at = now;
         self.store.set_cursors(&s.id, &initial).await?;
-        Ok((self.store.put(s).await?, true))
+        let mine = self.store.put(s).await?;
+        // Another node may have created the same key meanwhile: every node names the
+        // same winner, and the loser's definition goes.
+        match self.store.find(&mine) {
+            Some(winner) if winner.id != mine.id => {
+                self.store.delete(&mine.id).await?;
+                Ok((winner, false))
+            }
+            _ => Ok((mine, true)),
+        }
     }
 
     /// Changes what may change: authorization, annotations, labels.

@@ -1,5 +1,6 @@
 //! The black-box HTTP scenarios of `tests/http`, unchanged, on Kafka: each test's
-//! server runs on a Tansu broker of its own (`sluice_kafka::testing::Broker`).
+//! server runs on a Tansu broker of its own (`sluice_kafka::testing::Broker`); and
+//! those only Kafka has, with two nodes on one broker (`nodes`).
 
 #[path = "../http/compaction.rs"]
 mod compaction;
@@ -13,6 +14,7 @@ mod harness;
 mod lowlevel;
 #[path = "../http/nakadion.rs"]
 mod nakadion;
+mod nodes;
 #[path = "../http/partitions.rs"]
 mod partitions;
 #[path = "../http/publishing.rs"]
