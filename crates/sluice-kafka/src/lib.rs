@@ -7,6 +7,7 @@
 //! re-read when an answer shows they moved.
 
 mod admin;
+pub mod peer;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod wire;

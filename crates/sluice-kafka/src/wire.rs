@@ -96,6 +96,8 @@ pub(crate) struct Wire {
     correlation: AtomicI32,
     idle: Mutex<HashMap<String, Vec<Conn>>>,
     cluster: Mutex<Cluster>,
+    /// Each partition's end (high watermark) as the last fetch of it saw.
+    ends: Mutex<HashMap<(String, u32), u64>>,
 }
 
 /// What went wrong with one partition in an answer.
@@ -117,6 +119,7 @@ impl Wire {
             correlation: AtomicI32::new(1),
             idle: Mutex::new(HashMap::new()),
             cluster: Mutex::new(Cluster::default()),
+            ends: Mutex::new(HashMap::new()),
         })
     }
 
@@ -339,6 +342,7 @@ impl Wire {
 
     /// Forgets where a topic lives (deleted, re-created, grown).
     pub(crate) fn forget(&self, topic: &TopicName) {
+        self.ends.lock().retain(|k, _| k.0 != topic.as_str());
         self.cluster
             .lock()
             .leaders
@@ -475,7 +479,8 @@ impl Wire {
 
     /// A fetch whose wait is spread over broker Fetches of at most `poll` each (as
     /// librdkafka's `fetch.wait.max.ms`): a broker that holds every Fetch for its whole
-    /// wait then delays records by `poll` at most.
+    /// wait then delays records by `poll` at most. A reader known to be behind the
+    /// partition's end asks for no wait at all.
     pub(crate) async fn fetch(
         &self,
         topic: &TopicName,
@@ -484,11 +489,23 @@ impl Wire {
         poll: Duration,
     ) -> Result<Fetched> {
         let deadline = Instant::now() + req.max_wait;
+        let key = (topic.to_string(), p.0);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let fetched = self
-                .fetch_once(topic, p, req.max_wait(left.min(poll)))
-                .await?;
+            let behind = self
+                .ends
+                .lock()
+                .get(&key)
+                .is_some_and(|end| req.from.0 < *end);
+            let wait = if behind {
+                Duration::ZERO
+            } else {
+                left.min(poll)
+            };
+            let fetched = self.fetch_once(topic, p, req.max_wait(wait)).await?;
+            self.ends
+                .lock()
+                .insert(key.clone(), fetched.offsets.latest.0);
             if !fetched.records.is_empty() || fetched.next != req.from || left <= poll {
                 return Ok(fetched);
             }

@@ -375,4 +375,9 @@ pub struct BenchPublishArgs {
     /// The server's process id, to report its resident memory (current and peak).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// After the run, write the same events for as long to this Kafka cluster with a
+    /// plain producer (acks=all, idempotent, same batches and concurrency) and report
+    /// both: what the bus layer costs on Sluice-on-Kafka.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_peer: Option<String>,
 }

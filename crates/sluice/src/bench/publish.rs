@@ -35,6 +35,22 @@ struct Report {
     worst_ms_per_sec: Vec<f64>,
     server_rss_mb: Option<f64>,
     server_peak_rss_mb: Option<f64>,
+    /// The same events written by a plain Kafka producer (with `--kafka-peer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_peer: Option<PeerReport>,
+    /// events_per_sec through Sluice / events_per_sec of the plain producer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_peer: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct PeerReport {
+    bootstrap: String,
+    events: u64,
+    events_per_sec: f64,
+    errors: u64,
+    /// From sending a batch to its last acknowledgement.
+    batch_latency_ms: Latency,
 }
 
 #[derive(Debug, Serialize)]
@@ -208,18 +224,19 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
         let worst = &mut worst_ms_per_sec[(at.as_secs() as usize).min(seconds - 1)];
         *worst = worst.max(round2(took.as_secs_f64() * 1000.0));
     }
-    let mut latencies: Vec<Duration> = timed.into_iter().map(|(_, took)| took).collect();
+    let latencies: Vec<Duration> = timed.into_iter().map(|(_, took)| took).collect();
     let batches = latencies.len() as u64;
     let errors = errors.load(Ordering::Relaxed);
     let events = (batches - errors) * args.batch as u64;
-    let p = Percentiles::of(&mut latencies);
-    let p90 = {
-        let i =
-            ((latencies.len() as f64 * 0.9).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies
-            .get(i)
-            .map_or(0.0, |d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0)
+    let events_per_sec = (events as f64 / elapsed).round();
+    let kafka_peer = match &args.kafka_peer {
+        Some(bootstrap) => Some(peer(bootstrap, &args, &template).await?),
+        None => None,
     };
+    let ratio_to_peer = kafka_peer
+        .as_ref()
+        .filter(|p| p.events_per_sec > 0.0)
+        .map(|p| round2(events_per_sec / p.events_per_sec));
     let report = Report {
         event_type: args.event_type.clone(),
         batch: args.batch,
@@ -228,17 +245,11 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
         duration_sec: round2(elapsed),
         target_events_per_sec: args.rate,
         events,
-        events_per_sec: (events as f64 / elapsed).round(),
+        events_per_sec,
         batches_per_sec: round2(batches as f64 / elapsed),
         mb_per_sec: round2((batches - errors) as f64 * template.body.len() as f64 / elapsed / 1e6),
         errors,
-        latency_ms: Latency {
-            p50: p.p50,
-            p90,
-            p99: p.p99,
-            p999: p.p999,
-            max: p.max,
-        },
+        latency_ms: latency(latencies),
         worst_ms_per_sec,
         server_rss_mb: args
             .server_pid
@@ -246,9 +257,80 @@ pub async fn run(args: BenchPublishArgs) -> anyhow::Result<()> {
         server_peak_rss_mb: args
             .server_pid
             .and_then(|pid| memory_mb(&pid.to_string(), "VmHWM:")),
+        kafka_peer,
+        ratio_to_peer,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+fn latency(mut samples: Vec<Duration>) -> Latency {
+    let p = Percentiles::of(&mut samples);
+    let p90 = {
+        let i = ((samples.len() as f64 * 0.9).ceil() as usize).clamp(1, samples.len().max(1)) - 1;
+        samples
+            .get(i)
+            .map_or(0.0, |d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0)
+    };
+    Latency {
+        p50: p.p50,
+        p90,
+        p99: p.p99,
+        p999: p.p999,
+        max: p.max,
+    }
+}
+
+/// The same events, for as long, through a plain Kafka producer.
+#[cfg(feature = "kafka")]
+async fn peer(
+    bootstrap: &str,
+    args: &BenchPublishArgs,
+    template: &Template,
+) -> anyhow::Result<PeerReport> {
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&template.body)?;
+    let payloads: Vec<Vec<u8>> = events
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<_, _>>()?;
+    let topic = format!(
+        "sluice-bench-peer-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    eprintln!(
+        "plain producer: {} s to {bootstrap} (topic {topic})",
+        args.duration
+    );
+    let run = sluice_kafka::peer::produce(
+        bootstrap,
+        &topic,
+        4,
+        Arc::new(payloads),
+        args.batch,
+        args.concurrency,
+        Duration::from_secs(args.duration),
+    )
+    .await
+    .context("the plain Kafka producer")?;
+    let elapsed = run.elapsed.as_secs_f64();
+    Ok(PeerReport {
+        bootstrap: bootstrap.to_string(),
+        events: run.records,
+        events_per_sec: (run.records as f64 / elapsed).round(),
+        errors: run.errors,
+        batch_latency_ms: latency(run.batch_latencies),
+    })
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn peer(
+    _bootstrap: &str,
+    _args: &BenchPublishArgs,
+    _template: &Template,
+) -> anyhow::Result<PeerReport> {
+    bail!("--kafka-peer needs a sluice built with the `kafka` feature")
 }
 
 /// Creates the event type unless it exists.
