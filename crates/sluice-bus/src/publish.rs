@@ -161,17 +161,27 @@ impl Bus {
                     )
                 }
             });
-        let failed: Vec<(usize, String)> = futures_util::future::join_all(writes)
-            .await
-            .into_iter()
-            .filter_map(|(p, r)| r.err().map(|e| (p, e.to_string())))
-            .collect();
+        let (failed, mut errors): (Vec<(usize, String)>, Vec<sluice_log::LogError>) =
+            futures_util::future::join_all(writes)
+                .await
+                .into_iter()
+                .filter_map(|(p, r)| r.err().map(|e| ((p, e.to_string()), e)))
+                .unzip();
         if let Some(hold) = hold {
             hold.finish(|p| failed.iter().any(|(fp, _)| *fp == p as usize));
         }
         let in_flight = placed.iter().any(|p| p.verdict == Verdict::InFlight);
         if failed.is_empty() && !in_flight {
             return Ok(Published::All);
+        }
+        // Nothing of the batch was written because the log failed (Kafka away): the
+        // request fails as a whole (503), not event by event.
+        let none_written = placed.iter().all(|pl| {
+            let pl = pl.same_as.map_or(pl, |i| &placed[i]);
+            pl.verdict == Verdict::New && failed.iter().any(|(fp, _)| *fp == pl.partition as usize)
+        });
+        if none_written && !errors.is_empty() {
+            return Err(errors.swap_remove(0).into());
         }
         let outcomes = placed
             .iter()

@@ -62,8 +62,7 @@ async fn partitions_now(log: &KafkaLog, name: &TopicName) -> Result<Option<u32>>
     let topic = name.as_str().to_string();
     tokio::task::spawn_blocking(move || {
         let md = log2
-            .inner
-            .producer
+            .producer()
             .client()
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
             .map_err(broker)?;
@@ -150,8 +149,7 @@ pub async fn list(log: &KafkaLog) -> Result<Vec<TopicInfo>> {
     let log2 = log.clone();
     let names: Vec<String> = tokio::task::spawn_blocking(move || {
         let md = log2
-            .inner
-            .producer
+            .producer()
             .client()
             .fetch_metadata(None, Duration::from_secs(10))
             .map_err(broker)?;

@@ -69,7 +69,8 @@ pub struct KafkaLog {
 
 struct Inner {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced by a fresh one after a delivery failure (see `renew_producer`).
+    producer: parking_lot::RwLock<Arc<FutureProducer>>,
     admin: AdminClient<DefaultClientContext>,
     /// Reads: Fetch and ListOffsets spoken directly (see `wire`).
     wire: Arc<wire::Wire>,
@@ -103,23 +104,14 @@ impl KafkaLog {
     /// Connects (lazily: librdkafka connects on first use) and checks the cluster
     /// answers within `wait`.
     pub async fn connect(config: KafkaConfig, wait: Duration) -> Result<KafkaLog> {
-        let producer: FutureProducer = base_config(&config)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .set(
-                "delivery.timeout.ms",
-                config.delivery_timeout.as_millis().to_string(),
-            )
-            .create()
-            .map_err(broker)?;
+        let producer = new_producer(&config)?;
         let admin: AdminClient<DefaultClientContext> =
             base_config(&config).create().map_err(broker)?;
         let log = KafkaLog {
             inner: Arc::new(Inner {
                 wire: wire::Wire::new(&config.bootstrap),
                 config,
-                producer,
+                producer: parking_lot::RwLock::new(Arc::new(producer)),
                 admin,
                 known: Mutex::new(HashMap::new()),
             }),
@@ -127,8 +119,7 @@ impl KafkaLog {
         let probe = log.clone();
         tokio::task::spawn_blocking(move || {
             probe
-                .inner
-                .producer
+                .producer()
                 .client()
                 .fetch_metadata(None, wait)
                 .map(|_| ())
@@ -146,6 +137,35 @@ impl KafkaLog {
 
     pub fn config(&self) -> &KafkaConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn producer(&self) -> Arc<FutureProducer> {
+        self.inner.producer.read().clone()
+    }
+
+    /// Replaces `failed` (unless that happened already) with a fresh producer: a new
+    /// producer id, nothing queued. After deliveries failed (the cluster away past
+    /// the delivery timeout, or a fatal idempotence error that leaves librdkafka's
+    /// producer unusable) the next appends start clean; what failed was answered as
+    /// failed, so nothing acknowledged is at stake.
+    fn renew_producer(&self, failed: &Arc<FutureProducer>) {
+        let fresh = match new_producer(&self.inner.config) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a new Kafka producer");
+                return;
+            }
+        };
+        let old = {
+            let mut current = self.inner.producer.write();
+            if !Arc::ptr_eq(&current, failed) {
+                return;
+            }
+            std::mem::replace(&mut *current, fresh)
+        };
+        tracing::warn!("Kafka deliveries failed: appends go on with a new producer");
+        // Dropping purges what it still holds and waits for its threads.
+        std::thread::spawn(move || drop(old));
     }
 
     /// Partition count and cleanup policy, from memory or from the cluster.
@@ -241,6 +261,7 @@ impl Log for KafkaLog {
         let now = Timestamp::now().0;
         // Queue every record first (librdkafka keeps them in order per partition with
         // the idempotent producer), then wait for every acknowledgement.
+        let producer = self.producer();
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
@@ -260,23 +281,36 @@ impl Log for KafkaLog {
             if let Some(v) = &r.value {
                 fr = fr.payload(&v[..]);
             }
-            match self.inner.producer.send_result(fr) {
+            match producer.send_result(fr) {
                 Ok(delivery) => pending.push(delivery),
                 Err((e, _)) => return Err(produce_error(topic, partition, &e)),
             }
         }
         let mut offsets = Vec::with_capacity(pending.len());
+        let mut failure = None;
+        // Every delivery is awaited, failed or not: none is left behind.
         for delivery in pending {
             match delivery.await {
                 Ok(Ok(d)) => offsets.push(Offset(d.offset as u64)),
                 Ok(Err((e, _))) => {
-                    self.forget(topic);
-                    return Err(produce_error(topic, partition, &e));
+                    failure.get_or_insert(e);
                 }
-                Err(_) => return Err(LogError::Closed),
+                Err(_) => {
+                    failure.get_or_insert(KafkaError::Canceled);
+                }
             }
         }
-        Ok(Appended { offsets })
+        match failure {
+            None => Ok(Appended { offsets }),
+            Some(e) => {
+                self.forget(topic);
+                let error = produce_error(topic, partition, &e);
+                if matches!(error, LogError::Broker { .. }) {
+                    self.renew_producer(&producer);
+                }
+                Err(error)
+            }
+        }
     }
 
     async fn fetch(
@@ -321,14 +355,27 @@ impl Log for KafkaLog {
     async fn flush(&self) -> Result<()> {
         let log = self.clone();
         tokio::task::spawn_blocking(move || {
-            log.inner
-                .producer
+            log.producer()
                 .flush(log.inner.config.delivery_timeout)
                 .map_err(broker)
         })
         .await
         .map_err(broker)?
     }
+}
+
+/// The node's producer: acks=all, idempotent, 1 ms linger.
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer> {
+    base_config(config)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set(
+            "delivery.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
+        .create()
+        .map_err(broker)
 }
 
 fn produce_error(topic: &TopicName, partition: PartitionId, e: &KafkaError) -> LogError {

@@ -11,9 +11,19 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Broker {
     pub bootstrap: String,
+    port: u16,
+    /// Tansu's own process (the child is the shell watching it).
+    pid: u32,
     child: Child,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// The broker binary, installed once per checkout.
@@ -38,38 +48,56 @@ impl Broker {
     /// A broker on a fresh port over its own temporary storage.
     pub fn start() -> Broker {
         let dir = tempfile::tempdir().expect("a temporary dir");
-        Broker::start_in(dir.path().to_path_buf(), Some(dir))
+        Broker::start_in(dir.path().to_path_buf(), Some(dir), free_port())
     }
 
     /// A broker whose storage is `dir` (created if needed): a broker started later
     /// on the same dir sees the same topics and records.
     pub fn start_on(dir: &Path) -> Broker {
-        std::fs::create_dir_all(dir).expect("the broker's dir");
-        Broker::start_in(dir.to_path_buf(), None)
+        Broker::start_at(dir, free_port())
     }
 
-    fn start_in(dir: PathBuf, temp: Option<tempfile::TempDir>) -> Broker {
+    /// `start_on` at a given port (to bring a broker back where clients expect it).
+    pub fn start_at(dir: &Path, port: u16) -> Broker {
+        std::fs::create_dir_all(dir).expect("the broker's dir");
+        Broker::start_in(dir.to_path_buf(), None, port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+    }
+
+    fn start_in(dir: PathBuf, temp: Option<tempfile::TempDir>, port: u16) -> Broker {
         let bin = tansu();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let url = format!("tcp://127.0.0.1:{port}");
         // The broker dies with this process even when it is killed: the shell waits
         // for its stdin (a pipe from this process) to close, then kills the broker.
         let script = format!(
             "{bin:?} broker --listener-url {url} --advertised-listener-url {url} \
-             --storage-engine sqlite://tansu.db & pid=$!; cat >/dev/null; kill $pid; wait $pid"
+             --storage-engine sqlite://tansu.db >/dev/null & pid=$!; echo $pid; cat >/dev/null; \
+             kill $pid; wait $pid"
         );
         let log = std::fs::File::create(dir.join("tansu.log")).expect("the broker's log");
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .args(["-c", &script])
             .current_dir(&dir)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("tansu starts");
+        let mut first = String::new();
+        let stdout = child.stdout.take().expect("the shell's stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)
+            .expect("the broker's pid");
+        let pid: u32 = first.trim().parse().expect("the broker's pid");
         let bootstrap = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&bootstrap).is_err() {
@@ -81,6 +109,8 @@ impl Broker {
         }
         Broker {
             bootstrap,
+            port,
+            pid,
             child,
             dir,
             _temp: temp,

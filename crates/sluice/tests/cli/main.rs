@@ -3,6 +3,7 @@
 
 mod crash;
 mod interop;
+mod kafka;
 mod tidy;
 
 use std::path::Path;
