@@ -100,6 +100,12 @@ impl Bus {
         })
     }
 
+    /// Before the process stops: on a shared log, hands this node's subscription
+    /// streams over to the other nodes at once.
+    pub async fn shutdown(&self) {
+        self.subscriptions.shutdown().await;
+    }
+
     pub fn config(&self) -> &BusConfig {
         &self.config
     }

@@ -34,11 +34,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         event_types = bus.event_types().len(),
         "sluice is serving; stop it with Ctrl-C or SIGTERM"
     );
-    sluice_http::serve(listener, Arc::new(bus), options, async {
+    let bus = Arc::new(bus);
+    sluice_http::serve(listener, bus.clone(), options, async {
         stop.await;
         tracing::info!("shutting down: finishing requests, then flushing and closing the log");
     })
     .await?;
+    bus.shutdown().await;
     opened.log.flush().await.context("flushing the log")?;
     if let Some(embedded) = opened.embedded {
         tokio::task::spawn_blocking(move || embedded.close()).await??;

@@ -25,17 +25,25 @@ impl Subscriptions {
         cursors: &[SubscriptionCursor],
     ) -> Result<Vec<CommitResult>> {
         let sub = self.get(id)?;
-        let session = self.sessions.lock().get(id).cloned();
+        let session = match &self.cluster {
+            // The stream may be on another node: this one knows it from the cluster.
+            Some(_) => Some(self.session(id)),
+            None => self.sessions.lock().get(id).cloned(),
+        };
         let Some(session) = session else {
             return Err(no_stream(id, stream_id));
         };
         let _one = session.commits.lock().await;
         let mut parsed = Vec::with_capacity(cursors.len());
         {
-            let st = session.state.lock();
-            if !st.streams.iter().any(|s| s.id == stream_id) {
-                return Err(no_stream(id, stream_id));
+            let mut st = session.state.lock();
+            if let Some(cluster) = &self.cluster {
+                super::nodes::sync_remote(&mut st, cluster, id);
+                st.rebalance(Instant::now());
             }
+            let Some(stream) = st.streams.iter().find(|s| s.id == stream_id).cloned() else {
+                return Err(no_stream(id, stream_id));
+            };
             let mut problems = Vec::new();
             for c in cursors {
                 if !sub.event_types.contains(&c.event_type) {
@@ -60,11 +68,23 @@ impl Subscriptions {
                     problems.push(format!("{} has no partition {p}", c.event_type));
                     continue;
                 };
-                if !part.owned_by(stream_id) {
+                // A stream of another node: the cluster says what it holds; what
+                // it was sent is known to its node only.
+                let holds = match &self.cluster {
+                    Some(cluster) if stream.remote => {
+                        cluster.holder(id, &key).as_deref() == Some(stream_id)
+                    }
+                    _ => part.owned_by(stream_id),
+                };
+                if !holds {
                     problems.push(format!(
                         "{} partition {p} is not assigned to stream {stream_id}",
                         c.event_type
                     ));
+                    continue;
+                }
+                if stream.remote {
+                    parsed.push((key, offset));
                     continue;
                 }
                 let sent = part.inflight.back().map(|s| s.last);

@@ -3,8 +3,10 @@
 //! the stream itself (`stream.rs`), and what clients call: create, list, stream,
 //! commit, reset, stats.
 
+mod cluster;
 mod commits;
 pub mod model;
+mod nodes;
 pub mod params;
 mod session;
 mod store;
@@ -24,6 +26,8 @@ use crate::PartitionInfo;
 use crate::cursor::CursorOffset;
 use crate::error::{BusError, Result};
 use crate::registry::Registry;
+use cluster::Cluster;
+pub use cluster::SESSIONS_TOPIC;
 pub use model::{PartitionCursor, ReadFrom, Subscription};
 pub(crate) use params::Resolved;
 pub use params::{PartitionRef, StreamParams};
@@ -126,7 +130,11 @@ pub struct PartitionStats {
 pub struct Subscriptions {
     log: Arc<dyn Log>,
     store: Arc<Store>,
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: Sessions,
+    /// On a shared log: the streams of other nodes (`cluster.rs`).
+    cluster: Option<Arc<Cluster>>,
+    /// Keeps this node's part in the cluster (`cluster_loop`); stops when dropped.
+    cluster_task: Option<tokio::task::JoinHandle<()>>,
     /// Creates one at a time: a create looks for an existing key, then writes.
     creating: tokio::sync::Mutex<()>,
     /// The longest commit timeout a stream may ask for, in seconds.
@@ -141,16 +149,85 @@ fn parse_partition(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
+type Sessions = Arc<Mutex<HashMap<String, Arc<Session>>>>;
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        if let Some(t) = &self.cluster_task {
+            t.abort();
+        }
+    }
+}
+
 impl Subscriptions {
     pub(crate) async fn open(log: Arc<dyn Log>, max_commit_timeout: u64) -> Result<Subscriptions> {
         let store = Arc::new(Store::open(log.clone()).await?);
+        let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
+        // A cursor moved (here or on another node): its stream may have room again.
+        store.on_cursor(Box::new({
+            let sessions = Arc::downgrade(&sessions);
+            move |id, key, offset| {
+                let Some(session) = sessions.upgrade().and_then(|s| s.lock().get(id).cloned())
+                else {
+                    return;
+                };
+                let mut st = session.state.lock();
+                if let CursorOffset::At(o) = offset {
+                    st.committed(key, o);
+                }
+                st.rebalance(Instant::now());
+                for s in &st.streams {
+                    s.notify.notify_one();
+                }
+            }
+        }));
+        let (cluster, cluster_task) = if log.shared() {
+            let cluster = Arc::new(Cluster::open(log.clone()).await?);
+            let task = tokio::spawn(nodes::cluster_loop(
+                Arc::downgrade(&sessions),
+                cluster.clone(),
+                store.clone(),
+            ));
+            (Some(cluster), Some(task))
+        } else {
+            (None, None)
+        };
         Ok(Subscriptions {
             log,
             store,
-            sessions: Mutex::new(HashMap::new()),
+            sessions,
+            cluster,
+            cluster_task,
             creating: tokio::sync::Mutex::new(()),
             max_commit_timeout,
         })
+    }
+
+    /// Leaves the cluster (shared logs): this node's streams end and release what they
+    /// hold at once, so other nodes' streams take over without waiting for them to
+    /// expire. Uncommitted events are sent again to the next owner.
+    pub async fn shutdown(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        if let Some(t) = &self.cluster_task {
+            t.abort();
+        }
+        let all: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in all {
+            session.state.lock().close_all("the node is shutting down");
+            let sub = session.id.as_str();
+            let claims: Vec<(PartKey, String, bool)> = cluster
+                .own_claims(sub)
+                .into_iter()
+                .map(|(key, stream)| (key, stream, false))
+                .collect();
+            let release = async {
+                cluster.write_claims(sub, &claims).await?;
+                cluster.leave(sub, &cluster.own_members(sub)).await
+            };
+            if let Err(e) = release.await {
+                tracing::warn!(subscription = sub, error = %e, "streams not released at shutdown");
+            }
+        }
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Subscription>> {
@@ -315,7 +392,10 @@ impl Subscriptions {
             .or_insert_with(|| {
                 Arc::new(Session {
                     id: id.to_string(),
-                    state: Mutex::new(State::default()),
+                    state: Mutex::new(State {
+                        shared: self.cluster.is_some(),
+                        ..State::default()
+                    }),
                     commits: tokio::sync::Mutex::new(()),
                 })
             })
@@ -385,6 +465,9 @@ impl Subscriptions {
         ));
         {
             let mut st = session.state.lock();
+            if let Some(cluster) = &self.cluster {
+                nodes::sync_remote(&mut st, cluster, id);
+            }
             if st.resetting {
                 return Err(BusError::Conflict(format!(
                     "the cursors of subscription {id} are being reset; try again"
@@ -411,11 +494,31 @@ impl Subscriptions {
             });
             if !got {
                 st.streams.retain(|s| s.id != stream_id);
+                if let Some(cluster) = self.cluster.clone() {
+                    let (id, stream) = (id.to_string(), stream_id.clone());
+                    tokio::spawn(async move { cluster.leave(&id, &[stream]).await });
+                }
                 let live = st.streams.iter().filter(|s| s.is_live()).count();
                 return Err(BusError::Conflict(format!(
                     "no free slots: subscription {id} has {} partitions and {live} streams reading them",
                     st.parts.len()
                 )));
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            // Known to the other nodes before it takes anything (it joined the session
+            // first, so a heartbeat never takes it for a stream that ended).
+            if let Err(e) = cluster.announce(id, std::slice::from_ref(&ctl)).await {
+                ctl.disconnected();
+                session.state.lock().streams.retain(|s| s.id != stream_id);
+                return Err(e);
+            }
+            // Claim what the split gave it now, and take what the claims hold, not at
+            // the next ticks.
+            for _ in 0..2 {
+                if let Err(e) = nodes::settle_session(&session, cluster, &self.store).await {
+                    tracing::warn!(subscription = id, error = %e, "cannot settle streams with the cluster");
+                }
             }
         }
         let (tx, lines) = mpsc::channel(2);
@@ -454,9 +557,38 @@ impl Subscriptions {
         for (key, b) in &bounds {
             let c = committed.get(key).copied().unwrap_or(CursorOffset::Begin);
             let unconsumed = b.unconsumed_after(c);
-            let (state, stream_id, assignment) = match &session {
-                None => ("unassigned", None, None),
-                Some(s) => {
+            // A partition this node's stream owns is reported from here (it may still
+            // wait for its claim to hold); any other from the cluster's claims.
+            let local_owner = session.as_ref().is_some_and(|s| {
+                s.state
+                    .lock()
+                    .parts
+                    .get(key)
+                    .and_then(|p| p.owner.as_ref().map(|o| !o.remote))
+                    .unwrap_or(false)
+            });
+            let (state, stream_id, assignment) = match (&self.cluster, &session) {
+                (Some(cluster), _) if !local_owner => match cluster.holder(id, key) {
+                    None => ("unassigned", None, None),
+                    Some(holder) => {
+                        let moving = session.as_ref().is_some_and(|s| {
+                            s.state.lock().parts.get(key).is_some_and(|p| {
+                                p.target.is_some()
+                                    || p.owner.as_ref().is_none_or(|o| o.id != holder)
+                            })
+                        });
+                        let direct = cluster
+                            .direct_of(id, &holder)
+                            .is_some_and(|d| d.contains(key));
+                        (
+                            if moving { "reassigning" } else { "assigned" },
+                            Some(holder),
+                            Some(if direct { "direct" } else { "auto" }),
+                        )
+                    }
+                },
+                (_, None) => ("unassigned", None, None),
+                (_, Some(s)) => {
                     let st = s.state.lock();
                     match st
                         .parts

@@ -54,6 +54,9 @@ pub(crate) struct Part {
     pub isolate_until: Option<u64>,
     /// This event failed too often alone: the next owner skips it (and dead-letters it).
     pub skip: Option<u64>,
+    /// On a shared log: the owner does not hold the partition in the cluster yet
+    /// (`cluster.rs`), so it may not send from it.
+    pub unheld: bool,
 }
 
 impl Part {
@@ -61,9 +64,11 @@ impl Part {
         self.inflight.iter().map(|s| s.count).sum()
     }
 
-    /// The owner may send from it (not being handed over).
+    /// The owner may send from it (not being handed over, and held in the cluster).
     pub fn sendable_by(&self, stream: &StreamCtl) -> bool {
-        self.target.is_none() && self.owner.as_ref().is_some_and(|o| o.id == stream.id)
+        self.target.is_none()
+            && !self.unheld
+            && self.owner.as_ref().is_some_and(|o| o.id == stream.id)
     }
 
     pub fn owned_by(&self, stream: &str) -> bool {
@@ -109,6 +114,10 @@ impl Part {
 #[derive(Debug)]
 pub(crate) struct StreamCtl {
     pub id: String,
+    /// A stream of another node (shared logs): only its membership is known here.
+    pub remote: bool,
+    /// When it opened (ms since the epoch): streams are ordered by it across nodes.
+    pub started_ms: i64,
     /// Partitions asked for by the client (direct assignment); empty: auto.
     pub direct: Vec<PartKey>,
     pub commit_timeout: Duration,
@@ -124,8 +133,30 @@ pub(crate) struct StreamCtl {
 
 impl StreamCtl {
     pub fn new(id: String, direct: Vec<PartKey>, commit_timeout: Duration) -> StreamCtl {
+        StreamCtl::with_origin(id, direct, commit_timeout, false, now_ms())
+    }
+
+    /// A stream as another node announced it.
+    pub fn remote(
+        id: String,
+        direct: Vec<PartKey>,
+        commit_timeout: Duration,
+        started_ms: i64,
+    ) -> StreamCtl {
+        StreamCtl::with_origin(id, direct, commit_timeout, true, started_ms)
+    }
+
+    fn with_origin(
+        id: String,
+        direct: Vec<PartKey>,
+        commit_timeout: Duration,
+        remote: bool,
+        started_ms: i64,
+    ) -> StreamCtl {
         StreamCtl {
             id,
+            remote,
+            started_ms,
             direct,
             commit_timeout,
             notify: Notify::new(),
@@ -178,6 +209,9 @@ pub(crate) struct State {
     pub parts: BTreeMap<PartKey, Part>,
     /// A cursor reset is running: no stream may start.
     pub resetting: bool,
+    /// The log is shared with other nodes: streams are ordered by start time and a
+    /// new owner sends only once it holds the partition in the cluster.
+    pub shared: bool,
     /// The subscription's dead-letter settings (from its annotations).
     pub dead_letters: Option<DeadLetters>,
 }
@@ -193,6 +227,11 @@ impl State {
     /// Applies deadlines, then moves partitions to where an even split wants them.
     /// Returns whether anything changed (the streams are notified if so).
     pub fn rebalance(&mut self, now: Instant) -> bool {
+        if self.shared {
+            // Every node orders the same streams the same way.
+            self.streams
+                .sort_by(|a, b| a.started_ms.cmp(&b.started_ms).then(a.id.cmp(&b.id)));
+        }
         let live: Vec<Arc<StreamCtl>> = self
             .streams
             .iter()
@@ -241,9 +280,14 @@ impl State {
         }
         let mut changed = false;
         let dead_letters = self.dead_letters;
+        let shared = self.shared;
         for (key, part) in &mut self.parts {
             let want = desired.get(key).cloned();
+            let before = part.owner.as_ref().map(|o| o.id.clone());
             changed |= settle(part, want, now, dead_letters);
+            if shared && part.owner.as_ref().map(|o| &o.id) != before.as_ref() {
+                part.unheld = true;
+            }
         }
         // Streams that are gone and hold nothing are forgotten.
         let parts = &self.parts;
@@ -301,6 +345,10 @@ impl State {
             })
             .min()
     }
+}
+
+fn now_ms() -> i64 {
+    sluice_log::Timestamp::now().0
 }
 
 /// When the owner's claim on uncommitted events of a partition it must give up ends:

@@ -37,13 +37,23 @@ pub type PartKey = (String, u32);
 /// Committed cursors of one subscription.
 pub type Cursors = BTreeMap<PartKey, CursorOffset>;
 
+/// Called when a cursor moved (this node's commit or another node's).
+pub(crate) type OnCursor = Box<dyn Fn(&str, &PartKey, CursorOffset) + Send + Sync>;
+
 /// What the two topics say, applied record by record.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     subs: RwLock<BTreeMap<String, Arc<Subscription>>>,
     cursors: RwLock<HashMap<String, Cursors>>,
     /// The log offset of the record each cursor key was last set from.
     cursor_at: RwLock<HashMap<String, Offset>>,
+    on_cursor: std::sync::OnceLock<OnCursor>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").finish_non_exhaustive()
+    }
 }
 
 impl State {
@@ -88,7 +98,13 @@ impl State {
             }
             Some(text) => match CursorOffset::parse(text) {
                 Some(offset) => {
-                    all.entry(id.to_string()).or_default().insert(part, offset);
+                    all.entry(id.to_string())
+                        .or_default()
+                        .insert(part.clone(), offset);
+                    drop(all);
+                    if let Some(hook) = self.on_cursor.get() {
+                        hook(id, &part, offset);
+                    }
                 }
                 None => tracing::error!(cursor = key, "unreadable cursor"),
             },
@@ -109,7 +125,7 @@ pub(crate) struct Store {
     log: Arc<dyn Log>,
     state: Arc<State>,
     definitions: Follower,
-    _cursors: Follower,
+    cursor_follower: Follower,
 }
 
 fn topic(name: &str) -> TopicName {
@@ -143,7 +159,7 @@ impl Store {
             log,
             state,
             definitions,
-            _cursors: cursors,
+            cursor_follower: cursors,
         })
     }
 
@@ -171,6 +187,16 @@ impl Store {
     /// Waits until every definition written so far, by any node, is applied here.
     pub async fn caught_up(&self) -> Result<()> {
         self.definitions.caught_up_to_end().await
+    }
+
+    /// Waits until every commit written so far, by any node, is applied here.
+    pub async fn cursors_caught_up(&self) -> Result<()> {
+        self.cursor_follower.caught_up_to_end().await
+    }
+
+    /// Sets what runs when a cursor moves (once).
+    pub fn on_cursor(&self, hook: OnCursor) {
+        let _ = self.state.on_cursor.set(hook);
     }
 
     pub fn cursors(&self, id: &str) -> Cursors {

@@ -129,11 +129,13 @@ impl Server {
                 let options = sluice_http::ApiOptions {
                     principal_header: Some(PRINCIPAL_HEADER.parse().unwrap()),
                 };
-                sluice_http::serve(listener, Arc::new(bus), options, async {
+                let bus = Arc::new(bus);
+                sluice_http::serve(listener, bus.clone(), options, async {
                     let _ = stop_rx.await;
                 })
                 .await
                 .unwrap();
+                bus.shutdown().await;
                 log.flush().await.unwrap();
                 if let Some(embedded) = embedded {
                     tokio::task::spawn_blocking(move || embedded.close())

@@ -1,10 +1,12 @@
 //! Two Sluice nodes on one Kafka cluster form one bus: what one node is told, the
 //! other knows within a second; races between them are settled the same on both.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::streams::{Stream, events};
 use crate::{Server, price_changed, price_event};
 
 /// Two nodes on one broker (on Kafka a data dir holds nothing of its own).
@@ -162,4 +164,109 @@ fn racing_creates_on_two_nodes_are_settled_the_same_on_both() {
         };
         count(&a) == 1 && count(&b) == 1
     });
+}
+
+/// Stream owners per partition as a node reports them (`-` for none).
+fn owners(s: &Server, id: &str) -> Vec<String> {
+    let stats = s.get(&format!("/subscriptions/{id}/stats")).json();
+    stats["items"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["stream_id"].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+fn commit(s: &Server, id: &str, stream: &str, cursor: &Value) -> u16 {
+    s.json_with(
+        "POST",
+        &format!("/subscriptions/{id}/cursors"),
+        &[("X-Nakadi-StreamId", stream)],
+        &json!({"items": [cursor]}),
+    )
+    .status
+}
+
+/// Reads every batch that comes within `quiet`, committing each through `via`;
+/// returns the partitions the events came from and how many there were.
+fn drain(stream: &Stream, via: &Server, id: &str, quiet: Duration) -> (BTreeSet<String>, usize) {
+    let (mut parts, mut n) = (BTreeSet::new(), 0);
+    while let Some(batch) = stream.next_batch(quiet) {
+        n += events(&batch).len();
+        parts.insert(batch["cursor"]["partition"].as_str().unwrap().to_string());
+        assert_eq!(commit(via, id, &stream.id, &batch["cursor"]), 204);
+    }
+    (parts, n)
+}
+
+fn publish(s: &Server, seqs: std::ops::Range<u64>) {
+    let batch: Vec<Value> = seqs.map(|i| price_event(&format!("sku-{i}"), i)).collect();
+    let r = s.post("/event-types/shop.price/events", &Value::Array(batch));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn streams_on_two_nodes_share_a_subscription_without_sharing_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_nodes(dir.path());
+    assert_eq!(
+        a.post("/event-types", &price_changed("shop.price", 4))
+            .status,
+        201
+    );
+    publish(&a, 0..40);
+    let sub = json!({"owning_application": "search", "event_types": ["shop.price"],
+                     "read_from": "begin"});
+    let id = a.post("/subscriptions", &sub).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    within("the subscription on B", || {
+        b.get(&format!("/subscriptions/{id}")).status == 200
+    });
+    let path = format!("/subscriptions/{id}/events?batch_flush_timeout=1&commit_timeout=5");
+
+    // One stream, on A: every partition, as both nodes see it.
+    let on_a = Stream::open(a.addr, &path, None);
+    assert_eq!(on_a.status, 200, "{}", on_a.body);
+    let (parts, n) = drain(&on_a, &a, &id, Duration::from_millis(2500));
+    assert_eq!((parts.len(), n), (4, 40));
+    within("A's stream owning everything, seen on B", || {
+        owners(&b, &id) == vec![on_a.id.clone(); 4]
+    });
+
+    // A second stream, on B: the partitions split 2 / 2, the same on both nodes.
+    let on_b = Stream::open(b.addr, &path, None);
+    assert_eq!(on_b.status, 200, "{}", on_b.body);
+    let split = |s: &Server| {
+        let o = owners(s, &id);
+        o.iter().filter(|x| **x == on_a.id).count() == 2
+            && o.iter().filter(|x| **x == on_b.id).count() == 2
+    };
+    within("a 2 / 2 split on A", || split(&a));
+    within("a 2 / 2 split on B", || split(&b));
+    assert_eq!(owners(&a, &id), owners(&b, &id));
+
+    // New events reach the stream that holds their partition, and only that one;
+    // B's stream commits through A.
+    publish(&b, 40..80);
+    let (parts_a, n_a) = drain(&on_a, &a, &id, Duration::from_millis(2500));
+    let (parts_b, n_b) = drain(&on_b, &a, &id, Duration::from_millis(2500));
+    assert_eq!(n_a + n_b, 40, "every event once");
+    assert!(parts_a.is_disjoint(&parts_b), "{parts_a:?} / {parts_b:?}");
+    assert_eq!(parts_a.len() + parts_b.len(), 4);
+    let stats = a.get(&format!("/subscriptions/{id}/stats")).json();
+    for p in stats["items"][0]["partitions"].as_array().unwrap() {
+        assert_eq!(p["unconsumed_events"], 0, "{stats}");
+    }
+
+    // B stops: its partitions come back to A's stream.
+    drop(on_b);
+    b.stop();
+    within("A's stream owning everything again", || {
+        owners(&a, &id) == vec![on_a.id.clone(); 4]
+    });
+    publish(&a, 80..120);
+    let (parts, n) = drain(&on_a, &a, &id, Duration::from_millis(2500));
+    assert_eq!((parts.len(), n), (4, 40));
 }
