@@ -358,3 +358,111 @@ mod failures {
         }
     }
 }
+
+/// A subscription stream read line by line on a thread (lines of JSON).
+fn open_stream(url: &str) -> (String, std::sync::mpsc::Receiver<Value>) {
+    let resp = ureq::get(url).call().unwrap();
+    assert_eq!(resp.status(), 200);
+    let stream_id = resp
+        .headers()
+        .get("x-nakadi-streamid")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = resp.into_body().into_reader();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(reader)).map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                break;
+            };
+            if v.get("events").is_some() && tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    (stream_id, rx)
+}
+
+#[test]
+fn a_killed_node_s_partitions_go_to_another_node_s_stream_after_its_commit_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_on(&dir.path().join("broker"));
+    let mut node_a = serve_on_kafka(&dir.path().join("a"), &broker.bootstrap, &[]);
+    let mut node_b = serve_on_kafka(&dir.path().join("b"), &broker.bootstrap, &[]);
+    let (a, _a_lines) = wait_for_listen_address(&mut node_a);
+    let (b, _b_lines) = wait_for_listen_address(&mut node_b);
+    let (a, b) = (format!("http://{a}"), format!("http://{b}"));
+    assert_eq!(post(&format!("{a}/event-types"), &orders_type()).0, 201);
+    let (status, _, body) = post(
+        &format!("{a}/event-types/shop.orders/events"),
+        &batch(&(0..20).collect::<Vec<_>>()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = post(
+        &format!("{a}/subscriptions"),
+        &json!({"owning_application": "billing", "event_types": ["shop.orders"],
+                "read_from": "begin"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!(
+        "/subscriptions/{id}/events?batch_flush_timeout=1&commit_timeout=8&max_uncommitted_events=100"
+    );
+
+    // A's stream gets both partitions and commits nothing.
+    let (_, on_a) = open_stream(&format!("{a}{path}"));
+    let mut got_on_a = 0;
+    while got_on_a < 20 {
+        let batch = on_a
+            .recv_timeout(Duration::from_secs(10))
+            .expect("A's batches");
+        got_on_a += batch["events"].as_array().unwrap().len();
+    }
+
+    // B's stream (on B, once B knows the subscription) waits: A holds uncommitted events.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent()
+        .get(&format!("{b}/subscriptions/{id}"))
+        .call()
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "B never saw the subscription");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, on_b) = open_stream(&format!("{b}{path}"));
+    assert!(
+        on_b.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "nothing for B while A holds it all"
+    );
+    drop(on_a);
+
+    // A dies. After its heartbeats stop (3 s) and its commit timeout (8 s), B's
+    // stream takes both partitions and gets every uncommitted event again.
+    let killed = Instant::now();
+    node_a.kill().unwrap(); // SIGKILL
+    node_a.wait().unwrap();
+    let mut seqs = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seqs.len() < 20 && Instant::now() < deadline {
+        if let Ok(batch) = on_b.recv_timeout(Duration::from_secs(1)) {
+            for e in batch["events"].as_array().unwrap() {
+                seqs.insert(e["seq"].as_u64().unwrap());
+            }
+        }
+    }
+    assert_eq!(
+        seqs,
+        (0..20).collect::<BTreeSet<u64>>(),
+        "every event, again, on B"
+    );
+    eprintln!("B took over {:?} after the kill", killed.elapsed());
+    node_b.kill().unwrap();
+    node_b.wait().unwrap();
+}
