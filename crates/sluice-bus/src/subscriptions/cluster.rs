@@ -185,7 +185,8 @@ impl Cluster {
         Ok(cluster)
     }
 
-    async fn append(&self, records: Vec<Record>) -> Result<()> {
+    /// Appends records to the sessions topic and waits until they are applied here.
+    pub async fn append(&self, records: Vec<Record>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -198,7 +199,12 @@ impl Cluster {
 
     /// Says these local streams are open (a heartbeat).
     pub async fn announce(&self, sub: &str, streams: &[Arc<StreamCtl>]) -> Result<()> {
-        let records = streams
+        self.append(self.member_records(sub, streams)).await
+    }
+
+    /// The records saying these local streams are open.
+    pub fn member_records(&self, sub: &str, streams: &[Arc<StreamCtl>]) -> Vec<Record> {
+        streams
             .iter()
             .map(|s| {
                 let m = MemberRecord {
@@ -210,16 +216,19 @@ impl Cluster {
                 let value = serde_json::to_vec(&m).unwrap_or_default();
                 Record::keyed(member_key(sub, &s.id), Bytes::from(value))
             })
-            .collect();
-        self.append(records).await
+            .collect()
     }
 
     pub async fn leave(&self, sub: &str, streams: &[String]) -> Result<()> {
-        let records = streams
+        self.append(Self::leave_records(sub, streams)).await
+    }
+
+    /// The records saying these streams ended.
+    pub fn leave_records(sub: &str, streams: &[String]) -> Vec<Record> {
+        streams
             .iter()
             .map(|s| Record::tombstone(member_key(sub, s)))
-            .collect();
-        self.append(records).await
+            .collect()
     }
 
     /// Claims (`true`) and releases (`false`) of partitions by streams, in one append.

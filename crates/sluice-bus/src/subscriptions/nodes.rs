@@ -146,6 +146,8 @@ pub(super) async fn cluster_loop(
         if heartbeat {
             last_heartbeat = Instant::now();
         }
+        // Every session's heartbeat in one append.
+        let mut beats = Vec::new();
         for session in all {
             if let Err(e) = settle_session(&session, &cluster, &store).await {
                 tracing::warn!(subscription = %session.id, error = %e, "cannot settle streams with the cluster");
@@ -174,13 +176,11 @@ pub(super) async fn cluster_loop(
                 .into_iter()
                 .filter(|id| !kept.contains(id) && cluster.claims_of(&session.id, id).is_empty())
                 .collect();
-            let beat = async {
-                cluster.announce(&session.id, &live).await?;
-                cluster.leave(&session.id, &gone).await
-            };
-            if let Err(e) = beat.await {
-                tracing::warn!(subscription = %session.id, error = %e, "heartbeat not written");
-            }
+            beats.extend(cluster.member_records(&session.id, &live));
+            beats.extend(Cluster::leave_records(&session.id, &gone));
+        }
+        if let Err(e) = cluster.append(beats).await {
+            tracing::warn!(error = %e, "heartbeats not written");
         }
         if heartbeat {
             for (sub, stream, claims) in cluster.expired() {

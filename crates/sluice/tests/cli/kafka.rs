@@ -25,7 +25,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn serve_on_kafka(data: &Path, bootstrap: &str, settings: &[&str]) -> Child {
+fn serve_cmd(data: &Path, bootstrap: &str, settings: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     for s in settings {
         cmd.args(["--set", s]);
@@ -40,9 +40,35 @@ fn serve_on_kafka(data: &Path, bootstrap: &str, settings: &[&str]) -> Child {
     .args(["--listen", "127.0.0.1:0", "--data-dir"])
     .arg(data)
     .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap()
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// A `sluice serve` process, killed when dropped (a failing test leaves none behind).
+struct Node(Child);
+
+impl std::ops::Deref for Node {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_on_kafka(data: &Path, bootstrap: &str, settings: &[&str]) -> Node {
+    Node(serve_cmd(data, bootstrap, settings).spawn().unwrap())
 }
 
 fn agent() -> ureq::Agent {
@@ -143,12 +169,12 @@ fn serve_gives_up_clearly_when_kafka_never_comes() {
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let out = serve_on_kafka(
+    let out = serve_cmd(
         &dir.path().join("data"),
         &bootstrap,
         &["kafka.connect_timeout_ms=2000"],
     )
-    .wait_with_output()
+    .output()
     .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -170,7 +196,7 @@ fn publishes_fail_with_503_while_kafka_is_gone_and_nothing_acknowledged_is_lost(
         &broker.bootstrap,
         &["kafka.delivery_timeout_ms=3000"],
     );
-    let (addr, lines) = wait_for_listen_address(&mut server);
+    let (addr, lines) = wait_for_listen_address(&mut server.0);
     let said = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     std::thread::spawn({
         let said = said.clone();
@@ -391,8 +417,8 @@ fn a_killed_node_s_partitions_go_to_another_node_s_stream_after_its_commit_timeo
     let broker = Broker::start_on(&dir.path().join("broker"));
     let mut node_a = serve_on_kafka(&dir.path().join("a"), &broker.bootstrap, &[]);
     let mut node_b = serve_on_kafka(&dir.path().join("b"), &broker.bootstrap, &[]);
-    let (a, _a_lines) = wait_for_listen_address(&mut node_a);
-    let (b, _b_lines) = wait_for_listen_address(&mut node_b);
+    let (a, _a_lines) = wait_for_listen_address(&mut node_a.0);
+    let (b, _b_lines) = wait_for_listen_address(&mut node_b.0);
     let (a, b) = (format!("http://{a}"), format!("http://{b}"));
     assert_eq!(post(&format!("{a}/event-types"), &orders_type()).0, 201);
     let (status, _, body) = post(
