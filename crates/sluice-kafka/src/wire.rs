@@ -687,3 +687,84 @@ fn decode(mut raw: Bytes, req: LogFetch) -> std::result::Result<Fetched, String>
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+
+    fn record(offset: i64, control: bool) -> Record {
+        Record {
+            transactional: control,
+            control,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: -1,
+            timestamp: 1_000 + offset,
+            key: Some(Bytes::from(format!("k{offset}"))),
+            value: Some(Bytes::from(format!("v{offset}"))),
+            headers: Default::default(),
+        }
+    }
+
+    /// Record batches as a Fetch answer carries them, one batch per group.
+    fn batches(groups: &[&[Record]]) -> Bytes {
+        let mut buf = BytesMut::new();
+        for group in groups {
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            };
+            RecordBatchEncoder::encode(&mut buf, group.iter(), &options).unwrap();
+        }
+        buf.freeze()
+    }
+
+    fn offsets(f: &Fetched) -> Vec<u64> {
+        f.records.iter().map(|r| r.offset.0).collect()
+    }
+
+    #[test]
+    fn markers_and_gaps_are_skipped_and_next_moves_past_them() {
+        // 0, 1, a transaction marker at 2, 5 (3 and 4 compacted away), a marker at 6.
+        let raw = batches(&[
+            &[record(0, false), record(1, false)],
+            &[record(2, true)],
+            &[record(5, false)],
+            &[record(6, true)],
+        ]);
+        let f = decode(raw.clone(), LogFetch::new(Offset(0))).unwrap();
+        assert_eq!(offsets(&f), [0, 1, 5]);
+        assert_eq!(f.next, Offset(7), "past the trailing marker");
+        assert_eq!(f.records[2].value.as_deref(), Some(&b"v5"[..]));
+
+        // From the middle of the first batch; a limit of one record: the marker right
+        // after it is passed too, the record after that is not.
+        let f = decode(raw.clone(), LogFetch::new(Offset(1)).max_records(1)).unwrap();
+        assert_eq!((offsets(&f), f.next), (vec![1], Offset(3)));
+        let f = decode(raw.clone(), LogFetch::new(Offset(3))).unwrap();
+        assert_eq!(offsets(&f), [5], "3 and 4 are gone: the read starts at 5");
+
+        // Only a marker: nothing to read, but the reader moves on.
+        let marker = batches(&[&[record(9, true)]]);
+        let f = decode(marker, LogFetch::new(Offset(9))).unwrap();
+        assert!(f.records.is_empty());
+        assert_eq!(f.next, Offset(10));
+    }
+
+    #[test]
+    fn a_batch_cut_short_by_the_byte_limit_is_left_for_the_next_fetch() {
+        let raw = batches(&[&[record(0, false)], &[record(1, false)]]);
+        let cut = raw.slice(..raw.len() - 5);
+        let f = decode(cut, LogFetch::new(Offset(0))).unwrap();
+        assert_eq!((offsets(&f), f.next), (vec![0], Offset(1)));
+    }
+}
