@@ -22,6 +22,15 @@ const RETRY: Duration = Duration::from_millis(500);
 /// How long a change waits for its follower before the call fails.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A record's key as text (internal topics key their records by text).
+pub(crate) fn key_of(r: &StoredRecord) -> String {
+    r.key
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .into_owned()
+}
+
 /// A task applying one internal topic's records as they come; stops when dropped.
 #[derive(Debug)]
 pub(crate) struct Follower {

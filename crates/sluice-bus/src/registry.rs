@@ -25,7 +25,7 @@ use sluice_schema::evolution::{self, Level};
 use sluice_schema::{CleanupPolicy, CompatibilityMode, CompiledType, EventType, time};
 
 use crate::error::{BusError, Result};
-use crate::follow::Follower;
+use crate::follow::{Follower, key_of};
 
 /// How long a topic without a definition is left alone on a shared log before it is
 /// removed as an orphan (a create in progress on another node takes well under this).
@@ -113,11 +113,7 @@ impl State {
 
     /// Applies a record of `__sluice_schemas` (key `name/version`).
     fn apply_schema(&self, r: &StoredRecord) {
-        let key = r
-            .key
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
+        let key = key_of(r);
         let Some((name, version)) = key.split_once('/') else {
             return;
         };
@@ -192,13 +188,7 @@ pub(crate) async fn replay(
             break;
         }
         for r in f.records {
-            let key = r
-                .key
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
-            latest.insert(key, r.value);
+            latest.insert(key_of(&r), r.value);
         }
         from = f.next;
     }

@@ -30,7 +30,7 @@ use sluice_log::{Log, LogError, PartitionId, Record, StoredRecord, TopicName};
 use super::session::StreamCtl;
 use super::store::PartKey;
 use crate::error::Result;
-use crate::follow::Follower;
+use crate::follow::{Follower, key_of};
 
 pub const SESSIONS_TOPIC: &str = "__sluice_sessions";
 /// A stream not heard of for this long is not live.
@@ -72,12 +72,7 @@ struct View {
 
 impl View {
     fn apply(&mut self, r: &StoredRecord) {
-        let key = r
-            .key
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default()
-            .into_owned();
+        let key = key_of(r);
         if let Some(rest) = key.strip_prefix("m/") {
             let Some((sub, stream)) = rest.split_once('/') else {
                 return;

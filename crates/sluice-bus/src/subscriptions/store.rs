@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use sluice_log::{Log, Offset, PartitionId, Record, StoredRecord, TopicName};
+use sluice_log::{Log, Offset, PartitionId, Record, TopicName};
 
 use super::model::Subscription;
 use crate::cursor::CursorOffset;
 use crate::error::{BusError, Result};
-use crate::follow::Follower;
+use crate::follow::{Follower, key_of};
 use crate::registry::replay;
 
 pub const SUBSCRIPTIONS_TOPIC: &str = "__sluice_subscriptions";
@@ -110,14 +110,6 @@ impl State {
             },
         }
     }
-}
-
-fn key_of(r: &StoredRecord) -> String {
-    r.key
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default()
-        .into_owned()
 }
 
 #[derive(Debug)]
