@@ -44,6 +44,9 @@ struct MemberRecord {
     started_ms: i64,
     direct: Vec<PartKey>,
     commit_timeout_ms: u64,
+    /// The generation of the subscription's cursors the stream opened in.
+    #[serde(default)]
+    generation: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +61,7 @@ pub(crate) struct Member {
     pub started_ms: i64,
     pub direct: Vec<PartKey>,
     pub commit_timeout: Duration,
+    pub generation: u64,
     /// When this node applied its last record.
     pub seen: Instant,
 }
@@ -94,6 +98,7 @@ impl View {
                             started_ms: m.started_ms,
                             direct: m.direct,
                             commit_timeout: Duration::from_millis(m.commit_timeout_ms),
+                            generation: m.generation,
                             seen: Instant::now(),
                         },
                     );
@@ -207,6 +212,7 @@ impl Cluster {
                     started_ms: s.started_ms,
                     direct: s.direct.clone(),
                     commit_timeout_ms: s.commit_timeout.as_millis() as u64,
+                    generation: s.generation,
                 };
                 let value = serde_json::to_vec(&m).unwrap_or_default();
                 Record::keyed(member_key(sub, &s.id), Bytes::from(value))

@@ -1,5 +1,6 @@
 //! Commits and resets: cursors move only forward, only from the owning stream and never
-//! past what it was sent; a reset closes the subscription's streams first.
+//! past what it was sent; a reset closes the subscription's streams first, on every
+//! node.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -35,15 +36,17 @@ impl Subscriptions {
         };
         let _one = session.commits.lock().await;
         let mut parsed = Vec::with_capacity(cursors.len());
+        let generation;
         {
             let mut st = session.state.lock();
             if let Some(cluster) = &self.cluster {
-                super::nodes::sync_remote(&mut st, cluster, id);
+                super::nodes::sync_remote(&mut st, cluster, id, self.store.generation(id));
                 st.rebalance(Instant::now());
             }
             let Some(stream) = st.streams.iter().find(|s| s.id == stream_id).cloned() else {
                 return Err(no_stream(id, stream_id));
             };
+            generation = stream.generation;
             let mut problems = Vec::new();
             for c in cursors {
                 if !sub.event_types.contains(&c.event_type) {
@@ -121,7 +124,7 @@ impl Subscriptions {
             }
         }
         let moved: Vec<(PartKey, CursorOffset)> = forward.into_iter().collect();
-        self.store.set_cursors(id, &moved).await?;
+        self.store.set_cursors(id, generation, &moved).await?;
         let mut st = session.state.lock();
         for (key, offset) in &moved {
             if let CursorOffset::At(o) = offset {
@@ -155,8 +158,9 @@ impl Subscriptions {
             .collect())
     }
 
-    /// Moves the cursors: closes every stream of the subscription first (their
-    /// uncommitted events are given up), then writes the new cursors.
+    /// Moves the cursors: closes every stream of the subscription here first (their
+    /// uncommitted events are given up), then writes the new cursors under the next
+    /// generation; other nodes close theirs when they apply it (`store.rs`).
     pub async fn reset(&self, registry: &Registry, id: &str, to: ResetTo) -> Result<()> {
         let sub = self.get(id)?;
         let bounds = self.bounds(registry, &sub).await?;
@@ -194,7 +198,7 @@ impl Subscriptions {
             st.resetting = true;
             st.close_all("the subscription's cursors were reset");
         }
-        let written = self.store.set_cursors(id, &cursors).await;
+        let written = self.store.reset_cursors(id, &cursors).await;
         session.state.lock().resetting = false;
         written
     }

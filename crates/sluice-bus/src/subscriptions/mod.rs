@@ -181,6 +181,20 @@ impl Subscriptions {
                 }
             }
         }));
+        // A reset (here or on another node): streams of older generations end.
+        store.on_reset(Box::new({
+            let sessions = Arc::downgrade(&sessions);
+            move |id, generation| {
+                let Some(session) = sessions.upgrade().and_then(|s| s.lock().get(id).cloned())
+                else {
+                    return;
+                };
+                let mut st = session.state.lock();
+                if st.streams.iter().any(|s| s.generation < generation) {
+                    st.close_all("the subscription's cursors were reset");
+                }
+            }
+        }));
         let (cluster, cluster_task) = if log.shared() {
             let cluster = Arc::new(Cluster::open(log.clone()).await?);
             let task = tokio::spawn(nodes::cluster_loop(
@@ -318,7 +332,7 @@ impl Subscriptions {
         let now = time::now_rfc3339();
         s.created_at.clone_from(&now);
         s.updated_at = now;
-        self.store.set_cursors(&s.id, &initial).await?;
+        self.store.set_cursors(&s.id, 0, &initial).await?;
         let mine = self.store.put(s).await?;
         // Another node may have created the same key meanwhile: every node names the
         // same winner, and the loser's definition goes.
@@ -458,17 +472,20 @@ impl Subscriptions {
         }
         let session = self.session(id);
         let stream_id = uuid::Uuid::new_v4().to_string();
+        let generation = self.store.generation(id);
         let ctl = Arc::new(StreamCtl::new(
             stream_id.clone(),
             direct.clone(),
             params.commit_timeout,
+            generation,
         ));
         {
             let mut st = session.state.lock();
             if let Some(cluster) = &self.cluster {
-                nodes::sync_remote(&mut st, cluster, id);
+                nodes::sync_remote(&mut st, cluster, id, generation);
             }
-            if st.resetting {
+            // A reset applied since the generation was read would not close it.
+            if st.resetting || self.store.generation(id) != generation {
                 return Err(BusError::Conflict(format!(
                     "the cursors of subscription {id} are being reset; try again"
                 )));
@@ -707,7 +724,7 @@ mod tests {
         let key = ("shop.cart".to_string(), 0);
         bus.subscriptions()
             .store
-            .set_cursors(&sub.id, &[(key, crate::CursorOffset::At(0))])
+            .set_cursors(&sub.id, 0, &[(key, crate::CursorOffset::At(0))])
             .await
             .unwrap();
         // The segment with offsets 0..3 rolls and ages past its 1 ms retention.

@@ -16,9 +16,11 @@ use super::store::{PartKey, Store};
 use crate::error::Result;
 
 /// Brings the other nodes' live streams into a session's state (new ones added, gone
-/// ones ended), so that the even split counts every node's streams.
-pub(super) fn sync_remote(st: &mut State, cluster: &Cluster, sub: &str) {
-    let remote = cluster.remote_members(sub);
+/// ones ended), so that the even split counts every node's streams. Streams of a
+/// generation a reset ended do not count: their nodes are closing them.
+pub(super) fn sync_remote(st: &mut State, cluster: &Cluster, sub: &str, generation: u64) {
+    let mut remote = cluster.remote_members(sub);
+    remote.retain(|(_, m)| m.generation >= generation);
     for ctl in st.streams.iter().filter(|s| s.remote) {
         if ctl.is_live() && !remote.iter().any(|(id, _)| *id == ctl.id) {
             ctl.disconnected();
@@ -30,6 +32,7 @@ pub(super) fn sync_remote(st: &mut State, cluster: &Cluster, sub: &str) {
                 id,
                 m.direct,
                 m.commit_timeout,
+                m.generation,
                 m.started_ms,
             )));
         }
@@ -53,7 +56,7 @@ pub(super) async fn settle_session(
     let sub = session.id.as_str();
     let (steps, newly_held) = {
         let mut st = session.state.lock();
-        sync_remote(&mut st, cluster, sub);
+        sync_remote(&mut st, cluster, sub, store.generation(sub));
         st.rebalance(Instant::now());
         let mut steps = Vec::new();
         let mut newly_held = Vec::new();

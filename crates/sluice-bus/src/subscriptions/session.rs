@@ -121,6 +121,9 @@ pub(crate) struct StreamCtl {
     /// Partitions asked for by the client (direct assignment); empty: auto.
     pub direct: Vec<PartKey>,
     pub commit_timeout: Duration,
+    /// The generation of the subscription's cursors it opened in: a reset to a newer
+    /// one ends it, and its commits count only in its own.
+    pub generation: u64,
     /// Wakes the stream's task: its partitions or its uncommitted events changed.
     pub notify: Notify,
     /// The HTTP response is still being written.
@@ -132,8 +135,13 @@ pub(crate) struct StreamCtl {
 }
 
 impl StreamCtl {
-    pub fn new(id: String, direct: Vec<PartKey>, commit_timeout: Duration) -> StreamCtl {
-        StreamCtl::with_origin(id, direct, commit_timeout, false, now_ms())
+    pub fn new(
+        id: String,
+        direct: Vec<PartKey>,
+        commit_timeout: Duration,
+        generation: u64,
+    ) -> StreamCtl {
+        StreamCtl::with_origin(id, direct, commit_timeout, generation, false, now_ms())
     }
 
     /// A stream as another node announced it.
@@ -141,15 +149,17 @@ impl StreamCtl {
         id: String,
         direct: Vec<PartKey>,
         commit_timeout: Duration,
+        generation: u64,
         started_ms: i64,
     ) -> StreamCtl {
-        StreamCtl::with_origin(id, direct, commit_timeout, true, started_ms)
+        StreamCtl::with_origin(id, direct, commit_timeout, generation, true, started_ms)
     }
 
     fn with_origin(
         id: String,
         direct: Vec<PartKey>,
         commit_timeout: Duration,
+        generation: u64,
         remote: bool,
         started_ms: i64,
     ) -> StreamCtl {
@@ -159,6 +169,7 @@ impl StreamCtl {
             started_ms,
             direct,
             commit_timeout,
+            generation,
             notify: Notify::new(),
             connected: AtomicBool::new(true),
             close: Mutex::new(None),
@@ -324,6 +335,7 @@ impl State {
     }
 
     /// Ends every stream (a reset): their uncommitted events are given up.
+    /// Remote streams come back from the cluster if their generation is current.
     pub fn close_all(&mut self, reason: &str) {
         for s in &self.streams {
             s.close(reason);
@@ -414,6 +426,7 @@ mod tests {
             id.into(),
             Vec::new(),
             Duration::from_secs(60),
+            0,
         ))
     }
 
@@ -524,6 +537,7 @@ mod tests {
             "d".into(),
             vec![keys(3)[0].clone()],
             Duration::from_secs(60),
+            0,
         ));
         s.streams.push(d);
         s.rebalance(now);

@@ -3,8 +3,16 @@
 //!
 //! - `__sluice_subscriptions`: key = subscription id, value = the definition as JSON,
 //!   a tombstone on delete;
-//! - `__sluice_cursors`: key = `{id}/{event type}/{partition}`, value = the committed
-//!   cursor offset as text (`BEGIN` or `001-0001-...`).
+//! - `__sluice_cursors`: key = `{id}/{event type}/{partition}` (generation 0) or
+//!   `{id}/{generation}/{event type}/{partition}`, value = the committed cursor offset
+//!   as text (`BEGIN` or `001-0001-...`); key `{id}/reset`, value = the generation.
+//!
+//! Generations make a cursor reset hold on every node: a reset writes the new cursors
+//! under the next generation, then the reset record (its commit point). A stream
+//! commits under the generation it opened in; once a node applies the reset record it
+//! closes the streams of older generations and ignores their commits, so a commit
+//! racing the reset (from a stream on any node) can never undo it, and every node
+//! decides the same from log order alone.
 //!
 //! Creating a subscription writes its initial cursors first and its definition last
 //! (the commit point): cursors of a subscription that does not exist are never read,
@@ -39,15 +47,57 @@ pub type Cursors = BTreeMap<PartKey, CursorOffset>;
 
 /// Called when a cursor moved (this node's commit or another node's).
 pub(crate) type OnCursor = Box<dyn Fn(&str, &PartKey, CursorOffset) + Send + Sync>;
+/// Called when a subscription's cursors were reset to a new generation (any node).
+pub(crate) type OnReset = Box<dyn Fn(&str, u64) + Send + Sync>;
+
+/// The cursors of one subscription: those of its current generation, and those
+/// written ahead for a reset whose record is not applied (yet, or ever: a crash).
+#[derive(Debug, Default)]
+struct SubCursors {
+    generation: u64,
+    current: Cursors,
+    ahead: BTreeMap<u64, Cursors>,
+}
 
 /// What the two topics say, applied record by record.
 #[derive(Default)]
 struct State {
     subs: RwLock<BTreeMap<String, Arc<Subscription>>>,
-    cursors: RwLock<HashMap<String, Cursors>>,
+    cursors: RwLock<HashMap<String, SubCursors>>,
     /// The log offset of the record each cursor key was last set from.
     cursor_at: RwLock<HashMap<String, Offset>>,
     on_cursor: std::sync::OnceLock<OnCursor>,
+    on_reset: std::sync::OnceLock<OnReset>,
+}
+
+/// What a key of the cursors topic names.
+#[derive(Debug, PartialEq)]
+enum CursorKey<'a> {
+    Cursor {
+        id: &'a str,
+        generation: u64,
+        part: PartKey,
+    },
+    Reset(&'a str),
+}
+
+impl CursorKey<'_> {
+    fn parse(key: &str) -> Option<CursorKey<'_>> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let cursor = |id, generation, et: &str, p: &str| {
+            Some(CursorKey::Cursor {
+                id,
+                generation,
+                part: (et.to_string(), p.parse().ok()?),
+            })
+        };
+        match parts.as_slice() {
+            [id, "reset"] => Some(CursorKey::Reset(id)),
+            [id, et, p] => cursor(*id, 0, et, p),
+            [id, generation, et, p] => cursor(*id, generation.parse().ok()?, et, p),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -74,8 +124,55 @@ impl State {
         }
     }
 
-    /// Sets a cursor from the record at `at` unless a later record set it already.
-    fn apply_cursor(&self, key: &str, value: Option<&[u8]>, at: Offset) {
+    /// Applies a record of the cursors topic read at `at`.
+    fn apply_cursor_record(&self, key: &str, value: Option<&[u8]>, at: Offset) {
+        match CursorKey::parse(key) {
+            Some(CursorKey::Cursor {
+                id,
+                generation,
+                part,
+            }) => self.apply_cursor(key, id, generation, part, value, at),
+            Some(CursorKey::Reset(id)) => {
+                let generation = value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+                if let Some(generation) = generation {
+                    self.apply_reset(id, generation);
+                }
+            }
+            None => tracing::error!(cursor = key, "unreadable cursor key"),
+        }
+    }
+
+    /// A reset took effect: the cursors written ahead for it are the current ones,
+    /// and commits of older generations are ignored from now on.
+    fn apply_reset(&self, id: &str, generation: u64) {
+        {
+            let mut all = self.cursors.write();
+            let c = all.entry(id.to_string()).or_default();
+            if generation <= c.generation {
+                return;
+            }
+            c.generation = generation;
+            c.current = c.ahead.remove(&generation).unwrap_or_default();
+            c.ahead.retain(|g, _| *g > generation);
+        }
+        if let Some(hook) = self.on_reset.get() {
+            hook(id, generation);
+        }
+    }
+
+    /// Sets a cursor from the record at `at` unless a later record set it already or
+    /// its generation is over.
+    fn apply_cursor(
+        &self,
+        key: &str,
+        id: &str,
+        generation: u64,
+        part: PartKey,
+        value: Option<&[u8]>,
+        at: Offset,
+    ) {
         {
             let mut seen = self.cursor_at.write();
             if seen.get(key).is_some_and(|o| *o >= at) {
@@ -83,31 +180,39 @@ impl State {
             }
             seen.insert(key.to_string(), at);
         }
-        let mut parts = key.rsplitn(3, '/');
-        let (Some(p), Some(et), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-            return;
+        let offset = match value.map(std::str::from_utf8) {
+            None => None,
+            Some(Ok(text)) => match CursorOffset::parse(text) {
+                Some(offset) => Some(offset),
+                None => {
+                    tracing::error!(cursor = key, "unreadable cursor");
+                    return;
+                }
+            },
+            Some(Err(_)) => {
+                tracing::error!(cursor = key, "unreadable cursor");
+                return;
+            }
         };
-        let Ok(p) = p.parse::<u32>() else { return };
-        let part = (et.to_string(), p);
         let mut all = self.cursors.write();
-        match value.and_then(|v| std::str::from_utf8(v).ok()) {
+        let c = all.entry(id.to_string()).or_default();
+        let cursors = match generation.cmp(&c.generation) {
+            std::cmp::Ordering::Less => return, // a commit the reset overtook
+            std::cmp::Ordering::Equal => &mut c.current,
+            std::cmp::Ordering::Greater => c.ahead.entry(generation).or_default(),
+        };
+        match offset {
             None => {
-                if let Some(c) = all.get_mut(id) {
-                    c.remove(&part);
+                cursors.remove(&part);
+            }
+            Some(offset) => {
+                cursors.insert(part.clone(), offset);
+                let current = generation == c.generation;
+                drop(all);
+                if current && let Some(hook) = self.on_cursor.get() {
+                    hook(id, &part, offset);
                 }
             }
-            Some(text) => match CursorOffset::parse(text) {
-                Some(offset) => {
-                    all.entry(id.to_string())
-                        .or_default()
-                        .insert(part.clone(), offset);
-                    drop(all);
-                    if let Some(hook) = self.on_cursor.get() {
-                        hook(id, &part, offset);
-                    }
-                }
-                None => tracing::error!(cursor = key, "unreadable cursor"),
-            },
         }
     }
 }
@@ -124,8 +229,15 @@ fn topic(name: &str) -> TopicName {
     TopicName::new(name).expect("a valid internal topic name")
 }
 
-fn cursor_key(id: &str, (et, p): &PartKey) -> String {
-    format!("{id}/{et}/{p}")
+fn cursor_key(id: &str, generation: u64, (et, p): &PartKey) -> String {
+    match generation {
+        0 => format!("{id}/{et}/{p}"),
+        g => format!("{id}/{g}/{et}/{p}"),
+    }
+}
+
+fn reset_key(id: &str) -> String {
+    format!("{id}/reset")
 }
 
 impl Store {
@@ -136,8 +248,13 @@ impl Store {
             state.apply_subscription(&id, value.as_deref());
         }
         let (cursors, cursors_next) = replay(&log, &topic(CURSORS_TOPIC)).await?;
-        for (key, value) in cursors {
-            state.apply_cursor(&key, value.as_deref(), Offset(0));
+        // Compaction kept the last record of each key, not their order: generations
+        // first, then the cursors of each.
+        let (resets, cursors): (Vec<_>, Vec<_>) = cursors
+            .into_iter()
+            .partition(|(k, _)| matches!(CursorKey::parse(k), Some(CursorKey::Reset(_))));
+        for (key, value) in resets.into_iter().chain(cursors) {
+            state.apply_cursor_record(&key, value.as_deref(), Offset(0));
         }
         let definitions = Follower::spawn(log.clone(), topic(SUBSCRIPTIONS_TOPIC), subs_next, {
             let state = state.clone();
@@ -145,7 +262,7 @@ impl Store {
         });
         let cursors = Follower::spawn(log.clone(), topic(CURSORS_TOPIC), cursors_next, {
             let state = state.clone();
-            move |r| state.apply_cursor(&key_of(r), r.value.as_deref(), r.offset)
+            move |r| state.apply_cursor_record(&key_of(r), r.value.as_deref(), r.offset)
         });
         Ok(Store {
             log,
@@ -191,36 +308,94 @@ impl Store {
         let _ = self.state.on_cursor.set(hook);
     }
 
+    /// Sets what runs when a subscription's cursors were reset (once).
+    pub fn on_reset(&self, hook: OnReset) {
+        let _ = self.state.on_reset.set(hook);
+    }
+
     pub fn cursors(&self, id: &str) -> Cursors {
         self.state
             .cursors
             .read()
             .get(id)
-            .cloned()
+            .map(|c| c.current.clone())
             .unwrap_or_default()
     }
 
     pub fn cursor(&self, id: &str, part: &PartKey) -> Option<CursorOffset> {
-        self.state.cursors.read().get(id)?.get(part).copied()
+        self.state
+            .cursors
+            .read()
+            .get(id)?
+            .current
+            .get(part)
+            .copied()
     }
 
-    /// Writes cursors durably, then makes them current.
-    pub async fn set_cursors(&self, id: &str, cursors: &[(PartKey, CursorOffset)]) -> Result<()> {
-        if cursors.is_empty() {
-            return Ok(());
-        }
+    /// The current generation of a subscription's cursors (how many resets it had).
+    pub fn generation(&self, id: &str) -> u64 {
+        self.state
+            .cursors
+            .read()
+            .get(id)
+            .map_or(0, |c| c.generation)
+    }
+
+    /// Writes cursors of a generation durably, then applies them here. Cursors of a
+    /// generation a reset ended change nothing, on any node.
+    pub async fn set_cursors(
+        &self,
+        id: &str,
+        generation: u64,
+        cursors: &[(PartKey, CursorOffset)],
+    ) -> Result<()> {
         let records = cursors
             .iter()
-            .map(|(k, o)| Record::keyed(Bytes::from(cursor_key(id, k)), Bytes::from(o.to_string())))
+            .map(|(k, o)| {
+                (
+                    cursor_key(id, generation, k),
+                    Some(Bytes::from(o.to_string())),
+                )
+            })
+            .collect();
+        self.write_cursor_records(records).await
+    }
+
+    /// Resets a subscription's cursors: writes them under the next generation, then
+    /// the reset record that makes them current everywhere.
+    pub async fn reset_cursors(&self, id: &str, cursors: &[(PartKey, CursorOffset)]) -> Result<()> {
+        let generation = self.generation(id) + 1;
+        let mut records: Vec<(String, Option<Bytes>)> = cursors
+            .iter()
+            .map(|(k, o)| {
+                (
+                    cursor_key(id, generation, k),
+                    Some(Bytes::from(o.to_string())),
+                )
+            })
+            .collect();
+        records.push((reset_key(id), Some(Bytes::from(generation.to_string()))));
+        self.write_cursor_records(records).await
+    }
+
+    /// Appends records to the cursors topic, then applies them here in that order.
+    async fn write_cursor_records(&self, records: Vec<(String, Option<Bytes>)>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let batch = records
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => Record::keyed(Bytes::from(k.clone()), v.clone()),
+                None => Record::tombstone(Bytes::from(k.clone())),
+            })
             .collect();
         let at = self
             .log
-            .append(&topic(CURSORS_TOPIC), PartitionId(0), records)
+            .append(&topic(CURSORS_TOPIC), PartitionId(0), batch)
             .await?;
-        for ((k, o), offset) in cursors.iter().zip(at.offsets) {
-            let text = o.to_string();
-            self.state
-                .apply_cursor(&cursor_key(id, k), Some(text.as_bytes()), offset);
+        for ((k, v), offset) in records.iter().zip(at.offsets) {
+            self.state.apply_cursor_record(k, v.as_deref(), offset);
         }
         Ok(())
     }
@@ -245,6 +420,7 @@ impl Store {
     /// Deletes a definition, then its cursors.
     pub async fn delete(&self, id: &str) -> Result<()> {
         let gone = self.cursors(id);
+        let generation = self.generation(id);
         let at = self
             .log
             .append(
@@ -258,7 +434,9 @@ impl Store {
         }
         let tombstones: Vec<Record> = gone
             .keys()
-            .map(|k| Record::tombstone(Bytes::from(cursor_key(id, k))))
+            .map(|k| cursor_key(id, generation, k))
+            .chain((generation > 0).then(|| reset_key(id)))
+            .map(|k| Record::tombstone(Bytes::from(k)))
             .collect();
         if !tombstones.is_empty() {
             // Best effort: cursors of a deleted subscription are never read.
@@ -271,5 +449,89 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
+
+    use super::*;
+
+    fn part(p: u32) -> PartKey {
+        ("shop.cart".to_string(), p)
+    }
+
+    #[test]
+    fn cursor_keys_name_their_generation() {
+        assert_eq!(
+            CursorKey::parse("s1/shop.cart/3"),
+            Some(CursorKey::Cursor {
+                id: "s1",
+                generation: 0,
+                part: part(3)
+            })
+        );
+        assert_eq!(
+            CursorKey::parse("s1/2/shop.cart/3"),
+            Some(CursorKey::Cursor {
+                id: "s1",
+                generation: 2,
+                part: part(3)
+            })
+        );
+        assert_eq!(CursorKey::parse("s1/reset"), Some(CursorKey::Reset("s1")));
+        assert_eq!(CursorKey::parse("s1/x/shop.cart/3"), None);
+        assert_eq!(CursorKey::parse("s1/shop.cart/p"), None);
+        assert_eq!(CursorKey::parse("s1"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_racing_a_reset_never_undoes_it_and_a_replay_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> =
+            Arc::new(EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).unwrap());
+        let store = Store::open(log.clone()).await.unwrap();
+        let resets = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        store.on_reset(Box::new({
+            let resets = resets.clone();
+            move |id, g| resets.lock().push((id.to_string(), g))
+        }));
+        store
+            .set_cursors("s1", 0, &[(part(0), CursorOffset::At(40))])
+            .await
+            .unwrap();
+        store
+            .reset_cursors("s1", &[(part(0), CursorOffset::Begin)])
+            .await
+            .unwrap();
+        assert_eq!(store.generation("s1"), 1);
+        assert_eq!(*resets.lock(), vec![("s1".to_string(), 1)]);
+        // A stream opened before the reset commits after it: written, but ignored.
+        store
+            .set_cursors("s1", 0, &[(part(0), CursorOffset::At(90))])
+            .await
+            .unwrap();
+        assert_eq!(store.cursor("s1", &part(0)), Some(CursorOffset::Begin));
+        // A stream of the new generation commits.
+        store
+            .set_cursors("s1", 1, &[(part(0), CursorOffset::At(5))])
+            .await
+            .unwrap();
+        assert_eq!(store.cursor("s1", &part(0)), Some(CursorOffset::At(5)));
+        // Cursors written ahead of a reset whose record never came (a crash) are not
+        // current.
+        store
+            .set_cursors("s1", 2, &[(part(0), CursorOffset::At(1))])
+            .await
+            .unwrap();
+        assert_eq!(store.cursor("s1", &part(0)), Some(CursorOffset::At(5)));
+        drop(store);
+
+        let replayed = Store::open(log).await.unwrap();
+        assert_eq!(replayed.generation("s1"), 1);
+        assert_eq!(replayed.cursor("s1", &part(0)), Some(CursorOffset::At(5)));
     }
 }

@@ -196,7 +196,12 @@ impl StreamTask {
     /// Skips an event that failed too often on its own: commits past it, after
     /// publishing it to the dead letter event type when the subscription asks for that.
     async fn skip(&self, key: &PartKey, offset: u64) -> Result<(), String> {
-        let Owner::Subscription { store, session, .. } = &self.owner else {
+        let Owner::Subscription {
+            store,
+            session,
+            ctl,
+        } = &self.owner
+        else {
             return Ok(());
         };
         let _one = session.commits.lock().await;
@@ -233,7 +238,11 @@ impl StreamTask {
                 .map_err(|e| format!("cannot write a dead letter: {e}"))?;
         }
         store
-            .set_cursors(&session.id, &[(key.clone(), CursorOffset::At(offset))])
+            .set_cursors(
+                &session.id,
+                ctl.generation,
+                &[(key.clone(), CursorOffset::At(offset))],
+            )
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(subscription = %session.id, event_type = %key.0, partition = key.1, offset, "skipped an unprocessable event");

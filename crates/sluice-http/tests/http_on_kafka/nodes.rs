@@ -270,3 +270,69 @@ fn streams_on_two_nodes_share_a_subscription_without_sharing_a_partition() {
     let (parts, n) = drain(&on_a, &a, &id, Duration::from_millis(2500));
     assert_eq!((parts.len(), n), (4, 40));
 }
+
+#[test]
+fn a_reset_on_one_node_ends_the_streams_of_every_node_and_late_commits_do_not_undo_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_nodes(dir.path());
+    assert_eq!(
+        a.post("/event-types", &price_changed("shop.price", 1))
+            .status,
+        201
+    );
+    publish(&a, 0..10);
+    let sub = json!({"owning_application": "search", "event_types": ["shop.price"],
+                     "read_from": "begin"});
+    let id = a.post("/subscriptions", &sub).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    within("the subscription on B", || {
+        b.get(&format!("/subscriptions/{id}")).status == 200
+    });
+    let path = format!(
+        "/subscriptions/{id}/events?batch_flush_timeout=1&batch_limit=10&commit_timeout=10"
+    );
+    let on_b = Stream::open(b.addr, &path, None);
+    assert_eq!(on_b.status, 200, "{}", on_b.body);
+    let batch = on_b.next_batch(Duration::from_secs(10)).unwrap();
+    assert_eq!(events(&batch).len(), 10);
+
+    // Reset on A: B's stream ends, as a stream on A would.
+    let reset_at = Instant::now();
+    let r = a.json_with(
+        "PATCH",
+        &format!("/subscriptions/{id}/cursors"),
+        &[],
+        &json!({"to": "begin"}),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let rest = on_b.rest(Duration::from_secs(10));
+    let ended = reset_at.elapsed();
+    assert!(
+        ended < Duration::from_secs(2),
+        "B's stream ended after {ended:?}"
+    );
+    let last = rest.last().expect("the stream says why it ends");
+    assert!(
+        last["info"]["debug"].as_str().unwrap().contains("reset"),
+        "{last}"
+    );
+    eprintln!("B's stream ended {ended:?} after the reset on A");
+
+    // Its commit comes late, through either node: refused, the reset stands.
+    assert_eq!(commit(&b, &id, &on_b.id, &batch["cursor"]), 422);
+    assert_eq!(commit(&a, &id, &on_b.id, &batch["cursor"]), 422);
+    let begin = |s: &Server| {
+        s.get(&format!("/subscriptions/{id}/cursors")).json()["items"][0]["offset"] == "BEGIN"
+    };
+    within("the reset on both nodes", || begin(&a) && begin(&b));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(begin(&a) && begin(&b), "still reset");
+
+    // A new stream, on either node, reads every event again.
+    let on_a = Stream::open(a.addr, &path, None);
+    assert_eq!(on_a.status, 200, "{}", on_a.body);
+    let again = on_a.next_batch(Duration::from_secs(10)).unwrap();
+    assert_eq!(events(&again).len(), 10);
+}
