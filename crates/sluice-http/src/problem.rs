@@ -62,7 +62,7 @@ impl From<BusError> for Problem {
             BusError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             BusError::Malformed(_) => StatusCode::BAD_REQUEST,
             BusError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
-            BusError::Metadata(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BusError::Metadata(_) | BusError::TopicMissing(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");

@@ -304,6 +304,10 @@ impl Log for KafkaLog {
             None => Ok(Appended { offsets }),
             Some(e) => {
                 self.forget(topic);
+                // Deleted behind our back: say so rather than time out.
+                if let Err(gone @ LogError::TopicNotFound(_)) = self.known(topic).await {
+                    return Err(gone);
+                }
                 let error = produce_error(topic, partition, &e);
                 if matches!(error, LogError::Broker { .. }) {
                     self.renew_producer(&producer);

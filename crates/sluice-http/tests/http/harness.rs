@@ -47,7 +47,7 @@ pub fn storage_has(needs: Needs) -> bool {
 }
 
 /// The bootstrap address of the broker that serves `dir`.
-fn broker_for(dir: &Path) -> String {
+pub fn broker_for(dir: &Path) -> String {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
 

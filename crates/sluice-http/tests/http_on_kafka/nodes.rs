@@ -336,3 +336,89 @@ fn a_reset_on_one_node_ends_the_streams_of_every_node_and_late_commits_do_not_un
     let again = on_a.next_batch(Duration::from_secs(10)).unwrap();
     assert_eq!(events(&again).len(), 10);
 }
+
+/// What a topic deleted behind Sluice's back leaves: an event type whose topic Kafka
+/// does not have. (Tansu cannot delete one topic - its DeleteTopics removes them all,
+/// docs/design/kafka.md - so the definition is written to the registry topic directly,
+/// as another tool would, for a topic never created.)
+#[test]
+fn an_event_type_whose_topic_is_gone_fails_alone_with_a_clear_error() {
+    use sluice_log::{Log, PartitionId, Record, TopicName};
+
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(dir.path());
+    assert_eq!(
+        a.post("/event-types", &price_changed("shop.price", 1))
+            .status,
+        201
+    );
+    let mut ghost = a.get("/event-types/shop.price").json();
+    ghost["name"] = json!("shop.ghost");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = sluice_kafka::KafkaConfig::new(crate::broker_for(dir.path()));
+        let log = sluice_kafka::KafkaLog::connect(config, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let registry = TopicName::new("__sluice_event_types").unwrap();
+        let record = Record::keyed(
+            bytes::Bytes::from_static(b"shop.ghost"),
+            bytes::Bytes::from(ghost.to_string()),
+        );
+        log.append(&registry, PartitionId(0), vec![record])
+            .await
+            .unwrap();
+    });
+    within("the ghost event type", || {
+        a.get("/event-types/shop.ghost").status == 200
+    });
+
+    // Publishing to it fails at once with a Problem naming what happened.
+    let event = Value::Array(vec![price_event("sku-1", 1)]);
+    let started = Instant::now();
+    let r = a.post("/event-types/shop.ghost/events", &event);
+    let took = started.elapsed();
+    let detail = r.problem(500);
+    assert!(
+        detail.contains("shop.ghost") && detail.contains("deleted outside Sluice"),
+        "{detail}"
+    );
+    assert!(took < Duration::from_secs(2), "the error took {took:?}");
+    eprintln!("publishing to an event type without a topic: 500 after {took:?}");
+    for path in [
+        "/event-types/shop.ghost/partitions",
+        "/event-types/shop.ghost/partitions/0",
+    ] {
+        assert!(a.get(path).problem(500).contains("deleted outside Sluice"));
+    }
+    let sub = json!({"owning_application": "x", "event_types": ["shop.ghost"]});
+    assert!(
+        a.post("/subscriptions", &sub)
+            .problem(500)
+            .contains("shop.ghost")
+    );
+
+    // The other event types do not notice.
+    publish(&a, 0..3);
+    let sub = json!({"owning_application": "x", "event_types": ["shop.price"],
+                     "read_from": "begin"});
+    let id = a.post("/subscriptions", &sub).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = Stream::open(
+        a.addr,
+        &format!("/subscriptions/{id}/events?batch_flush_timeout=1&batch_limit=3"),
+        None,
+    );
+    assert_eq!(
+        events(&stream.next_batch(Duration::from_secs(10)).unwrap()).len(),
+        3
+    );
+    drop(stream);
+
+    // A node that starts recreates the topic (empty): publishing works again.
+    let b = Server::start(dir.path());
+    let r = b.post("/event-types/shop.ghost/events", &event);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
