@@ -1,0 +1,177 @@
+//! Values of view rows: a small SQL value type with a total order (so rows can be
+//! keys of ordered and hashed state), and its conversions from and to JSON.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// One value of a row.
+#[derive(Clone, Debug)]
+pub enum Datum {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Arc<str>),
+    /// An object or array taken whole from an event.
+    Json(Arc<Value>),
+}
+
+/// A row: the values of a relation's columns, in its layout's order.
+pub type Row = Arc<[Datum]>;
+
+impl Datum {
+    pub fn str(s: &str) -> Datum {
+        Datum::Str(Arc::from(s))
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Datum::Null)
+    }
+
+    /// A JSON value as a datum: numbers that fit i64 are integers.
+    pub fn from_json(v: &Value) -> Datum {
+        match v {
+            Value::Null => Datum::Null,
+            Value::Bool(b) => Datum::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Datum::Int(i),
+                None => Datum::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => Datum::str(s),
+            other => Datum::Json(Arc::new(other.clone())),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            Datum::Null => Value::Null,
+            Datum::Bool(b) => Value::Bool(*b),
+            Datum::Int(i) => Value::from(*i),
+            Datum::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Datum::Str(s) => Value::String(s.to_string()),
+            Datum::Json(v) => (**v).clone(),
+        }
+    }
+
+    /// The name of its type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Datum::Null => "null",
+            Datum::Bool(_) => "boolean",
+            Datum::Int(_) => "integer",
+            Datum::Float(_) => "double",
+            Datum::Str(_) => "text",
+            Datum::Json(v) if v.is_array() => "array",
+            Datum::Json(_) => "object",
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Datum::Null => 0,
+            Datum::Bool(_) => 1,
+            Datum::Int(_) | Datum::Float(_) => 2,
+            Datum::Str(_) => 3,
+            Datum::Json(_) => 4,
+        }
+    }
+}
+
+/// A total order: NULL first, then booleans, numbers (integers and doubles compared
+/// as numbers), text, and JSON (by its text). Equal means interchangeable in state.
+impl Ord for Datum {
+    fn cmp(&self, other: &Datum) -> Ordering {
+        match (self, other) {
+            (Datum::Bool(a), Datum::Bool(b)) => a.cmp(b),
+            (Datum::Int(a), Datum::Int(b)) => a.cmp(b),
+            (Datum::Float(a), Datum::Float(b)) => a.total_cmp(b),
+            (Datum::Int(a), Datum::Float(b)) => (*a as f64).total_cmp(b).then(Ordering::Less),
+            (Datum::Float(a), Datum::Int(b)) => a.total_cmp(&(*b as f64)).then(Ordering::Greater),
+            (Datum::Str(a), Datum::Str(b)) => a.cmp(b),
+            (Datum::Json(a), Datum::Json(b)) => a.to_string().cmp(&b.to_string()),
+            (a, b) => a.rank().cmp(&b.rank()),
+        }
+    }
+}
+
+impl PartialOrd for Datum {
+    fn partial_cmp(&self, other: &Datum) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Datum {
+    fn eq(&self, other: &Datum) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Datum {}
+
+impl Hash for Datum {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self {
+            Datum::Null => 0u8.hash(h),
+            Datum::Bool(b) => (1u8, b).hash(h),
+            // Int and Float are never equal (the order breaks ties by type).
+            Datum::Int(i) => (2u8, i).hash(h),
+            Datum::Float(f) => (3u8, f.to_bits()).hash(h),
+            Datum::Str(s) => (4u8, &**s).hash(h),
+            Datum::Json(v) => (5u8, v.to_string()).hash(h),
+        }
+    }
+}
+
+/// The text form used in keys and messages: text as is, others as JSON.
+impl fmt::Display for Datum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Datum::Null => f.write_str("null"),
+            Datum::Bool(b) => write!(f, "{b}"),
+            Datum::Int(i) => write!(f, "{i}"),
+            Datum::Float(x) => write!(f, "{x}"),
+            Datum::Str(s) => f.write_str(s),
+            Datum::Json(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn json_round_trips_and_numbers_order_across_types() {
+        for v in [
+            json!(null),
+            json!(true),
+            json!(3),
+            json!(2.5),
+            json!("x"),
+            json!([1]),
+            json!({"a": 1}),
+        ] {
+            assert_eq!(Datum::from_json(&v).to_json(), v);
+        }
+        let mut xs = [
+            Datum::str("a"),
+            Datum::Float(2.5),
+            Datum::Int(3),
+            Datum::Null,
+            Datum::Int(2),
+            Datum::Bool(false),
+        ];
+        xs.sort();
+        assert_eq!(
+            xs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            ["null", "false", "2", "2.5", "3", "a"]
+        );
+        assert_ne!(Datum::Int(2), Datum::Float(2.0), "distinct in state");
+    }
+}

@@ -1,0 +1,560 @@
+//! The incremental engine (DBSP): every relation of the plan is a Z-set, rows with
+//! integer weights, and each operator turns changes of its inputs into changes of its
+//! output. Filters and projections are linear; a join keeps both inputs indexed by
+//! join key and emits `dL x R + L' x dR`; an aggregate keeps per-group state. The
+//! view is the integral of the root's changes, kept by key.
+//!
+//! A row an expression fails on is left out where it fails, the same way when it is
+//! inserted and when it is retracted (evaluation is deterministic), so state stays
+//! consistent; the step reports the errors and the caller decides (`View::apply`
+//! undoes the event that caused them).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::datum::{Datum, Row};
+use crate::expr::{Expr, truthy};
+use crate::plan::{Agg, AggFunc, JoinKind, Plan, Rel};
+
+/// Changes to a relation.
+pub type ZSet = Vec<(Row, i64)>;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// Merges equal rows and drops those whose weights cancel.
+pub fn consolidate(z: ZSet) -> ZSet {
+    if z.len() <= 1 {
+        return z.into_iter().filter(|(_, w)| *w != 0).collect();
+    }
+    let mut sum: HashMap<Row, i64, Hasher> =
+        HashMap::with_capacity_and_hasher(z.len(), Hasher::default());
+    let mut order = Vec::with_capacity(z.len());
+    for (row, w) in z {
+        match sum.get_mut(&row) {
+            Some(x) => *x += w,
+            None => {
+                order.push(row.clone());
+                sum.insert(row, w);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|r| {
+            let w = sum[&r];
+            (w != 0).then_some((r, w))
+        })
+        .collect()
+}
+
+/// The operators of a plan with their state.
+#[derive(Debug)]
+pub(crate) enum Node {
+    Scan(usize),
+    Filter(Box<Node>, Expr),
+    Map(Box<Node>, Vec<Expr>),
+    Join(Box<Join>),
+    Aggregate(Box<Aggregate>),
+}
+
+/// The rows of one side of a join, by join key.
+type Index = HashMap<Vec<Datum>, HashMap<Row, i64, Hasher>, Hasher>;
+
+#[derive(Debug)]
+pub(crate) struct Join {
+    left: Node,
+    right: Node,
+    kind: JoinKind,
+    left_keys: Vec<Expr>,
+    right_keys: Vec<Expr>,
+    right_width: usize,
+    left_index: Index,
+    right_index: Index,
+}
+
+#[derive(Debug)]
+pub(crate) struct Aggregate {
+    input: Node,
+    group: Vec<Expr>,
+    aggs: Vec<Agg>,
+    groups: HashMap<Vec<Datum>, Group, Hasher>,
+    /// No GROUP BY: one row, even over no input.
+    global: bool,
+    started: bool,
+}
+
+/// Errors met while stepping: the message of each row left out.
+pub type Errors = Vec<String>;
+
+impl Node {
+    pub fn build(rel: &Rel, plan: &Plan) -> Node {
+        match rel {
+            Rel::Scan(s) => Node::Scan(*s),
+            Rel::Filter { input, pred } => {
+                Node::Filter(Box::new(Node::build(input, plan)), pred.clone())
+            }
+            Rel::Map { input, exprs, .. } => {
+                Node::Map(Box::new(Node::build(input, plan)), exprs.clone())
+            }
+            Rel::Join {
+                left,
+                right,
+                kind,
+                left_keys,
+                right_keys,
+            } => Node::Join(Box::new(Join {
+                left: Node::build(left, plan),
+                right: Node::build(right, plan),
+                kind: *kind,
+                left_keys: left_keys.clone(),
+                right_keys: right_keys.clone(),
+                right_width: width(right, plan),
+                left_index: Index::default(),
+                right_index: Index::default(),
+            })),
+            Rel::Aggregate {
+                input, group, aggs, ..
+            } => Node::Aggregate(Box::new(Aggregate {
+                input: Node::build(input, plan),
+                group: group.clone(),
+                aggs: aggs.clone(),
+                groups: HashMap::default(),
+                global: group.is_empty(),
+                started: false,
+            })),
+        }
+    }
+
+    /// The changes of this node's output, given the changes of every scan.
+    pub fn step(&mut self, scans: &[ZSet], errors: &mut Errors) -> ZSet {
+        match self {
+            Node::Scan(s) => scans[*s].clone(),
+            Node::Filter(input, pred) => {
+                let mut out = input.step(scans, errors);
+                out.retain(|(row, _)| match pred.eval(row).and_then(|d| truthy(&d)) {
+                    Ok(keep) => keep,
+                    Err(e) => {
+                        errors.push(e.0);
+                        false
+                    }
+                });
+                out
+            }
+            Node::Map(input, exprs) => {
+                let rows = input.step(scans, errors);
+                let mut out = Vec::with_capacity(rows.len());
+                for (row, w) in rows {
+                    match exprs
+                        .iter()
+                        .map(|e| e.eval(&row))
+                        .collect::<Result<Vec<Datum>, _>>()
+                    {
+                        Ok(values) => out.push((Row::from(values), w)),
+                        Err(e) => errors.push(e.0),
+                    }
+                }
+                consolidate(out)
+            }
+            Node::Join(j) => j.step(scans, errors),
+            Node::Aggregate(a) => a.step(scans, errors),
+        }
+    }
+}
+
+/// How many columns a relation's row has.
+pub(crate) fn width(rel: &Rel, plan: &Plan) -> usize {
+    match rel {
+        Rel::Scan(s) => plan.scans[*s].columns.len(),
+        Rel::Filter { input, .. } => width(input, plan),
+        Rel::Map { exprs, .. } => exprs.len(),
+        Rel::Join { left, right, .. } => width(left, plan) + width(right, plan),
+        Rel::Aggregate { group, aggs, .. } => group.len() + aggs.len(),
+    }
+}
+
+/// The join key of a row; `None` when a part is NULL (it matches nothing).
+pub(crate) fn join_key(keys: &[Expr], row: &[Datum]) -> Result<Option<Vec<Datum>>, String> {
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let d = k.eval(row).map_err(|e| e.0)?;
+        if d.is_null() {
+            return Ok(None);
+        }
+        // Numbers join by value: 2 matches 2.0.
+        out.push(match d {
+            Datum::Float(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Datum::Int(x as i64),
+            d => d,
+        });
+    }
+    Ok(Some(out))
+}
+
+pub(crate) fn concat(l: &[Datum], r: &[Datum]) -> Row {
+    l.iter().chain(r).cloned().collect()
+}
+
+pub(crate) fn nulls(n: usize) -> Vec<Datum> {
+    vec![Datum::Null; n]
+}
+
+fn add(index: &mut Index, key: Vec<Datum>, row: Row, w: i64) {
+    let rows = index.entry(key.clone()).or_default();
+    let x = rows.entry(row.clone()).or_insert(0);
+    *x += w;
+    if *x == 0 {
+        rows.remove(&row);
+        if rows.is_empty() {
+            index.remove(&key);
+        }
+    }
+}
+
+fn count(index: &Index, key: &[Datum]) -> i64 {
+    index.get(key).map_or(0, |rows| rows.values().sum())
+}
+
+impl Join {
+    fn step(&mut self, scans: &[ZSet], errors: &mut Errors) -> ZSet {
+        let dl = self.left.step(scans, errors);
+        let dr = self.right.step(scans, errors);
+        let mut out = Vec::new();
+        let pad = nulls(self.right_width);
+        // dL x R (R as it was), and the padded rows of a left join for keys R lacks.
+        for (l, w) in dl {
+            let key = match join_key(&self.left_keys, &l) {
+                Ok(k) => k,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let Some(key) = key else {
+                if self.kind == JoinKind::Left {
+                    out.push((concat(&l, &pad), w));
+                }
+                continue;
+            };
+            match self.right_index.get(&key) {
+                Some(rows) if !rows.is_empty() => {
+                    for (r, rw) in rows {
+                        out.push((concat(&l, r), w * rw));
+                    }
+                }
+                _ if self.kind == JoinKind::Left => out.push((concat(&l, &pad), w)),
+                _ => {}
+            }
+            add(&mut self.left_index, key, l, w);
+        }
+        // L' x dR (L with dL), and the padding that appears or goes with R's keys.
+        let mut by_key: HashMap<Vec<Datum>, ZSet, Hasher> = HashMap::default();
+        for (r, w) in dr {
+            match join_key(&self.right_keys, &r) {
+                Ok(Some(key)) => by_key.entry(key).or_default().push((r, w)),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        for (key, rows) in by_key {
+            let before = count(&self.right_index, &key);
+            if let Some(ls) = self.left_index.get(&key) {
+                for (r, rw) in &rows {
+                    for (l, lw) in ls {
+                        out.push((concat(l, r), lw * rw));
+                    }
+                }
+            }
+            for (r, w) in rows {
+                add(&mut self.right_index, key.clone(), r, w);
+            }
+            if self.kind == JoinKind::Left {
+                let after = count(&self.right_index, &key);
+                let sign = match (before > 0, after > 0) {
+                    (false, true) => -1,
+                    (true, false) => 1,
+                    _ => 0,
+                };
+                if sign != 0
+                    && let Some(ls) = self.left_index.get(&key)
+                {
+                    for (l, lw) in ls {
+                        out.push((concat(l, &pad), sign * lw));
+                    }
+                }
+            }
+        }
+        consolidate(out)
+    }
+}
+
+/// The state of one group: how many rows, and each aggregate's accumulator.
+#[derive(Debug, Default)]
+struct Group {
+    rows: i64,
+    accs: Vec<Acc>,
+}
+
+/// An aggregate's accumulator. Integers sum exactly; MIN / MAX keep the multiset.
+#[derive(Debug)]
+enum Acc {
+    Count(i64),
+    Sum {
+        ints: i128,
+        floats: f64,
+        float_values: i64,
+        values: i64,
+    },
+    Extreme(BTreeMap<Datum, i64>),
+}
+
+impl Acc {
+    fn new(func: AggFunc) -> Acc {
+        match func {
+            AggFunc::Count => Acc::Count(0),
+            AggFunc::Sum | AggFunc::Avg => Acc::Sum {
+                ints: 0,
+                floats: 0.0,
+                float_values: 0,
+                values: 0,
+            },
+            AggFunc::Min | AggFunc::Max => Acc::Extreme(BTreeMap::new()),
+        }
+    }
+
+    /// Adds a value `w` times (a retraction when negative).
+    fn add(&mut self, func: AggFunc, v: Option<&Datum>, w: i64) -> Result<(), String> {
+        match self {
+            Acc::Count(n) => {
+                if v.is_none_or(|v| !v.is_null()) {
+                    *n += w;
+                }
+            }
+            Acc::Sum {
+                ints,
+                floats,
+                float_values,
+                values,
+            } => match v {
+                Some(Datum::Null) | None => {}
+                Some(Datum::Int(i)) => {
+                    *ints += i128::from(*i) * i128::from(w);
+                    *values += w;
+                }
+                Some(Datum::Float(x)) => {
+                    *floats += x * w as f64;
+                    *float_values += w;
+                    *values += w;
+                    if *float_values == 0 {
+                        *floats = 0.0; // no drift once the last double is gone
+                    }
+                }
+                Some(other) => {
+                    let name = if func == AggFunc::Avg { "AVG" } else { "SUM" };
+                    return Err(format!(
+                        "{name} needs numbers, got {} {other}",
+                        other.type_name()
+                    ));
+                }
+            },
+            Acc::Extreme(m) => {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    let x = m.entry(v.clone()).or_insert(0);
+                    *x += w;
+                    if *x == 0 {
+                        m.remove(v);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self, func: AggFunc) -> Result<Datum, String> {
+        Ok(match (self, func) {
+            (Acc::Count(n), _) => Datum::Int(*n),
+            (Acc::Sum { values: 0, .. }, _) => Datum::Null,
+            (
+                Acc::Sum {
+                    ints,
+                    floats,
+                    float_values,
+                    values,
+                },
+                AggFunc::Avg,
+            ) => Datum::Float(
+                (*ints as f64 + if *float_values > 0 { *floats } else { 0.0 }) / *values as f64,
+            ),
+            (
+                Acc::Sum {
+                    ints,
+                    floats,
+                    float_values,
+                    ..
+                },
+                _,
+            ) => {
+                if *float_values > 0 {
+                    Datum::Float(*ints as f64 + floats)
+                } else {
+                    match i64::try_from(*ints) {
+                        Ok(i) => Datum::Int(i),
+                        Err(_) => return Err(format!("SUM out of the integer range: {ints}")),
+                    }
+                }
+            }
+            (Acc::Extreme(m), AggFunc::Min) => m.keys().next().cloned().unwrap_or(Datum::Null),
+            (Acc::Extreme(m), _) => m.keys().next_back().cloned().unwrap_or(Datum::Null),
+        })
+    }
+}
+
+impl Aggregate {
+    fn row(&self, key: &[Datum], g: &Group) -> Result<Row, String> {
+        let mut out = key.to_vec();
+        for (a, acc) in self.aggs.iter().zip(&g.accs) {
+            out.push(acc.value(a.func)?);
+        }
+        Ok(Row::from(out))
+    }
+
+    fn step(&mut self, scans: &[ZSet], errors: &mut Errors) -> ZSet {
+        let input = self.input.step(scans, errors);
+        let mut touched: Vec<(Vec<Datum>, Option<Row>)> = Vec::new();
+        let mut seen: HashMap<Vec<Datum>, (), Hasher> = HashMap::default();
+        if !self.started && self.global {
+            self.groups.insert(Vec::new(), self.fresh());
+            touched.push((Vec::new(), None));
+            seen.insert(Vec::new(), ());
+        }
+        self.started = true;
+        for (row, w) in input {
+            let key = match self
+                .group
+                .iter()
+                .map(|e| e.eval(&row))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    errors.push(e.0);
+                    continue;
+                }
+            };
+            let args = match self
+                .aggs
+                .iter()
+                .map(|a| a.arg.as_ref().map(|e| e.eval(&row)).transpose())
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    errors.push(e.0);
+                    continue;
+                }
+            };
+            if seen.insert(key.clone(), ()).is_none() {
+                let before = self
+                    .groups
+                    .get(&key)
+                    .filter(|g| g.rows > 0 || self.global)
+                    .map(|g| self.row(&key, g));
+                let before = match before.transpose() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                };
+                touched.push((key.clone(), before));
+            }
+            let fresh = self.fresh();
+            let g = self.groups.entry(key).or_insert(fresh);
+            g.rows += w;
+            for ((a, acc), v) in self.aggs.iter().zip(g.accs.iter_mut()).zip(&args) {
+                if let Err(e) = acc.add(a.func, v.as_ref(), w) {
+                    errors.push(e);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (key, before) in touched {
+            let after = match self.groups.get(&key) {
+                Some(g) if g.rows > 0 || self.global => match self.row(&key, g) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                },
+                _ => {
+                    self.groups.remove(&key);
+                    None
+                }
+            };
+            if before != after {
+                out.extend(before.map(|r| (r, -1)));
+                out.extend(after.map(|r| (r, 1)));
+            }
+        }
+        out
+    }
+
+    fn fresh(&self) -> Group {
+        Group {
+            rows: 0,
+            accs: self.aggs.iter().map(|a| Acc::new(a.func)).collect(),
+        }
+    }
+}
+
+/// The view's rows by key text, each with its weight (1 unless the declared key is
+/// not unique).
+#[derive(Debug, Default)]
+pub struct Output {
+    pub rows: BTreeMap<String, Vec<(Row, i64)>>,
+}
+
+/// A key whose row changed in a step: the row it has now, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowChange {
+    pub key: String,
+    pub row: Option<Row>,
+}
+
+impl Output {
+    /// Integrates changes; returns the keys whose visible row changed.
+    pub fn apply(&mut self, plan: &Plan, z: ZSet) -> Vec<RowChange> {
+        let mut changed: Vec<String> = Vec::new();
+        for (row, w) in z {
+            let key = plan.key_text(&row);
+            let rows = self.rows.entry(key.clone()).or_default();
+            match rows.iter_mut().find(|(r, _)| *r == row) {
+                Some((_, x)) => *x += w,
+                None => rows.push((row, w)),
+            }
+            rows.retain(|(_, x)| *x != 0);
+            if rows.is_empty() {
+                self.rows.remove(&key);
+            }
+            if changed.last() != Some(&key) {
+                changed.push(key);
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        changed
+            .into_iter()
+            .map(|key| RowChange {
+                row: self.get(&key).cloned(),
+                key,
+            })
+            .collect()
+    }
+
+    /// The row of a key: the one with a positive weight.
+    pub fn get(&self, key: &str) -> Option<&Row> {
+        self.rows
+            .get(key)?
+            .iter()
+            .find(|(_, w)| *w > 0)
+            .map(|(r, _)| r)
+    }
+}

@@ -1,0 +1,21 @@
+//! Derived state: SQL views over event types, kept incrementally from the log.
+//!
+//! `sql::compile` turns `CREATE VIEW ... AS SELECT ...` into a `Plan` (`plan.rs`);
+//! `View` runs it incrementally (`engine.rs`, the DBSP model: changes with weights
+//! through filters, projections, joins and aggregates) over events turned into
+//! source changes (`source.rs`); `naive` evaluates the same plan from scratch, the
+//! reference the engine is tested against.
+
+pub mod datum;
+pub mod engine;
+pub mod expr;
+pub mod naive;
+pub mod plan;
+pub mod source;
+pub mod sql;
+mod view;
+
+pub use datum::{Datum, Row};
+pub use plan::{Catalog, Path, Plan, SourceInfo, SourceKind};
+pub use sql::{SqlError, compile};
+pub use view::{Applied, OnError, Rejected, View};
