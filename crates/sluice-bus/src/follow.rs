@@ -23,7 +23,7 @@ const RETRY: Duration = Duration::from_millis(500);
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A record's key as text (internal topics key their records by text).
-pub(crate) fn key_of(r: &StoredRecord) -> String {
+pub fn key_of(r: &StoredRecord) -> String {
     r.key
         .as_deref()
         .map(String::from_utf8_lossy)
@@ -33,7 +33,7 @@ pub(crate) fn key_of(r: &StoredRecord) -> String {
 
 /// A task applying one internal topic's records as they come; stops when dropped.
 #[derive(Debug)]
-pub(crate) struct Follower {
+pub struct Follower {
     topic: TopicName,
     log: Arc<dyn Log>,
     /// The next offset to apply (everything before it is applied).

@@ -37,12 +37,16 @@ pub enum ItemStatus {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Published {
     /// Every event was written, or had been within the idempotency window (HTTP 200).
-    All,
+    All(Written),
     /// Some events could not be written; the others were (HTTP 207).
-    Partial(Vec<ItemOutcome>),
+    Partial(Vec<ItemOutcome>, Written),
     /// Validation, enrichment or partitioning failed; nothing was written (HTTP 422).
     Rejected(Vec<ItemOutcome>),
 }
+
+/// Where a request's events went: per partition written to, the offset of the last
+/// event written there (what a read-your-writes wait needs).
+pub type Written = Vec<(u32, u64)>;
 
 /// Who publishes, for enrichment.
 #[derive(Clone, Debug, Default)]
@@ -161,18 +165,27 @@ impl Bus {
                     )
                 }
             });
+        let mut written: Written = Vec::new();
         let (failed, mut errors): (Vec<(usize, String)>, Vec<sluice_log::LogError>) =
             futures_util::future::join_all(writes)
                 .await
                 .into_iter()
-                .filter_map(|(p, r)| r.err().map(|e| ((p, e.to_string()), e)))
+                .filter_map(|(p, r)| match r {
+                    Ok(at) => {
+                        if let Some(last) = at.last() {
+                            written.push((p as u32, last.0));
+                        }
+                        None
+                    }
+                    Err(e) => Some(((p, e.to_string()), e)),
+                })
                 .unzip();
         if let Some(hold) = hold {
             hold.finish(|p| failed.iter().any(|(fp, _)| *fp == p as usize));
         }
         let in_flight = placed.iter().any(|p| p.verdict == Verdict::InFlight);
         if failed.is_empty() && !in_flight {
-            return Ok(Published::All);
+            return Ok(Published::All(written));
         }
         // Nothing of the batch was written because the log failed (Kafka away): the
         // request fails as a whole (503), not event by event.
@@ -210,7 +223,7 @@ impl Bus {
                 }
             })
             .collect();
-        Ok(Published::Partial(outcomes))
+        Ok(Published::Partial(outcomes, written))
     }
 
     /// The idempotency window of an event type, loaded from the log's tail on first use

@@ -159,7 +159,7 @@ fn schemas_topic() -> TopicName {
     TopicName::new(SCHEMAS_TOPIC).expect("a valid internal topic name")
 }
 
-pub(crate) fn compacted_internal() -> TopicConfig {
+pub fn compacted_internal() -> TopicConfig {
     TopicConfig {
         cleanup_policy: LogCleanup::Compact,
         retention_ms: None,
@@ -170,7 +170,7 @@ pub(crate) fn compacted_internal() -> TopicConfig {
 
 /// Every live value of a compacted internal topic, by key (replayed from the start),
 /// and the offset to follow it from.
-pub(crate) async fn replay(
+pub async fn replay(
     log: &Arc<dyn Log>,
     topic: &TopicName,
 ) -> Result<(BTreeMap<String, Option<Bytes>>, Offset)> {

@@ -73,21 +73,23 @@ impl Bus {
             }
         }
         let mut failed = Vec::new();
+        let mut written = Vec::new();
         for (p, records) in by_partition
             .into_iter()
             .enumerate()
             .filter(|(_, r)| !r.is_empty())
         {
-            if let Err(e) = self
+            match self
                 .log
                 .append(&registered.topic, PartitionId(p as u32), records)
                 .await
             {
-                failed.push((p as u32, e.to_string()));
+                Ok(at) => written.extend(at.last().map(|o| (p as u32, o.0))),
+                Err(e) => failed.push((p as u32, e.to_string())),
             }
         }
         if failed.is_empty() {
-            return Ok(Published::All);
+            return Ok(Published::All(written));
         }
         let outcomes = targets
             .iter()
@@ -102,6 +104,6 @@ impl Bus {
                 },
             })
             .collect();
-        Ok(Published::Partial(outcomes))
+        Ok(Published::Partial(outcomes, written))
     }
 }

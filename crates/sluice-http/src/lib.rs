@@ -10,6 +10,7 @@ mod partitions;
 mod problem;
 mod streaming;
 mod subscriptions;
+mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Uri;
 use axum::routing::get;
 use sluice_bus::Bus;
+use sluice_views::Views;
 use tokio::net::TcpListener;
 
 pub use problem::Problem;
@@ -36,7 +38,7 @@ pub struct ApiOptions {
 }
 
 /// The API routes.
-pub fn router(bus: Arc<Bus>, options: ApiOptions) -> Router {
+pub fn router(bus: Arc<Bus>, views: Arc<Views>, options: ApiOptions) -> Router {
     Router::new()
         .route("/health", get(misc::health))
         .route("/version", get(misc::version))
@@ -124,10 +126,18 @@ pub fn router(bus: Arc<Bus>, options: ApiOptions) -> Router {
                 .patch(subscriptions::reset),
         )
         .route("/subscriptions/{id}/stats", get(subscriptions::stats))
+        .route("/views", get(views::list).post(views::create))
+        .route(
+            "/views/{name}",
+            get(views::get_one).put(views::put).delete(views::delete),
+        )
+        .route("/views/{name}/rows", get(views::rows))
+        .route("/views/{name}/rows/{*key}", get(views::row))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)
         .layer(DefaultBodyLimit::max(bus.config().max_batch_bytes))
         .layer(axum::Extension(options))
+        .layer(axum::Extension(views))
         .with_state(bus)
 }
 
@@ -153,10 +163,11 @@ fn strip_trailing_slash(mut req: Request) -> Request {
 pub async fn serve(
     listener: TcpListener,
     bus: Arc<Bus>,
+    views: Arc<Views>,
     options: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(bus, options);
+    let app = router(bus, views, options);
     let service = tower::util::MapRequest::new(app, strip_trailing_slash);
     // No Nagle: a stream line or a small answer goes out at once, not after the
     // client's delayed ACK of the previous one.

@@ -4,18 +4,23 @@
 //! `View` runs it incrementally (`engine.rs`, the DBSP model: changes with weights
 //! through filters, projections, joins and aggregates) over events turned into
 //! source changes (`source.rs`); `naive` evaluates the same plan from scratch, the
-//! reference the engine is tested against.
+//! reference the engine is tested against. `Views` (`service.rs`) keeps the views of a
+//! node: definitions in the log, each view fed from its sources by `runner.rs`.
 
+pub mod catalog;
 pub mod datum;
 pub mod engine;
 pub mod expr;
 pub mod naive;
 pub mod plan;
+pub mod runner;
+mod service;
 pub mod source;
 pub mod sql;
 mod view;
 
 pub use datum::{Datum, Row};
 pub use plan::{Catalog, Path, Plan, SourceInfo, SourceKind};
+pub use service::{Definition, Policy, Views, ViewsError};
 pub use sql::{SqlError, compile};
 pub use view::{Applied, OnError, Rejected, View};

@@ -33,8 +33,20 @@ fn field<'a>(event: &'a Value, row: &'a Value, path: &[String]) -> Option<&'a Va
     Some(at)
 }
 
+/// A compaction tombstone (a record without a value) as the view reads it: the key as
+/// a JSON string, where events are objects.
+pub fn tombstone(key: &str) -> Value {
+    Value::String(key.to_string())
+}
+
 /// What an event means for a scan: an upsert of its row or a delete of its key.
 pub fn change(scan: &Scan, event: &Value) -> Result<Change, String> {
+    if let Value::String(key) = event {
+        return match scan.key_len {
+            1 => Ok(Change::Delete(vec![Datum::str(key)])),
+            _ => Err("a tombstone for a source without a compaction key".into()),
+        };
+    }
     let row_value = if scan.info.data_change {
         match event.get("data") {
             Some(d) => d,

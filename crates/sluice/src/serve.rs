@@ -35,7 +35,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "sluice is serving; stop it with Ctrl-C or SIGTERM"
     );
     let bus = Arc::new(bus);
-    sluice_http::serve(listener, bus.clone(), options, async {
+    let views = Arc::new(
+        sluice_views::Views::open(bus.clone())
+            .await
+            .context("cannot load the views")?,
+    );
+    sluice_http::serve(listener, bus.clone(), views, options, async {
         stop.await;
         tracing::info!("shutting down: finishing requests, then flushing and closing the log");
     })

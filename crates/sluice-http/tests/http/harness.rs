@@ -130,7 +130,8 @@ impl Server {
                     principal_header: Some(PRINCIPAL_HEADER.parse().unwrap()),
                 };
                 let bus = Arc::new(bus);
-                sluice_http::serve(listener, bus.clone(), options, async {
+                let views = Arc::new(sluice_views::Views::open(bus.clone()).await.unwrap());
+                sluice_http::serve(listener, bus.clone(), views, options, async {
                     let _ = stop_rx.await;
                 })
                 .await
@@ -178,6 +179,15 @@ impl Server {
 
     pub fn get(&self, path: &str) -> Reply {
         Reply::from(self.agent.get(&self.url(path)).call().unwrap())
+    }
+
+    /// GET with extra request headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.get(&self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.call().unwrap())
     }
 
     pub fn delete(&self, path: &str) -> Reply {
@@ -284,6 +294,7 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub body: String,
+    pub headers: ureq::http::HeaderMap,
 }
 
 impl From<ureq::http::Response<ureq::Body>> for Reply {
@@ -299,11 +310,17 @@ impl From<ureq::http::Response<ureq::Body>> for Reply {
             status: r.status().as_u16(),
             content_type,
             body,
+            headers: r.headers().clone(),
         }
     }
 }
 
 impl Reply {
+    /// A response header as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }

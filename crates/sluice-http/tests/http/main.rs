@@ -10,6 +10,7 @@ mod partitions;
 mod publishing;
 mod streams;
 mod subscriptions;
+mod views;
 
 mod harness;
 

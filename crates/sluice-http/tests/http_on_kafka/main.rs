@@ -23,6 +23,8 @@ mod publishing;
 mod streams;
 #[path = "../http/subscriptions.rs"]
 mod subscriptions;
+#[path = "../http/views.rs"]
+mod views;
 
 pub use harness::*;
 

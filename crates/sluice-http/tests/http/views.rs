@@ -1,0 +1,397 @@
+//! SQL views over HTTP, black-box: defined with POST /views, kept fresh from
+//! published events, read by key and by range, with read-your-writes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{Reply, Server, uuid};
+
+/// A data change event type keyed (hash-partitioned) by `keys`.
+fn data_type(name: &str, keys: &[&str], properties: Value) -> Value {
+    let schema = json!({"type": "object", "properties": properties, "required": keys});
+    json!({
+        "name": name,
+        "owning_application": "catalog",
+        "category": "data",
+        "enrichment_strategies": ["metadata_enrichment"],
+        "partition_strategy": "hash",
+        "partition_key_fields": keys,
+        "partition_count": 2,
+        "schema": {"type": "json_schema", "schema": schema.to_string()}
+    })
+}
+
+fn shop(s: &Server) {
+    for et in [
+        data_type(
+            "shop.product",
+            &["sku"],
+            json!({"sku": {"type": "string"}, "name": {"type": "string"}, "brand": {"type": "string"}}),
+        ),
+        data_type(
+            "shop.price",
+            &["sku"],
+            json!({"sku": {"type": "string"}, "amount": {}}),
+        ),
+        data_type(
+            "shop.stock",
+            &["sku", "location"],
+            json!({"sku": {"type": "string"}, "location": {"type": "string"}, "qty": {"type": "integer"}}),
+        ),
+    ] {
+        let r = s.post("/event-types", &et);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+}
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// Where this test's publishes wrote: (event type, partition) to the last cursor.
+    static WRITTEN: std::cell::RefCell<std::collections::BTreeMap<(String, String), String>> =
+        Default::default();
+}
+
+/// Publishes data change events; returns the response.
+fn change(s: &Server, event_type: &str, op: &str, data: Value) -> Reply {
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let event = json!({
+        "metadata": {"eid": uuid(n), "occurred_at": "2026-11-23T10:00:00Z"},
+        "data_type": event_type, "data_op": op, "data": data
+    });
+    let r = s.post(
+        &format!("/event-types/{event_type}/events"),
+        &json!([event]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let written = r
+        .header("x-sluice-written")
+        .expect("the publish says where it wrote");
+    WRITTEN.with(|w| {
+        for part in written.split(';') {
+            let mut it = part.rsplitn(3, ':');
+            let (c, p, t) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            w.borrow_mut()
+                .insert((t.to_string(), p.to_string()), c.to_string());
+        }
+    });
+    r
+}
+
+/// Every cursor this test wrote at, as X-Sluice-Wait-For wants them.
+fn everything_written() -> String {
+    WRITTEN.with(|w| {
+        w.borrow()
+            .iter()
+            .map(|((t, p), c)| format!("{t}:{p}:{c}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    })
+}
+
+const LISTING: &str = r#"CREATE VIEW product_listing AS
+SELECT p.sku, p.name, UPPER(p.brand) AS brand, pr.amount AS price,
+       COALESCE(s.qty, 0) AS stock
+FROM "shop.product" p
+JOIN "shop.price" pr ON pr.sku = p.sku
+LEFT JOIN (SELECT sku, SUM(qty) AS qty FROM "shop.stock" GROUP BY sku) s ON s.sku = p.sku"#;
+
+/// Reads a row once the view applied everything this test wrote.
+fn row_after(s: &Server, view: &str, key: &str) -> Reply {
+    let r = s.get_with(
+        &format!("/views/{view}/rows/{key}?wait_ms=5000"),
+        &[("X-Sluice-Wait-For", &everything_written())],
+    );
+    assert_eq!(r.header("x-sluice-caught-up"), Some("true"), "{}", r.body);
+    r
+}
+
+#[test]
+fn a_joined_view_follows_every_change_and_reads_its_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let r = s.post("/views", &json!({"sql": LISTING}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["name"], "product_listing");
+    assert_eq!(r.json()["key"], json!(["sku"]));
+
+    // Complete only with a price.
+    change(
+        &s,
+        "shop.product",
+        "C",
+        json!({"sku": "sku-1", "name": "Boot", "brand": "acme"}),
+    );
+    change(
+        &s,
+        "shop.stock",
+        "C",
+        json!({"sku": "sku-1", "location": "berlin", "qty": 3}),
+    );
+    assert_eq!(row_after(&s, "product_listing", "sku-1").status, 404);
+    change(
+        &s,
+        "shop.price",
+        "C",
+        json!({"sku": "sku-1", "amount": 4999}),
+    );
+    let r = row_after(&s, "product_listing", "sku-1");
+    assert_eq!(
+        r.json(),
+        json!({"sku": "sku-1", "name": "Boot", "brand": "ACME", "price": 4999, "stock": 3})
+    );
+
+    // Stock summed over locations; updates and deletes on any side.
+    change(
+        &s,
+        "shop.stock",
+        "C",
+        json!({"sku": "sku-1", "location": "paris", "qty": 4}),
+    );
+    change(
+        &s,
+        "shop.price",
+        "U",
+        json!({"sku": "sku-1", "amount": 3999}),
+    );
+    let r = row_after(&s, "product_listing", "sku-1").json();
+    assert_eq!(
+        (r["price"].clone(), r["stock"].clone()),
+        (json!(3999), json!(7))
+    );
+    change(
+        &s,
+        "shop.stock",
+        "D",
+        json!({"sku": "sku-1", "location": "berlin"}),
+    );
+    assert_eq!(row_after(&s, "product_listing", "sku-1").json()["stock"], 4);
+    change(&s, "shop.product", "D", json!({"sku": "sku-1"}));
+    assert_eq!(row_after(&s, "product_listing", "sku-1").status, 404);
+
+    // Ranges in key order.
+    for i in 0..5 {
+        change(
+            &s,
+            "shop.product",
+            "C",
+            json!({"sku": format!("k-{i}"), "name": "n", "brand": "b"}),
+        );
+        change(
+            &s,
+            "shop.price",
+            "C",
+            json!({"sku": format!("k-{i}"), "amount": i}),
+        );
+    }
+    row_after(&s, "product_listing", "k-4");
+    let keys = |r: Reply| -> Vec<String> {
+        r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["sku"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        keys(s.get("/views/product_listing/rows?prefix=k-&limit=2")),
+        ["k-0", "k-1"]
+    );
+    assert_eq!(
+        keys(s.get("/views/product_listing/rows?prefix=k-&after=k-1&limit=2")),
+        ["k-2", "k-3"]
+    );
+    assert_eq!(
+        keys(s.get("/views/product_listing/rows?prefix=zzz")),
+        Vec::<String>::new()
+    );
+
+    let status = s.get("/views/product_listing").json();
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["rows"], 5);
+    let sources = status["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 6, "3 event types x 2 partitions: {status}");
+    assert!(sources.iter().all(|x| x["lag_events"] == 0), "{status}");
+    assert_eq!(s.get("/views").json()["items"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_views_are_refused_with_a_clear_problem_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let cases = [
+        (
+            json!({"sql": "CREATE VIEW v AS SELEC sku FROM x"}),
+            422,
+            "line 1, column 18",
+        ),
+        (
+            json!({"sql": "CREATE VIEW v AS SELECT sku FROM \"shop.nothing\""}),
+            422,
+            "event type `shop.nothing` does not exist",
+        ),
+        (
+            json!({"sql": "CREATE VIEW v AS SELECT p.sku FROM \"shop.product\" p FULL JOIN \"shop.price\" q ON q.sku = p.sku"}),
+            422,
+            "INNER and LEFT joins",
+        ),
+        (
+            json!({"sql": "CREATE VIEW \"../x\" AS SELECT sku FROM \"shop.product\""}),
+            422,
+            "view name",
+        ),
+        (
+            json!({"sql": "CREATE VIEW v AS SELECT sku FROM \"shop.product\"", "on_error": "explode"}),
+            422,
+            "unknown variant `explode`, expected `skip` or `stop`",
+        ),
+        (json!({"query": "x"}), 422, "sql"),
+    ];
+    for (body, status, want) in cases {
+        let r = s.post("/views", &body);
+        let detail = r.problem(status);
+        assert!(detail.contains(want), "{body}: {detail}");
+    }
+    let r = s.send("POST", "/views", "application/json", b"{".to_vec());
+    r.problem(400);
+    assert_eq!(
+        s.get("/views").json()["items"],
+        json!([]),
+        "nothing was created"
+    );
+
+    let sql = json!({"sql": "CREATE VIEW v AS SELECT sku, name FROM \"shop.product\""});
+    assert_eq!(s.post("/views", &sql).status, 201);
+    assert!(
+        s.post("/views", &sql)
+            .problem(409)
+            .contains("already exists")
+    );
+    assert!(s.get("/views/nope").problem(404).contains("nope"));
+    assert!(s.get("/views/nope/rows/x").problem(404).contains("nope"));
+    assert!(
+        s.get("/views/v/rows/absent")
+            .problem(404)
+            .contains("absent")
+    );
+    let put = s.put("/views/other", &sql);
+    assert!(put.problem(422).contains("not `other`"));
+    let r = s.get_with("/views/v/rows/x", &[("X-Sluice-Wait-For", "garbage")]);
+    r.problem(400);
+    assert!(
+        s.get("/views/v/rows?limit=0")
+            .problem(422)
+            .contains("limit")
+    );
+    assert_eq!(s.delete("/views/v").status, 204);
+    assert_eq!(s.delete("/views/v").status, 404);
+}
+
+#[test]
+fn an_event_a_view_cannot_compute_is_skipped_with_its_cursor_and_other_views_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let strict = json!({"sql": "CREATE VIEW cents AS SELECT sku, CAST(amount AS BIGINT) * 100 AS cents FROM \"shop.price\""});
+    assert_eq!(s.post("/views", &strict).status, 201);
+    let stop = json!({"sql": "CREATE VIEW cents_stop AS SELECT sku, CAST(amount AS BIGINT) AS a FROM \"shop.price\"", "on_error": "stop"});
+    assert_eq!(s.post("/views", &stop).status, 201);
+    let plain = json!({"sql": "CREATE VIEW prices AS SELECT sku, amount FROM \"shop.price\""});
+    assert_eq!(s.post("/views", &plain).status, 201);
+
+    change(&s, "shop.price", "C", json!({"sku": "a", "amount": "12"}));
+    change(
+        &s,
+        "shop.price",
+        "C",
+        json!({"sku": "b", "amount": "twelve"}),
+    );
+    change(&s, "shop.price", "C", json!({"sku": "c", "amount": 7}));
+    assert_eq!(row_after(&s, "cents", "c").json()["cents"], 700);
+    assert_eq!(row_after(&s, "prices", "b").json()["amount"], "twelve");
+    assert_eq!(s.get("/views/cents/rows/a").json()["cents"], 1200);
+    assert_eq!(s.get("/views/cents/rows/b").status, 404, "skipped");
+
+    let status = s.get("/views/cents").json();
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["errors"]["skipped"], 1, "{status}");
+    let e = &status["errors"]["recent"][0];
+    assert_eq!(e["event_type"], "shop.price");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot cast text twelve to integer"),
+        "{e}"
+    );
+    assert!(e["offset"].as_str().unwrap().starts_with("001-"), "{e}");
+
+    // The stopping view stopped at that event, and says where.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let st = s.get("/views/cents_stop").json();
+        if st["status"] == "stopped" || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status["status"], "stopped", "{status}");
+    assert_eq!(status["stopped_at"]["offset"], e["offset"], "{status}");
+}
+
+#[test]
+fn a_changed_view_is_built_beside_the_old_one_and_switched_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let v1 = "CREATE VIEW names AS SELECT sku, name FROM \"shop.product\"";
+    assert_eq!(s.post("/views", &json!({"sql": v1})).status, 201);
+    for i in 0..300 {
+        change(
+            &s,
+            "shop.product",
+            "C",
+            json!({"sku": format!("p{i:03}"), "name": format!("n{i}"), "brand": "b"}),
+        );
+    }
+    row_after(&s, "names", "p299");
+
+    // Readers never see a row of neither version, nor a missing one.
+    let v2 = "CREATE VIEW names AS SELECT sku, UPPER(name) AS name FROM \"shop.product\"";
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|t| {
+        let reader = t.spawn(|| {
+            let (mut old, mut new) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = s.get("/views/names/rows/p150");
+                assert_eq!(r.status, 200, "{}", r.body);
+                match r.json()["name"].as_str().unwrap() {
+                    "n150" => {
+                        assert_eq!(new, 0, "back to the old view after the switch");
+                        old += 1;
+                    }
+                    "N150" => new += 1,
+                    other => panic!("{other}"),
+                }
+                let all = s.get("/views/names/rows?limit=1000").json();
+                assert_eq!(all["items"].as_array().unwrap().len(), 300, "a whole view");
+            }
+            (old, new)
+        });
+        let r = s.put("/views/names", &json!({"sql": v2}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.get("/views/names/rows/p150").json()["name"] != "N150" {
+            assert!(Instant::now() < deadline, "the new version never took over");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (old, new) = reader.join().unwrap();
+        assert!(new > 0, "old {old}, new {new}");
+    });
+    assert_eq!(s.get("/views/names").json()["sql"], v2);
+}

@@ -1,0 +1,281 @@
+//! One view kept fresh from the log: a reader task per source partition feeds one
+//! apply loop, which takes batches into the view and records, per partition, the
+//! offset the view has applied up to. Reads of rows and progress take short locks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use sluice_log::{FetchRequest, Log, LogError, Offset, PartitionId, StoredRecord, TopicName};
+use tokio::sync::{mpsc, watch};
+
+use crate::plan::Plan;
+use crate::view::{OnError, View};
+
+/// How many records one apply takes at most (bounds how long readers wait on it).
+const BATCH: usize = 1024;
+/// How long a read waits for new records.
+const POLL: Duration = Duration::from_millis(500);
+/// How long a failed read waits before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How many recent errors a view keeps.
+const KEEP_ERRORS: usize = 20;
+
+/// One partition of a source event type.
+pub type SourcePartition = (String, u32);
+
+/// An event a view left out or stopped at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventError {
+    pub event_type: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub message: String,
+}
+
+/// Where a view stands.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Per source partition, the offset of the next event to apply.
+    pub next: BTreeMap<SourcePartition, u64>,
+    pub events: u64,
+    /// Events left out (policy skip) since the view started here.
+    pub skipped: u64,
+    pub errors: Vec<EventError>,
+    /// Why the view stopped applying (policy stop), if it did.
+    pub stopped: Option<EventError>,
+    /// A source that cannot be read now, and why.
+    pub unreadable: Option<String>,
+}
+
+/// A view and the task keeping it fresh.
+#[derive(Debug)]
+pub struct Running {
+    pub plan: Arc<Plan>,
+    pub view: RwLock<View>,
+    pub progress: Mutex<Progress>,
+    /// Bumped after every applied batch (read-your-writes waits on it).
+    pub applied: watch::Sender<u64>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().take() {
+            t.abort();
+        }
+    }
+}
+
+/// Records read from one source partition.
+struct Chunk {
+    source: SourcePartition,
+    records: Vec<StoredRecord>,
+    next: u64,
+}
+
+impl Running {
+    /// Starts keeping `view` fresh from `start` (every source partition the view
+    /// reads, with the offset of its next event).
+    pub fn start(
+        log: Arc<dyn Log>,
+        view: View,
+        start: BTreeMap<SourcePartition, u64>,
+        on_error: OnError,
+    ) -> Arc<Running> {
+        let plan = view.plan().clone();
+        let running = Arc::new(Running {
+            plan,
+            view: RwLock::new(view),
+            progress: Mutex::new(Progress {
+                next: start.clone(),
+                ..Progress::default()
+            }),
+            applied: watch::channel(0).0,
+            task: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel(16);
+        for (source, from) in start {
+            tokio::spawn(read(
+                log.clone(),
+                source,
+                from,
+                tx.clone(),
+                Arc::downgrade(&running),
+            ));
+        }
+        let task = tokio::spawn(apply_loop(Arc::downgrade(&running), rx, on_error));
+        *running.task.lock() = Some(task);
+        running
+    }
+}
+
+/// Reads one source partition from `from` into the apply loop, until the view goes.
+async fn read(
+    log: Arc<dyn Log>,
+    source: SourcePartition,
+    mut from: u64,
+    tx: mpsc::Sender<Chunk>,
+    running: std::sync::Weak<Running>,
+) {
+    let Ok(topic) = TopicName::new(source.0.as_str()) else {
+        return;
+    };
+    loop {
+        if running.strong_count() == 0 {
+            return;
+        }
+        let request = FetchRequest::new(Offset(from))
+            .max_records(BATCH)
+            .max_wait(POLL);
+        match log.fetch(&topic, PartitionId(source.1), request).await {
+            Ok(f) => {
+                if let Some(r) = running.upgrade() {
+                    r.progress.lock().unreadable = None;
+                }
+                if f.next.0 == from {
+                    continue;
+                }
+                from = f.next.0;
+                let chunk = Chunk {
+                    source: source.clone(),
+                    records: f.records,
+                    next: from,
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+            Err(LogError::OffsetOutOfRange { earliest, .. }) if earliest > from => {
+                // Retention removed events the view had not read: go on from what is left.
+                if let Some(r) = running.upgrade() {
+                    r.progress.lock().unreadable = Some(format!(
+                        "{} partition {}: events {from}..{earliest} were removed by retention before the view read them",
+                        source.0, source.1
+                    ));
+                }
+                from = earliest;
+            }
+            Err(e) => {
+                if let Some(r) = running.upgrade() {
+                    r.progress.lock().unreadable =
+                        Some(format!("{} partition {}: {e}", source.0, source.1));
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+async fn apply_loop(
+    running: std::sync::Weak<Running>,
+    mut rx: mpsc::Receiver<Chunk>,
+    on_error: OnError,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut chunks = vec![first];
+        let mut records = chunks[0].records.len();
+        while records < BATCH {
+            match rx.try_recv() {
+                Ok(c) => {
+                    records += c.records.len();
+                    chunks.push(c);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(r) = running.upgrade() else { return };
+        if r.progress.lock().stopped.is_some() {
+            continue;
+        }
+        apply(&r, chunks, on_error);
+    }
+}
+
+/// Applies chunks to the view; moves the offsets past what it took.
+fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) {
+    // (event type, event, where it came from)
+    let mut events: Vec<(String, Value, u32, u64)> = Vec::new();
+    let mut parse_errors = Vec::new();
+    for c in &chunks {
+        for rec in &c.records {
+            match parse(rec) {
+                Ok(Some(v)) => events.push((c.source.0.clone(), v, c.source.1, rec.offset.0)),
+                Ok(None) => {}
+                Err(message) => parse_errors.push(EventError {
+                    event_type: c.source.0.clone(),
+                    partition: c.source.1,
+                    offset: rec.offset.0,
+                    message,
+                }),
+            }
+        }
+    }
+    let batch: Vec<(&str, &Value)> = events.iter().map(|(t, v, _, _)| (t.as_str(), v)).collect();
+    let applied = r.view.write().apply(&batch, on_error);
+    let mut progress = r.progress.lock();
+    let error_of = |i: usize, message: String| {
+        let (t, _, p, o) = &events[i];
+        EventError {
+            event_type: t.clone(),
+            partition: *p,
+            offset: *o,
+            message,
+        }
+    };
+    let rejected: Vec<EventError> = applied
+        .rejected
+        .iter()
+        .map(|x| error_of(x.index, x.message.clone()))
+        .collect();
+    progress.events += applied.taken as u64;
+    if applied.taken < events.len() {
+        // Stopped before an event: each partition advances to its first event not taken.
+        let stop = error_of(
+            applied.taken,
+            applied
+                .rejected
+                .last()
+                .map(|x| x.message.clone())
+                .unwrap_or_default(),
+        );
+        let mut first_not_taken: BTreeMap<SourcePartition, u64> = BTreeMap::new();
+        for (t, _, p, o) in &events[applied.taken..] {
+            first_not_taken.entry((t.clone(), *p)).or_insert(*o);
+        }
+        for c in &chunks {
+            let next = first_not_taken.get(&c.source).copied().unwrap_or(c.next);
+            progress.next.insert(c.source.clone(), next);
+        }
+        tracing::error!(view = %r.plan.name, event_type = %stop.event_type, partition = stop.partition, offset = stop.offset, error = %stop.message, "view stopped at an event it cannot compute");
+        progress.stopped = Some(stop);
+    } else {
+        for c in &chunks {
+            progress.next.insert(c.source.clone(), c.next);
+        }
+        progress.skipped += (rejected.len() + parse_errors.len()) as u64;
+    }
+    for e in parse_errors.into_iter().chain(rejected) {
+        tracing::warn!(view = %r.plan.name, event_type = %e.event_type, partition = e.partition, offset = e.offset, error = %e.message, "view left an event out");
+        progress.errors.push(e);
+    }
+    let excess = progress.errors.len().saturating_sub(KEEP_ERRORS);
+    progress.errors.drain(..excess);
+    drop(progress);
+    r.applied.send_modify(|n| *n += 1);
+}
+
+/// An event as JSON; a compaction tombstone as a delete of its key.
+fn parse(rec: &StoredRecord) -> Result<Option<Value>, String> {
+    match &rec.value {
+        Some(v) => serde_json::from_slice(v)
+            .map(Some)
+            .map_err(|e| format!("not JSON: {e}")),
+        None => Ok(rec
+            .key
+            .as_deref()
+            .map(|k| crate::source::tombstone(&String::from_utf8_lossy(k)))),
+    }
+}

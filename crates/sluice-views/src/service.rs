@@ -1,0 +1,561 @@
+//! The views of a node: definitions kept in the log (`__sluice_views`, replayed on
+//! start and followed, like every registry), each view running beside the bus, and
+//! what the HTTP edge asks of them (rows by key, ranges, status).
+//!
+//! A changed definition is built beside the running one (blue/green): reads go to the
+//! old view until the new one has caught up with the log, then the switch is one
+//! pointer swap, so no read ever sees a half-built view.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
+use sluice_log::{FetchRequest, Log, Offset, PartitionId, Record, StoredRecord, TopicName};
+
+use crate::plan::Plan;
+use crate::runner::{Progress, Running, SourcePartition};
+use crate::sql::SqlError;
+use crate::view::{OnError, View};
+
+pub const VIEWS_TOPIC: &str = "__sluice_views";
+
+/// A view as stored in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    pub name: String,
+    pub sql: String,
+    #[serde(default)]
+    pub on_error: Policy,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `on_error` as JSON: `skip` or `stop`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Skip,
+    Stop,
+}
+
+impl From<Policy> for OnError {
+    fn from(p: Policy) -> OnError {
+        match p {
+            Policy::Skip => OnError::Skip,
+            Policy::Stop => OnError::Stop,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewsError {
+    #[error("view `{0}` does not exist")]
+    NotFound(String),
+    #[error("view `{0}` already exists (PUT /views/{0} replaces it)")]
+    Exists(String),
+    #[error("{0}")]
+    Sql(#[from] SqlError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl From<sluice_log::LogError> for ViewsError {
+    fn from(e: sluice_log::LogError) -> ViewsError {
+        ViewsError::Bus(e.into())
+    }
+}
+
+pub type Result<T, E = ViewsError> = std::result::Result<T, E>;
+
+/// A view of this node: its definition and what runs it.
+#[derive(Debug, Clone)]
+struct Entry {
+    def: Definition,
+    /// The view serving reads (absent when its SQL no longer compiles).
+    serving: Option<Arc<Running>>,
+    /// Why it does not run (a source event type was deleted, ...).
+    failure: Option<String>,
+    /// A new definition being built beside the serving view.
+    pending: Option<Definition>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    defs: RwLock<BTreeMap<String, Definition>>,
+    entries: RwLock<BTreeMap<String, Entry>>,
+}
+
+/// The views of this node.
+#[derive(Debug)]
+pub struct Views {
+    bus: Arc<Bus>,
+    state: Arc<State>,
+    follower: Follower,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn topic() -> TopicName {
+    TopicName::new(VIEWS_TOPIC).expect("a valid internal topic name")
+}
+
+/// A view name: also a directory name for its state.
+fn check_name(name: &str) -> Result<()> {
+    let ok = name.len() <= 200
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ViewsError::Invalid(format!(
+            "view name {name:?}: letters, digits, `_`, `-` and `.`, starting with a letter"
+        )))
+    }
+}
+
+impl Views {
+    pub async fn open(bus: Arc<Bus>) -> Result<Views> {
+        let log = bus.log().clone();
+        let (defs, next) = sluice_bus::replay(&log, &topic()).await?;
+        let state = Arc::new(State::default());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        for (name, value) in defs {
+            if let Some(v) = value
+                && let Ok(def) = serde_json::from_slice::<Definition>(&v)
+            {
+                state.defs.write().insert(name.clone(), def);
+                let _ = tx.send(name);
+            }
+        }
+        let follower = Follower::spawn(log, topic(), next, {
+            let state = state.clone();
+            let tx = tx.clone();
+            move |r: &StoredRecord| {
+                let name = key_of(r);
+                match r.value.as_deref().map(serde_json::from_slice::<Definition>) {
+                    None => {
+                        state.defs.write().remove(&name);
+                    }
+                    Some(Ok(def)) => {
+                        state.defs.write().insert(name.clone(), def);
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(view = %name, error = %e, "unreadable view definition");
+                        return;
+                    }
+                }
+                let _ = tx.send(name);
+            }
+        });
+        let task = tokio::spawn(reconcile_loop(bus.clone(), state.clone(), rx));
+        Ok(Views {
+            bus,
+            state,
+            follower,
+
+            task,
+        })
+    }
+
+    /// Creates a view; `Exists` if its name is taken.
+    pub async fn create(&self, sql: &str, on_error: Policy) -> Result<Definition> {
+        let plan = crate::sql::compile(sql, self.bus.registry())?;
+        check_name(&plan.name)?;
+        if self.state.defs.read().contains_key(&plan.name) {
+            return Err(ViewsError::Exists(plan.name));
+        }
+        let now = sluice_schema::time::now_rfc3339();
+        let def = Definition {
+            name: plan.name.clone(),
+            sql: sql.to_string(),
+            on_error,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        self.persist(&def.name, Some(&def)).await?;
+        Ok(def)
+    }
+
+    /// Creates or replaces the view `name` (its SQL must name it); `true` if created.
+    pub async fn put(&self, name: &str, sql: &str, on_error: Policy) -> Result<(Definition, bool)> {
+        let plan = crate::sql::compile(sql, self.bus.registry())?;
+        if plan.name != name {
+            return Err(ViewsError::Invalid(format!(
+                "the SQL creates view `{}`, not `{name}`",
+                plan.name
+            )));
+        }
+        check_name(name)?;
+        let now = sluice_schema::time::now_rfc3339();
+        let old = self.state.defs.read().get(name).cloned();
+        let def = Definition {
+            name: name.to_string(),
+            sql: sql.to_string(),
+            on_error,
+            created_at: old.as_ref().map_or(now.clone(), |o| o.created_at.clone()),
+            updated_at: now,
+        };
+        if old
+            .as_ref()
+            .is_some_and(|o| o.sql == def.sql && o.on_error == def.on_error)
+        {
+            return Ok((old.expect("checked"), false));
+        }
+        self.persist(name, Some(&def)).await?;
+        Ok((def, old.is_none()))
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        if !self.state.defs.read().contains_key(name) {
+            return Err(ViewsError::NotFound(name.to_string()));
+        }
+        self.persist(name, None).await
+    }
+
+    async fn persist(&self, name: &str, def: Option<&Definition>) -> Result<()> {
+        let value = def.map(|d| Bytes::from(serde_json::to_vec(d).unwrap_or_default()));
+        let record = Record {
+            key: Some(Bytes::copy_from_slice(name.as_bytes())),
+            value,
+            ..Record::default()
+        };
+        let at = self
+            .bus
+            .log()
+            .append(&topic(), PartitionId(0), vec![record])
+            .await?;
+        if let Some(offset) = at.last() {
+            self.follower.caught_up(offset).await?;
+        }
+        // The view runs (or stops) once the reconciler saw the change.
+        for _ in 0..200 {
+            if self.reconciled(name, def) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Whether the reconciler has taken a definition (or its removal) in.
+    fn reconciled(&self, name: &str, def: Option<&Definition>) -> bool {
+        match (def, self.state.entries.read().get(name)) {
+            (None, None) => true,
+            (Some(d), Some(e)) => e.def == *d || e.pending.as_ref() == Some(d),
+            _ => false,
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.state.entries.read().keys().cloned().collect()
+    }
+
+    fn entry(&self, name: &str) -> Result<Entry> {
+        self.state
+            .entries
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ViewsError::NotFound(name.to_string()))
+    }
+
+    fn serving(&self, name: &str) -> Result<Arc<Running>> {
+        let e = self.entry(name)?;
+        e.serving.ok_or_else(|| {
+            ViewsError::Invalid(format!(
+                "view `{name}` does not run: {}",
+                e.failure.unwrap_or_default()
+            ))
+        })
+    }
+
+    /// A row by key, as JSON.
+    pub fn row(&self, name: &str, key: &str) -> Result<Option<serde_json::Value>> {
+        let r = self.serving(name)?;
+        let view = r.view.read();
+        Ok(view.output().get(key).map(|row| r.plan.row_json(row)))
+    }
+
+    /// Rows in key order: keys starting with `prefix`, after `after`, at most `limit`.
+    pub fn rows(
+        &self,
+        name: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>> {
+        use std::ops::Bound;
+        let r = self.serving(name)?;
+        let view = r.view.read();
+        let from = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        Ok(view
+            .output()
+            .rows
+            .range((from, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(_, rows)| rows.iter().find(|(_, w)| *w > 0))
+            .take(limit)
+            .map(|(row, _)| r.plan.row_json(row))
+            .collect())
+    }
+
+    /// Waits (up to `wait`) until the view has applied every event before these
+    /// offsets (event type, partition, offset of the last event written); whether it did.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        written: &[(String, u32, u64)],
+        wait: Duration,
+    ) -> Result<bool> {
+        let r = self.serving(name)?;
+        let mut applied = r.applied.subscribe();
+        let done = |r: &Running| {
+            let p = r.progress.lock();
+            written.iter().all(|(t, part, o)| {
+                p.next
+                    .get(&(t.clone(), *part))
+                    .is_none_or(|next| *next > *o)
+            })
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if done(&r) {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, applied.changed())
+                .await
+                .is_err()
+            {
+                return Ok(done(&r));
+            }
+        }
+    }
+
+    /// What GET /views/{name} shows.
+    pub async fn status(&self, name: &str) -> Result<serde_json::Value> {
+        let e = self.entry(name)?;
+        let mut out = serde_json::json!({
+            "name": e.def.name,
+            "sql": e.def.sql,
+            "on_error": e.def.on_error,
+            "created_at": e.def.created_at,
+            "updated_at": e.def.updated_at,
+        });
+        if let Some(p) = &e.pending {
+            out["replacing_with"] = serde_json::json!({"sql": p.sql, "updated_at": p.updated_at});
+        }
+        let Some(r) = e.serving else {
+            out["status"] = "failed".into();
+            out["error"] = e.failure.into();
+            return Ok(out);
+        };
+        let progress = r.progress.lock().clone();
+        let rows = r.view.read().output().rows.len();
+        let sources = self.lag(&progress).await;
+        let behind = sources.iter().any(|s| s["lag_events"].as_u64() != Some(0));
+        out["status"] = if progress.stopped.is_some() {
+            "stopped"
+        } else if behind {
+            "catching_up"
+        } else {
+            "running"
+        }
+        .into();
+        out["rows"] = rows.into();
+        out["key"] = r
+            .plan
+            .key
+            .iter()
+            .map(|k| r.plan.columns[*k].name.clone())
+            .collect::<Vec<_>>()
+            .into();
+        out["events_applied"] = progress.events.into();
+        out["sources"] = sources.into();
+        let error_json = |x: &crate::runner::EventError| {
+            serde_json::json!({
+                "event_type": x.event_type,
+                "partition": x.partition.to_string(),
+                "offset": CursorOffset::At(x.offset).to_string(),
+                "message": x.message,
+            })
+        };
+        out["errors"] = serde_json::json!({
+            "skipped": progress.skipped,
+            "recent": progress.errors.iter().map(error_json).collect::<Vec<_>>(),
+        });
+        out["stopped_at"] = progress.stopped.as_ref().map(error_json).into();
+        out["error"] = progress.unreadable.clone().into();
+        Ok(out)
+    }
+
+    /// Per source partition: the last applied event and how far behind the log it is.
+    async fn lag(&self, progress: &Progress) -> Vec<serde_json::Value> {
+        let log = self.bus.log();
+        let now = sluice_log::Timestamp::now().0;
+        let mut out = Vec::new();
+        for ((t, p), next) in &progress.next {
+            let Ok(topic) = TopicName::new(t.as_str()) else {
+                continue;
+            };
+            let latest = log
+                .offsets(&topic, PartitionId(*p))
+                .await
+                .map(|o| o.latest.0)
+                .ok();
+            let lag = latest.map(|l| l.saturating_sub(*next));
+            let mut seconds = Some(0);
+            if lag.is_some_and(|l| l > 0) {
+                let f = log
+                    .fetch(
+                        &topic,
+                        PartitionId(*p),
+                        FetchRequest::new(Offset(*next)).max_records(1),
+                    )
+                    .await;
+                seconds = f.ok().and_then(|f| {
+                    f.records
+                        .first()
+                        .map(|r| ((now - r.timestamp.0).max(0) / 1000) as u64)
+                });
+            }
+            out.push(serde_json::json!({
+                "event_type": t,
+                "partition": p.to_string(),
+                "offset": if *next == 0 { CursorOffset::Begin } else { CursorOffset::At(next - 1) }.to_string(),
+                "lag_events": lag,
+                "lag_seconds": seconds,
+            }));
+        }
+        out
+    }
+}
+
+/// Applies definition changes one at a time: starts, replaces (blue/green), stops.
+async fn reconcile_loop(
+    bus: Arc<Bus>,
+    state: Arc<State>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(name) = rx.recv().await {
+        let def = state.defs.read().get(&name).cloned();
+        let current = state.entries.read().get(&name).cloned();
+        match (def, current) {
+            (None, _) => {
+                state.entries.write().remove(&name);
+            }
+            (Some(def), Some(e)) if e.def == def => {}
+            (Some(def), current) => {
+                let entry = match start(&bus, &def).await {
+                    Ok(r) => {
+                        if current.is_some_and(|c| c.serving.is_some()) {
+                            let pending = def.clone();
+                            // Blue/green: the old view serves until the new caught up.
+                            let state2 = state.clone();
+                            let bus = bus.clone();
+                            tokio::spawn(async move {
+                                let state = state2;
+                                caught_up(&bus, &r).await;
+                                let still = state.defs.read().get(&def.name) == Some(&def);
+                                if still {
+                                    state.entries.write().insert(
+                                        def.name.clone(),
+                                        Entry {
+                                            def,
+                                            serving: Some(r),
+                                            failure: None,
+                                            pending: None,
+                                        },
+                                    );
+                                }
+                            });
+                            if let Some(e) = state.entries.write().get_mut(&name) {
+                                e.pending = Some(pending);
+                            }
+                            continue;
+                        }
+                        Entry {
+                            def,
+                            serving: Some(r),
+                            failure: None,
+                            pending: None,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(view = %name, error = %e, "view cannot run");
+                        Entry {
+                            def,
+                            serving: None,
+                            failure: Some(e.to_string()),
+                            pending: None,
+                        }
+                    }
+                };
+                state.entries.write().insert(name, entry);
+            }
+        }
+    }
+}
+
+/// Compiles a definition and starts it from the beginning of its sources.
+async fn start(bus: &Bus, def: &Definition) -> Result<Arc<Running>> {
+    let plan: Arc<Plan> = Arc::new(crate::sql::compile(&def.sql, bus.registry())?);
+    let mut start: BTreeMap<SourcePartition, u64> = BTreeMap::new();
+    for scan in &plan.scans {
+        let reg = bus.registry().require(&scan.event_type)?;
+        for p in 0..reg.partitions() {
+            let o = bus.log().offsets(&reg.topic, PartitionId(p)).await?;
+            start.insert((scan.event_type.clone(), p), o.earliest.0);
+        }
+    }
+    let view = View::new(plan);
+    Ok(Running::start(
+        bus.log().clone(),
+        view,
+        start,
+        def.on_error.into(),
+    ))
+}
+
+/// Waits until a view has applied everything its sources held when it was asked.
+async fn caught_up(bus: &Bus, r: &Running) {
+    let log: &Arc<dyn Log> = bus.log();
+    let sources: Vec<SourcePartition> = r.progress.lock().next.keys().cloned().collect();
+    let mut target = BTreeMap::new();
+    for (t, p) in &sources {
+        if let Ok(topic) = TopicName::new(t.as_str())
+            && let Ok(o) = log.offsets(&topic, PartitionId(*p)).await
+        {
+            target.insert((t.clone(), *p), o.latest.0);
+        }
+    }
+    loop {
+        {
+            let progress = r.progress.lock();
+            let done = progress.stopped.is_some()
+                || target
+                    .iter()
+                    .all(|(k, latest)| progress.next.get(k).is_some_and(|n| n >= latest));
+            if done {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
