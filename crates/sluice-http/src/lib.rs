@@ -132,6 +132,10 @@ pub fn router(bus: Arc<Bus>, views: Arc<Views>, options: ApiOptions) -> Router {
             get(views::get_one).put(views::put).delete(views::delete),
         )
         .route("/views/{name}/rows", get(views::rows))
+        .route(
+            "/views/{name}/snapshots",
+            axum::routing::post(views::snapshot),
+        )
         .route("/views/{name}/rows/{*key}", get(views::row))
         .fallback(misc::not_found)
         .method_not_allowed_fallback(misc::method_not_allowed)

@@ -33,6 +33,7 @@ impl From<ViewsError> for Problem {
             ViewsError::NotFound(_) => Problem::not_found(e.to_string()),
             ViewsError::Exists(_) => Problem::new(StatusCode::CONFLICT, e.to_string()),
             ViewsError::Sql(_) | ViewsError::Invalid(_) => Problem::unprocessable(e.to_string()),
+            ViewsError::Loading(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             ViewsError::Bus(b) => b.into(),
         }
     }
@@ -112,6 +113,20 @@ pub async fn delete(
 ) -> Result<Response, Problem> {
     views.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /views/{name}/snapshots`: the view's state and offsets, copied to the
+/// snapshot dir; a fresh node restores from the latest one.
+pub async fn snapshot(
+    Extension(views): Extension<Arc<Views>>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let path = views.snapshot(&name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "view": name, "path": path.display().to_string() })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]

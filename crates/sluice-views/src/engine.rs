@@ -57,29 +57,29 @@ pub(crate) enum Node {
 }
 
 /// The rows of one side of a join, by join key.
-type Index = HashMap<Vec<Datum>, HashMap<Row, i64, Hasher>, Hasher>;
+pub(crate) type Index = HashMap<Vec<Datum>, HashMap<Row, i64, Hasher>, Hasher>;
 
 #[derive(Debug)]
 pub(crate) struct Join {
-    left: Node,
-    right: Node,
-    kind: JoinKind,
-    left_keys: Vec<Expr>,
-    right_keys: Vec<Expr>,
-    right_width: usize,
-    left_index: Index,
-    right_index: Index,
+    pub(crate) left: Node,
+    pub(crate) right: Node,
+    pub(crate) kind: JoinKind,
+    pub(crate) left_keys: Vec<Expr>,
+    pub(crate) right_keys: Vec<Expr>,
+    pub(crate) right_width: usize,
+    pub(crate) left_index: Index,
+    pub(crate) right_index: Index,
 }
 
 #[derive(Debug)]
 pub(crate) struct Aggregate {
-    input: Node,
-    group: Vec<Expr>,
-    aggs: Vec<Agg>,
-    groups: HashMap<Vec<Datum>, Group, Hasher>,
+    pub(crate) input: Node,
+    pub(crate) group: Vec<Expr>,
+    pub(crate) aggs: Vec<Agg>,
+    pub(crate) groups: HashMap<Vec<Datum>, Group, Hasher>,
     /// No GROUP BY: one row, even over no input.
-    global: bool,
-    started: bool,
+    pub(crate) global: bool,
+    pub(crate) started: bool,
 }
 
 /// Errors met while stepping: the message of each row left out.
@@ -196,7 +196,7 @@ pub(crate) fn nulls(n: usize) -> Vec<Datum> {
     vec![Datum::Null; n]
 }
 
-fn add(index: &mut Index, key: Vec<Datum>, row: Row, w: i64) {
+pub(crate) fn add(index: &mut Index, key: Vec<Datum>, row: Row, w: i64) {
     let rows = index.entry(key.clone()).or_default();
     let x = rows.entry(row.clone()).or_insert(0);
     *x += w;
@@ -287,14 +287,14 @@ impl Join {
 
 /// The state of one group: how many rows, and each aggregate's accumulator.
 #[derive(Debug, Default)]
-struct Group {
-    rows: i64,
-    accs: Vec<Acc>,
+pub(crate) struct Group {
+    pub(crate) rows: i64,
+    pub(crate) accs: Vec<Acc>,
 }
 
 /// An aggregate's accumulator. Integers sum exactly; MIN / MAX keep the multiset.
 #[derive(Debug)]
-enum Acc {
+pub(crate) enum Acc {
     Count(i64),
     Sum {
         ints: i128,
@@ -497,7 +497,7 @@ impl Aggregate {
         out
     }
 
-    fn fresh(&self) -> Group {
+    pub(crate) fn fresh(&self) -> Group {
         Group {
             rows: 0,
             accs: self.aggs.iter().map(|a| Acc::new(a.func)).collect(),

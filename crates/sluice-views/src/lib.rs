@@ -8,6 +8,7 @@
 //! node: definitions in the log, each view fed from its sources by `runner.rs`.
 
 pub mod catalog;
+pub mod codec;
 pub mod datum;
 pub mod engine;
 pub mod expr;
@@ -15,12 +16,13 @@ pub mod naive;
 pub mod plan;
 pub mod runner;
 mod service;
+pub mod snapshot;
 pub mod source;
 pub mod sql;
 mod view;
 
 pub use datum::{Datum, Row};
 pub use plan::{Catalog, Path, Plan, SourceInfo, SourceKind};
-pub use service::{Definition, Policy, Views, ViewsError};
+pub use service::{Definition, Policy, Views, ViewsConfig, ViewsError};
 pub use sql::{SqlError, compile};
 pub use view::{Applied, OnError, Rejected, View};

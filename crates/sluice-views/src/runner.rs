@@ -48,6 +48,8 @@ pub struct Progress {
     pub stopped: Option<EventError>,
     /// A source that cannot be read now, and why.
     pub unreadable: Option<String>,
+    /// The state file the view started from (none: the beginning of the log).
+    pub loaded_from: Option<String>,
 }
 
 /// A view and the task keeping it fresh.
@@ -58,7 +60,39 @@ pub struct Running {
     pub progress: Mutex<Progress>,
     /// Bumped after every applied batch (read-your-writes waits on it).
     pub applied: watch::Sender<u64>,
+    /// Where and how often the state is written (none: memory only).
+    pub checkpoint: Option<Checkpoint>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Writing a view's state and offsets to disk, whole.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub path: std::path::PathBuf,
+    pub every: Duration,
+    pub sql: String,
+}
+
+impl Running {
+    /// The view's state and the offsets it reflects, as bytes (`snapshot.rs`).
+    pub fn state_bytes(&self, sql: &str) -> Vec<u8> {
+        // The apply loop changes both under the view's write lock: read them together.
+        let view = self.view.read();
+        let offsets = self.progress.lock().next.clone();
+        crate::snapshot::encode(&view, sql, &offsets)
+    }
+
+    /// Writes the state now (also on a clean shutdown).
+    pub async fn write_checkpoint(&self) -> std::io::Result<()> {
+        let Some(c) = &self.checkpoint else {
+            return Ok(());
+        };
+        let bytes = self.state_bytes(&c.sql);
+        let path = c.path.clone();
+        tokio::task::spawn_blocking(move || crate::snapshot::write_file(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)?
+    }
 }
 
 impl Drop for Running {
@@ -84,6 +118,8 @@ impl Running {
         view: View,
         start: BTreeMap<SourcePartition, u64>,
         on_error: OnError,
+        checkpoint: Option<Checkpoint>,
+        loaded_from: Option<String>,
     ) -> Arc<Running> {
         let plan = view.plan().clone();
         let running = Arc::new(Running {
@@ -91,9 +127,11 @@ impl Running {
             view: RwLock::new(view),
             progress: Mutex::new(Progress {
                 next: start.clone(),
+                loaded_from,
                 ..Progress::default()
             }),
             applied: watch::channel(0).0,
+            checkpoint,
             task: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(16);
@@ -174,7 +212,29 @@ async fn apply_loop(
     mut rx: mpsc::Receiver<Chunk>,
     on_error: OnError,
 ) {
-    while let Some(first) = rx.recv().await {
+    let every = running
+        .upgrade()
+        .and_then(|r| r.checkpoint.as_ref().map(|c| c.every))
+        .unwrap_or(Duration::from_secs(3600));
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = match tokio::time::timeout_at(last_checkpoint + every, rx.recv()).await {
+            Ok(Some(chunk)) => Some(chunk),
+            Ok(None) => return,
+            Err(_) => None,
+        };
+        if last_checkpoint.elapsed() >= every {
+            last_checkpoint = tokio::time::Instant::now();
+            if dirty && let Some(r) = running.upgrade() {
+                dirty = false;
+                if let Err(e) = r.write_checkpoint().await {
+                    tracing::error!(view = %r.plan.name, error = %e, "view state not written");
+                }
+            }
+        }
+        let Some(first) = first else { continue };
+        dirty = true;
         let mut chunks = vec![first];
         let mut records = chunks[0].records.len();
         while records < BATCH {

@@ -7,6 +7,7 @@
 //! pointer swap, so no read ever sees a half-built view.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
 use sluice_log::{FetchRequest, Log, Offset, PartitionId, Record, StoredRecord, TopicName};
 
 use crate::plan::Plan;
-use crate::runner::{Progress, Running, SourcePartition};
+use crate::runner::{Checkpoint, Progress, Running, SourcePartition};
 use crate::sql::SqlError;
 use crate::view::{OnError, View};
 
@@ -62,6 +63,8 @@ pub enum ViewsError {
     Sql(#[from] SqlError),
     #[error("{0}")]
     Invalid(String),
+    #[error("view `{0}` is loading its state; try again shortly")]
+    Loading(String),
     #[error(transparent)]
     Bus(#[from] BusError),
 }
@@ -74,6 +77,28 @@ impl From<sluice_log::LogError> for ViewsError {
 
 pub type Result<T, E = ViewsError> = std::result::Result<T, E>;
 
+/// Where views keep their state.
+#[derive(Clone, Debug)]
+pub struct ViewsConfig {
+    /// Each view's state and offsets, written every `checkpoint_every` and on a clean
+    /// stop; a restart goes on from there. None: memory only (rebuilt from the log).
+    pub state_dir: Option<PathBuf>,
+    pub checkpoint_every: Duration,
+    /// Where `snapshot` copies a view's state, and where a node without local state
+    /// looks for the latest one before replaying the log.
+    pub snapshot_dir: Option<PathBuf>,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> ViewsConfig {
+        ViewsConfig {
+            state_dir: None,
+            checkpoint_every: Duration::from_secs(10),
+            snapshot_dir: None,
+        }
+    }
+}
+
 /// A view of this node: its definition and what runs it.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -84,6 +109,8 @@ struct Entry {
     failure: Option<String>,
     /// A new definition being built beside the serving view.
     pending: Option<Definition>,
+    /// Its state is being loaded (at start).
+    loading: bool,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +123,7 @@ struct State {
 #[derive(Debug)]
 pub struct Views {
     bus: Arc<Bus>,
+    config: Arc<ViewsConfig>,
     state: Arc<State>,
     follower: Follower,
     task: tokio::task::JoinHandle<()>,
@@ -128,7 +156,8 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl Views {
-    pub async fn open(bus: Arc<Bus>) -> Result<Views> {
+    pub async fn open(bus: Arc<Bus>, config: ViewsConfig) -> Result<Views> {
+        let config = Arc::new(config);
         let log = bus.log().clone();
         let (defs, next) = sluice_bus::replay(&log, &topic()).await?;
         let state = Arc::new(State::default());
@@ -137,6 +166,17 @@ impl Views {
             if let Some(v) = value
                 && let Ok(def) = serde_json::from_slice::<Definition>(&v)
             {
+                // Known at once, served once loaded.
+                state.entries.write().insert(
+                    name.clone(),
+                    Entry {
+                        def: def.clone(),
+                        serving: None,
+                        failure: None,
+                        pending: None,
+                        loading: true,
+                    },
+                );
                 state.defs.write().insert(name.clone(), def);
                 let _ = tx.send(name);
             }
@@ -161,9 +201,15 @@ impl Views {
                 let _ = tx.send(name);
             }
         });
-        let task = tokio::spawn(reconcile_loop(bus.clone(), state.clone(), rx));
+        let task = tokio::spawn(reconcile_loop(
+            bus.clone(),
+            config.clone(),
+            state.clone(),
+            rx,
+        ));
         Ok(Views {
             bus,
+            config,
             state,
             follower,
 
@@ -260,6 +306,45 @@ impl Views {
         }
     }
 
+    /// Copies a view's state and offsets to the snapshot dir; returns the file.
+    pub async fn snapshot(&self, name: &str) -> Result<PathBuf> {
+        let Some(dir) = &self.config.snapshot_dir else {
+            return Err(ViewsError::Invalid(
+                "no snapshot dir is configured (views.snapshot_dir)".into(),
+            ));
+        };
+        let e = self.entry(name)?;
+        let r = self.serving(name)?;
+        let bytes = r.state_bytes(&e.def.sql);
+        let path = dir.join(name).join(format!(
+            "{:016x}-{:013}.snap",
+            crate::snapshot::fingerprint(&e.def.sql),
+            sluice_log::Timestamp::now().0
+        ));
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || crate::snapshot::write_file(&p, &bytes))
+            .await
+            .map_err(|e| ViewsError::Invalid(e.to_string()))?
+            .map_err(|e| ViewsError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+        Ok(path)
+    }
+
+    /// Before the process stops: every view writes its state.
+    pub async fn shutdown(&self) {
+        let running: Vec<Arc<Running>> = self
+            .state
+            .entries
+            .read()
+            .values()
+            .filter_map(|e| e.serving.clone())
+            .collect();
+        for r in running {
+            if let Err(e) = r.write_checkpoint().await {
+                tracing::error!(view = %r.plan.name, error = %e, "view state not written");
+            }
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.state.entries.read().keys().cloned().collect()
     }
@@ -275,6 +360,9 @@ impl Views {
 
     fn serving(&self, name: &str) -> Result<Arc<Running>> {
         let e = self.entry(name)?;
+        if e.loading {
+            return Err(ViewsError::Loading(name.to_string()));
+        }
         e.serving.ok_or_else(|| {
             ViewsError::Invalid(format!(
                 "view `{name}` does not run: {}",
@@ -361,6 +449,10 @@ impl Views {
         if let Some(p) = &e.pending {
             out["replacing_with"] = serde_json::json!({"sql": p.sql, "updated_at": p.updated_at});
         }
+        if e.loading {
+            out["status"] = "loading".into();
+            return Ok(out);
+        }
         let Some(r) = e.serving else {
             out["status"] = "failed".into();
             out["error"] = e.failure.into();
@@ -387,6 +479,7 @@ impl Views {
             .collect::<Vec<_>>()
             .into();
         out["events_applied"] = progress.events.into();
+        out["loaded_from"] = progress.loaded_from.clone().into();
         out["sources"] = sources.into();
         let error_json = |x: &crate::runner::EventError| {
             serde_json::json!({
@@ -450,6 +543,7 @@ impl Views {
 /// Applies definition changes one at a time: starts, replaces (blue/green), stops.
 async fn reconcile_loop(
     bus: Arc<Bus>,
+    config: Arc<ViewsConfig>,
     state: Arc<State>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
@@ -459,21 +553,26 @@ async fn reconcile_loop(
         match (def, current) {
             (None, _) => {
                 state.entries.write().remove(&name);
+                if let Some(dir) = &config.state_dir {
+                    let _ = std::fs::remove_dir_all(dir.join(&name));
+                }
             }
-            (Some(def), Some(e)) if e.def == def => {}
+            (Some(def), Some(e)) if e.def == def && !e.loading => {}
             (Some(def), current) => {
-                let entry = match start(&bus, &def).await {
+                let entry = match start(&bus, &config, &def).await {
                     Ok(r) => {
-                        if current.is_some_and(|c| c.serving.is_some()) {
+                        if current.is_some_and(|c| c.serving.is_some() && !c.loading) {
                             let pending = def.clone();
                             // Blue/green: the old view serves until the new caught up.
                             let state2 = state.clone();
                             let bus = bus.clone();
+                            let config = config.clone();
                             tokio::spawn(async move {
                                 let state = state2;
                                 caught_up(&bus, &r).await;
                                 let still = state.defs.read().get(&def.name) == Some(&def);
                                 if still {
+                                    forget_other_states(&config, &def);
                                     state.entries.write().insert(
                                         def.name.clone(),
                                         Entry {
@@ -481,6 +580,7 @@ async fn reconcile_loop(
                                             serving: Some(r),
                                             failure: None,
                                             pending: None,
+                                            loading: false,
                                         },
                                     );
                                 }
@@ -495,6 +595,7 @@ async fn reconcile_loop(
                             serving: Some(r),
                             failure: None,
                             pending: None,
+                            loading: false,
                         }
                     }
                     Err(e) => {
@@ -504,6 +605,7 @@ async fn reconcile_loop(
                             serving: None,
                             failure: Some(e.to_string()),
                             pending: None,
+                            loading: false,
                         }
                     }
                 };
@@ -513,23 +615,101 @@ async fn reconcile_loop(
     }
 }
 
-/// Compiles a definition and starts it from the beginning of its sources.
-async fn start(bus: &Bus, def: &Definition) -> Result<Arc<Running>> {
+/// The file of a view's state for its current SQL.
+fn state_path(dir: &Path, def: &Definition) -> PathBuf {
+    dir.join(&def.name).join(format!(
+        "{:016x}.state",
+        crate::snapshot::fingerprint(&def.sql)
+    ))
+}
+
+/// Removes the state files of a view's earlier SQL.
+fn forget_other_states(config: &ViewsConfig, def: &Definition) {
+    let Some(dir) = &config.state_dir else { return };
+    let keep = state_path(dir, def);
+    if let Ok(files) = std::fs::read_dir(dir.join(&def.name)) {
+        for f in files.flatten() {
+            if f.path() != keep {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}
+
+/// A view's state from its own file, else from the latest snapshot of its SQL.
+fn load(
+    config: &ViewsConfig,
+    def: &Definition,
+    plan: &Arc<Plan>,
+) -> Option<(View, BTreeMap<SourcePartition, u64>, String)> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = &config.state_dir {
+        candidates.push(state_path(dir, def));
+    }
+    if let Some(dir) = &config.snapshot_dir {
+        let prefix = format!("{:016x}-", crate::snapshot::fingerprint(&def.sql));
+        let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join(&def.name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".snap"))
+            })
+            .collect();
+        snaps.sort();
+        candidates.extend(snaps.into_iter().rev());
+    }
+    for path in candidates {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        match crate::snapshot::decode(plan.clone(), &def.sql, &bytes) {
+            Ok((view, offsets)) => return Some((view, offsets, path.display().to_string())),
+            Err(e) => {
+                tracing::warn!(view = %def.name, path = %path.display(), error = %e, "view state not used")
+            }
+        }
+    }
+    None
+}
+
+/// Compiles a definition and starts it: from its saved state and offsets when there
+/// is one, else from the beginning of its sources.
+async fn start(bus: &Bus, config: &ViewsConfig, def: &Definition) -> Result<Arc<Running>> {
     let plan: Arc<Plan> = Arc::new(crate::sql::compile(&def.sql, bus.registry())?);
-    let mut start: BTreeMap<SourcePartition, u64> = BTreeMap::new();
+    let mut from: BTreeMap<SourcePartition, u64> = BTreeMap::new();
     for scan in &plan.scans {
         let reg = bus.registry().require(&scan.event_type)?;
         for p in 0..reg.partitions() {
             let o = bus.log().offsets(&reg.topic, PartitionId(p)).await?;
-            start.insert((scan.event_type.clone(), p), o.earliest.0);
+            from.insert((scan.event_type.clone(), p), o.earliest.0);
         }
     }
-    let view = View::new(plan);
+    let started = std::time::Instant::now();
+    let (view, loaded_from) = match load(config, def, &plan) {
+        Some((view, saved, path)) => {
+            tracing::info!(view = %def.name, %path, rows = view.output().rows.len(), ms = started.elapsed().as_millis() as u64, "view state loaded");
+            // Partitions added since start from their beginning.
+            from.extend(saved);
+            (view, Some(path))
+        }
+        None => (View::new(plan), None),
+    };
+    let checkpoint = config.state_dir.as_ref().map(|dir| Checkpoint {
+        path: state_path(dir, def),
+        every: config.checkpoint_every,
+        sql: def.sql.clone(),
+    });
     Ok(Running::start(
         bus.log().clone(),
         view,
-        start,
+        from,
         def.on_error.into(),
+        checkpoint,
+        loaded_from,
     ))
 }
 

@@ -45,30 +45,35 @@ pub struct View {
     plan: Arc<Plan>,
     /// The scans reading each event type.
     readers: HashMap<String, Vec<usize>>,
-    tables: Vec<SourceTable>,
-    root: Node,
-    output: Output,
+    pub(crate) tables: Vec<SourceTable>,
+    pub(crate) root: Node,
+    pub(crate) output: Output,
 }
 
 impl View {
     pub fn new(plan: Arc<Plan>) -> View {
-        let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, s) in plan.scans.iter().enumerate() {
-            readers.entry(s.event_type.clone()).or_default().push(i);
-        }
-        let mut view = View {
-            tables: plan.scans.iter().map(|_| SourceTable::default()).collect(),
-            root: Node::build(&plan.root, &plan),
-            readers,
-            output: Output::default(),
-            plan,
-        };
+        let mut view = View::empty(plan);
         // A view over no rows may have rows (a global aggregate: COUNT(*) = 0).
         let empty = vec![ZSet::new(); view.plan.scans.len()];
         let mut errors = Vec::new();
         let z = view.root.step(&empty, &mut errors);
         view.output.apply(&view.plan, z);
         view
+    }
+
+    /// A view with no state at all (to be filled from a snapshot).
+    pub(crate) fn empty(plan: Arc<Plan>) -> View {
+        let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, s) in plan.scans.iter().enumerate() {
+            readers.entry(s.event_type.clone()).or_default().push(i);
+        }
+        View {
+            tables: plan.scans.iter().map(|_| SourceTable::default()).collect(),
+            root: Node::build(&plan.root, &plan),
+            readers,
+            output: Output::default(),
+            plan,
+        }
     }
 
     pub fn plan(&self) -> &Arc<Plan> {

@@ -35,6 +35,39 @@ pub struct Config {
     pub kafka: KafkaSection,
     pub http: HttpConfig,
     pub bus: BusConfig,
+    pub views: ViewsSection,
+}
+
+/// SQL views: where their state goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewsSection {
+    /// How often a view writes its state and offsets to `{data_dir}/views`.
+    pub checkpoint_interval_ms: u64,
+    /// Where `POST /views/{name}/snapshots` copies a view's state, and where a node
+    /// without local state looks for the latest one. Empty: no snapshots.
+    pub snapshot_dir: String,
+}
+
+impl Default for ViewsSection {
+    fn default() -> Self {
+        ViewsSection {
+            checkpoint_interval_ms: 10_000,
+            snapshot_dir: String::new(),
+        }
+    }
+}
+
+impl ViewsSection {
+    /// The views' settings for a data dir.
+    pub fn resolve(&self, data_dir: &Path) -> sluice_views::ViewsConfig {
+        sluice_views::ViewsConfig {
+            state_dir: Some(data_dir.join("views")),
+            checkpoint_every: std::time::Duration::from_millis(self.checkpoint_interval_ms.max(1)),
+            snapshot_dir: (!self.snapshot_dir.is_empty())
+                .then(|| PathBuf::from(&self.snapshot_dir)),
+        }
+    }
 }
 
 /// How to reach Kafka, with `storage = "kafka"`.
@@ -94,6 +127,7 @@ impl Default for Config {
             kafka: KafkaSection::default(),
             http: HttpConfig::default(),
             bus: BusConfig::default(),
+            views: ViewsSection::default(),
         }
     }
 }

@@ -36,15 +36,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let bus = Arc::new(bus);
     let views = Arc::new(
-        sluice_views::Views::open(bus.clone())
+        sluice_views::Views::open(bus.clone(), config.views.resolve(&config.data_dir))
             .await
             .context("cannot load the views")?,
     );
-    sluice_http::serve(listener, bus.clone(), views, options, async {
+    sluice_http::serve(listener, bus.clone(), views.clone(), options, async {
         stop.await;
         tracing::info!("shutting down: finishing requests, then flushing and closing the log");
     })
     .await?;
+    views.shutdown().await;
     bus.shutdown().await;
     opened.log.flush().await.context("flushing the log")?;
     if let Some(embedded) = opened.embedded {

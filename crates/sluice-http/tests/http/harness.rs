@@ -130,12 +130,23 @@ impl Server {
                     principal_header: Some(PRINCIPAL_HEADER.parse().unwrap()),
                 };
                 let bus = Arc::new(bus);
-                let views = Arc::new(sluice_views::Views::open(bus.clone()).await.unwrap());
-                sluice_http::serve(listener, bus.clone(), views, options, async {
+                let views_config = sluice_views::ViewsConfig {
+                    state_dir: Some(data.join("views")),
+                    checkpoint_every: std::time::Duration::from_millis(200),
+                    snapshot_dir: Some(data.join("snapshots")),
+                };
+                let views = Arc::new(
+                    sluice_views::Views::open(bus.clone(), views_config)
+                        .await
+                        .unwrap(),
+                );
+                sluice_http::serve(listener, bus.clone(), views.clone(), options, async {
                     let _ = stop_rx.await;
                 })
                 .await
                 .unwrap();
+                views.shutdown().await;
+                drop(views);
                 bus.shutdown().await;
                 log.flush().await.unwrap();
                 if let Some(embedded) = embedded {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sluice_views::source::{Change, change};
-use sluice_views::{OnError, Row, View, compile, naive};
+use sluice_views::{OnError, Row, View, compile, naive, snapshot};
 
 use crate::{Shop, Tables, data};
 
@@ -155,9 +155,11 @@ fn expected(view: &View, tables: &Tables) -> BTreeMap<String, Row> {
     naive::view(plan, &scans).unwrap()
 }
 
-fn run(sql: &str, seed: u64, steps: usize) {
+/// Runs random batches through a view; every `restore_every` batches the view is
+/// written to bytes and replaced by what they read back.
+fn run(sql: &str, seed: u64, steps: usize, restore_every: Option<usize>) {
     let plan = Arc::new(compile(sql, &Shop).unwrap_or_else(|e| panic!("{sql}: {e}")));
-    let mut view = View::new(plan);
+    let mut view = View::new(plan.clone());
     let mut tables = Tables::default();
     let mut rng = fastrand::Rng::with_seed(seed);
     assert_eq!(
@@ -173,6 +175,14 @@ fn run(sql: &str, seed: u64, steps: usize) {
         for (t, e) in &batch {
             tables.apply(t, e);
         }
+        if restore_every.is_some_and(|n| step % n == n - 1) {
+            let offsets = [(("shop.stock".to_string(), 0), step as u64)].into();
+            let bytes = snapshot::encode(&view, sql, &offsets);
+            let (restored, read) = snapshot::decode(plan.clone(), sql, &bytes).unwrap();
+            assert_eq!(read, offsets);
+            assert_eq!(engine_rows(&restored), engine_rows(&view));
+            view = restored;
+        }
         let (got, want) = (engine_rows(&view), expected(&view, &tables));
         assert_eq!(
             got, want,
@@ -185,9 +195,41 @@ fn run(sql: &str, seed: u64, steps: usize) {
 fn every_view_equals_its_recomputation_after_every_batch() {
     for sql in VIEWS {
         for seed in 0..6 {
-            run(sql, seed, 250);
+            run(sql, seed, 250, None);
         }
     }
+}
+
+#[test]
+fn a_view_restored_from_its_snapshot_goes_on_exactly_as_the_original() {
+    for sql in VIEWS {
+        for seed in 100..103 {
+            run(sql, seed, 200, Some(17));
+        }
+    }
+}
+
+#[test]
+fn a_damaged_or_foreign_snapshot_is_refused() {
+    let sql = VIEWS[1];
+    let plan = Arc::new(compile(sql, &Shop).unwrap());
+    let mut view = View::new(plan.clone());
+    let mut rng = fastrand::Rng::with_seed(7);
+    let batch: Vec<(&str, Value)> = (0..50).map(|_| event(&mut rng)).collect();
+    let refs: Vec<(&str, &Value)> = batch.iter().map(|(t, e)| (*t, e)).collect();
+    view.apply(&refs, OnError::Skip);
+    let bytes = snapshot::encode(&view, sql, &Default::default());
+    for i in [0, 9, 20, bytes.len() / 2, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x40;
+        assert!(
+            snapshot::decode(plan.clone(), sql, &bad).is_err(),
+            "flipped byte {i}"
+        );
+    }
+    assert!(snapshot::decode(plan.clone(), sql, &bytes[..bytes.len() - 3]).is_err());
+    let other = snapshot::decode(plan, VIEWS[0], &bytes).unwrap_err();
+    assert!(other.0.contains("other SQL"), "{other}");
 }
 
 #[test]

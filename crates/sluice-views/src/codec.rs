@@ -1,0 +1,212 @@
+//! A compact binary form of values and rows, for view state on disk. Sans-IO: bytes
+//! in, bytes out; a truncated or damaged input is an error, never a panic.
+
+use std::sync::Arc;
+
+use crate::datum::{Datum, Row};
+
+#[derive(Debug, Default)]
+pub struct Writer {
+    pub buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn u64(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+
+    pub fn i64(&mut self, v: i64) {
+        self.u64(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    pub fn i128(&mut self, v: i128) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn f64(&mut self, v: f64) {
+        self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.buf.extend_from_slice(b);
+    }
+
+    pub fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    pub fn datum(&mut self, d: &Datum) {
+        match d {
+            Datum::Null => self.buf.push(0),
+            Datum::Bool(false) => self.buf.push(1),
+            Datum::Bool(true) => self.buf.push(2),
+            Datum::Int(i) => {
+                self.buf.push(3);
+                self.i64(*i);
+            }
+            Datum::Float(x) => {
+                self.buf.push(4);
+                self.f64(*x);
+            }
+            Datum::Str(s) => {
+                self.buf.push(5);
+                self.str(s);
+            }
+            Datum::Json(v) => {
+                self.buf.push(6);
+                self.str(&v.to_string());
+            }
+        }
+    }
+
+    pub fn row(&mut self, r: &[Datum]) {
+        self.u64(r.len() as u64);
+        for d in r {
+            self.datum(d);
+        }
+    }
+}
+
+/// Why bytes could not be read back.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("damaged view state: {0}")]
+pub struct Damaged(pub String);
+
+pub type Result<T> = std::result::Result<T, Damaged>;
+
+#[derive(Debug)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, at: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| Damaged(format!("cut short at byte {}", self.at)))?;
+        let out = &self.buf[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u64(&mut self) -> Result<u64> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(Damaged(format!("a number too long at byte {}", self.at)))
+    }
+
+    /// A count of items, each at least one byte: no allocation beyond the input.
+    pub fn len(&mut self) -> Result<usize> {
+        let n = self.u64()?;
+        if n > (self.buf.len() - self.at) as u64 {
+            return Err(Damaged(format!("a count of {n} past the end")));
+        }
+        Ok(n as usize)
+    }
+
+    pub fn i64(&mut self) -> Result<i64> {
+        let v = self.u64()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    pub fn i128(&mut self) -> Result<i128> {
+        let b: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
+        Ok(i128::from_le_bytes(b))
+    }
+
+    pub fn f64(&mut self) -> Result<f64> {
+        let b: [u8; 8] = self.take(8)?.try_into().expect("8 bytes");
+        Ok(f64::from_bits(u64::from_le_bytes(b)))
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    pub fn str(&mut self) -> Result<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|e| Damaged(e.to_string()))
+    }
+
+    pub fn datum(&mut self) -> Result<Datum> {
+        Ok(match self.u8()? {
+            0 => Datum::Null,
+            1 => Datum::Bool(false),
+            2 => Datum::Bool(true),
+            3 => Datum::Int(self.i64()?),
+            4 => Datum::Float(self.f64()?),
+            5 => Datum::str(self.str()?),
+            6 => Datum::Json(Arc::new(
+                serde_json::from_str(self.str()?).map_err(|e| Damaged(e.to_string()))?,
+            )),
+            t => return Err(Damaged(format!("unknown value tag {t}"))),
+        })
+    }
+
+    pub fn row(&mut self) -> Result<Row> {
+        let n = self.len()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.datum()?);
+        }
+        Ok(Row::from(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_and_damage_is_an_error() {
+        let row: Row = Row::from(vec![
+            Datum::Null,
+            Datum::Bool(true),
+            Datum::Int(-300),
+            Datum::Int(i64::MIN),
+            Datum::Float(2.5),
+            Datum::str("sku-ü"),
+            Datum::Json(Arc::new(json!({"a": [1, 2]}))),
+        ]);
+        let mut w = Writer::default();
+        w.row(&row);
+        w.i128(-(1 << 100));
+        let mut r = Reader::new(&w.buf);
+        assert_eq!(r.row().unwrap(), row);
+        assert_eq!(r.i128().unwrap(), -(1 << 100));
+        assert!(r.is_empty());
+        for cut in 0..w.buf.len() - 16 {
+            assert!(Reader::new(&w.buf[..cut]).row().is_err(), "cut at {cut}");
+        }
+        assert!(Reader::new(&[1, 9]).row().is_err(), "unknown tag");
+        assert!(Reader::new(&[0xff; 11]).u64().is_err());
+    }
+}
