@@ -23,6 +23,38 @@ pub enum Datum {
 /// A row: the values of a relation's columns, in its layout's order.
 pub type Row = Arc<[Datum]>;
 
+/// A key of the engine's maps: one value (most keys; no allocation of its own) or
+/// several.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    One(Datum),
+    Many(Box<[Datum]>),
+}
+
+impl Key {
+    pub fn from_vec(mut v: Vec<Datum>) -> Key {
+        if v.len() == 1 {
+            Key::One(v.pop().expect("one value"))
+        } else {
+            Key::Many(v.into_boxed_slice())
+        }
+    }
+
+    pub fn from_slice(v: &[Datum]) -> Key {
+        match v {
+            [one] => Key::One(one.clone()),
+            many => Key::Many(many.into()),
+        }
+    }
+
+    pub fn values(&self) -> &[Datum] {
+        match self {
+            Key::One(d) => std::slice::from_ref(d),
+            Key::Many(b) => b,
+        }
+    }
+}
+
 impl Datum {
     pub fn str(s: &str) -> Datum {
         Datum::Str(Arc::from(s))

@@ -10,8 +10,9 @@
 //! undoes the event that caused them).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use crate::datum::{Datum, Row};
+use crate::datum::{Datum, Key, Row};
 use crate::expr::{Expr, truthy};
 use crate::plan::{Agg, AggFunc, JoinKind, Plan, Rel};
 
@@ -57,7 +58,7 @@ pub(crate) enum Node {
 }
 
 /// The rows of one side of a join, by join key.
-pub(crate) type Index = HashMap<Vec<Datum>, HashMap<Row, i64, Hasher>, Hasher>;
+pub(crate) type Index = HashMap<Key, Vec<(Row, i64)>, Hasher>;
 
 #[derive(Debug)]
 pub(crate) struct Join {
@@ -76,7 +77,7 @@ pub(crate) struct Aggregate {
     pub(crate) input: Node,
     pub(crate) group: Vec<Expr>,
     pub(crate) aggs: Vec<Agg>,
-    pub(crate) groups: HashMap<Vec<Datum>, Group, Hasher>,
+    pub(crate) groups: HashMap<Key, Group, Hasher>,
     /// No GROUP BY: one row, even over no input.
     pub(crate) global: bool,
     pub(crate) started: bool,
@@ -172,20 +173,25 @@ pub(crate) fn width(rel: &Rel, plan: &Plan) -> usize {
 }
 
 /// The join key of a row; `None` when a part is NULL (it matches nothing).
-pub(crate) fn join_key(keys: &[Expr], row: &[Datum]) -> Result<Option<Vec<Datum>>, String> {
+pub(crate) fn join_key(keys: &[Expr], row: &[Datum]) -> Result<Option<Key>, String> {
+    let value = |k: &Expr| -> Result<Option<Datum>, String> {
+        let d = k.eval(row).map_err(|e| e.0)?;
+        // Numbers join by value: 2 matches 2.0.
+        Ok(match d {
+            Datum::Null => None,
+            Datum::Float(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Some(Datum::Int(x as i64)),
+            d => Some(d),
+        })
+    };
+    if let [one] = keys {
+        return Ok(value(one)?.map(Key::One));
+    }
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let d = k.eval(row).map_err(|e| e.0)?;
-        if d.is_null() {
-            return Ok(None);
-        }
-        // Numbers join by value: 2 matches 2.0.
-        out.push(match d {
-            Datum::Float(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Datum::Int(x as i64),
-            d => d,
-        });
+        let Some(d) = value(k)? else { return Ok(None) };
+        out.push(d);
     }
-    Ok(Some(out))
+    Ok(Some(Key::Many(out.into_boxed_slice())))
 }
 
 pub(crate) fn concat(l: &[Datum], r: &[Datum]) -> Row {
@@ -196,20 +202,38 @@ pub(crate) fn nulls(n: usize) -> Vec<Datum> {
     vec![Datum::Null; n]
 }
 
-pub(crate) fn add(index: &mut Index, key: Vec<Datum>, row: Row, w: i64) {
-    let rows = index.entry(key.clone()).or_default();
-    let x = rows.entry(row.clone()).or_insert(0);
-    *x += w;
-    if *x == 0 {
-        rows.remove(&row);
-        if rows.is_empty() {
-            index.remove(&key);
+/// Adds a row `w` times under its key (rows per key are few: a list, not a map).
+pub(crate) fn add(index: &mut Index, key: Key, row: Row, w: i64) {
+    use std::collections::hash_map::Entry;
+    match index.entry(key) {
+        Entry::Vacant(v) => {
+            v.insert(vec![(row, w)]);
+        }
+        Entry::Occupied(mut o) => {
+            let rows = o.get_mut();
+            match rows
+                .iter()
+                .position(|(r, _)| Arc::ptr_eq(r, &row) || *r == row)
+            {
+                Some(i) => {
+                    rows[i].1 += w;
+                    if rows[i].1 == 0 {
+                        rows.swap_remove(i);
+                        if rows.is_empty() {
+                            o.remove();
+                        }
+                    }
+                }
+                None => rows.push((row, w)),
+            }
         }
     }
 }
 
-fn count(index: &Index, key: &[Datum]) -> i64 {
-    index.get(key).map_or(0, |rows| rows.values().sum())
+fn count(index: &Index, key: &Key) -> i64 {
+    index
+        .get(key)
+        .map_or(0, |rows| rows.iter().map(|(_, w)| w).sum())
 }
 
 impl Join {
@@ -245,7 +269,7 @@ impl Join {
             add(&mut self.left_index, key, l, w);
         }
         // L' x dR (L with dL), and the padding that appears or goes with R's keys.
-        let mut by_key: HashMap<Vec<Datum>, ZSet, Hasher> = HashMap::default();
+        let mut by_key: HashMap<Key, ZSet, Hasher> = HashMap::default();
         for (r, w) in dr {
             match join_key(&self.right_keys, &r) {
                 Ok(Some(key)) => by_key.entry(key).or_default().push((r, w)),
@@ -281,7 +305,8 @@ impl Join {
                 }
             }
         }
-        consolidate(out)
+        // Not consolidated: every consumer sums weights per row or key anyway.
+        out
     }
 }
 
@@ -407,8 +432,8 @@ impl Acc {
 }
 
 impl Aggregate {
-    fn row(&self, key: &[Datum], g: &Group) -> Result<Row, String> {
-        let mut out = key.to_vec();
+    fn row(&self, key: &Key, g: &Group) -> Result<Row, String> {
+        let mut out = key.values().to_vec();
         for (a, acc) in self.aggs.iter().zip(&g.accs) {
             out.push(acc.value(a.func)?);
         }
@@ -417,12 +442,13 @@ impl Aggregate {
 
     fn step(&mut self, scans: &[ZSet], errors: &mut Errors) -> ZSet {
         let input = self.input.step(scans, errors);
-        let mut touched: Vec<(Vec<Datum>, Option<Row>)> = Vec::new();
-        let mut seen: HashMap<Vec<Datum>, (), Hasher> = HashMap::default();
+        let mut touched: Vec<(Key, Option<Row>)> = Vec::new();
+        let mut seen: HashMap<Key, (), Hasher> = HashMap::default();
         if !self.started && self.global {
-            self.groups.insert(Vec::new(), self.fresh());
-            touched.push((Vec::new(), None));
-            seen.insert(Vec::new(), ());
+            let none = Key::Many(Box::new([]));
+            self.groups.insert(none.clone(), self.fresh());
+            touched.push((none.clone(), None));
+            seen.insert(none, ());
         }
         self.started = true;
         for (row, w) in input {
@@ -432,7 +458,7 @@ impl Aggregate {
                 .map(|e| e.eval(&row))
                 .collect::<Result<Vec<_>, _>>()
             {
-                Ok(k) => k,
+                Ok(k) => Key::from_vec(k),
                 Err(e) => {
                     errors.push(e.0);
                     continue;

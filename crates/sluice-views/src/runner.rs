@@ -165,8 +165,10 @@ async fn read(
         if running.strong_count() == 0 {
             return;
         }
+        // About what BATCH records take: the log reads max_bytes at once.
         let request = FetchRequest::new(Offset(from))
             .max_records(BATCH)
+            .max_bytes(256 << 10)
             .max_wait(POLL);
         match log.fetch(&topic, PartitionId(source.1), request).await {
             Ok(f) => {
@@ -260,8 +262,9 @@ fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) {
     let mut events: Vec<(String, Value, u32, u64)> = Vec::new();
     let mut parse_errors = Vec::new();
     for c in &chunks {
+        let lean = lean(&r.plan, &c.source.0);
         for rec in &c.records {
-            match parse(rec) {
+            match parse(rec, lean) {
                 Ok(Some(v)) => events.push((c.source.0.clone(), v, c.source.1, rec.offset.0)),
                 Ok(None) => {}
                 Err(message) => parse_errors.push(EventError {
@@ -327,9 +330,41 @@ fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) {
     r.applied.send_modify(|n| *n += 1);
 }
 
+/// Whether the view reads only `data_op` and `data` of an event type's events (data
+/// change events, no metadata field used): then the rest is skipped, not built.
+fn lean(plan: &Plan, event_type: &str) -> bool {
+    plan.scans
+        .iter()
+        .filter(|s| s.event_type == event_type)
+        .all(|s| {
+            s.info.data_change
+                && s.columns
+                    .iter()
+                    .all(|p| !p.is_empty() && p[0] != "metadata")
+        })
+}
+
+/// The part of a data change event a lean view reads.
+#[derive(serde::Deserialize)]
+struct DataChange {
+    data_op: Option<String>,
+    data: Option<Value>,
+}
+
 /// An event as JSON; a compaction tombstone as a delete of its key.
-fn parse(rec: &StoredRecord) -> Result<Option<Value>, String> {
+fn parse(rec: &StoredRecord, lean: bool) -> Result<Option<Value>, String> {
     match &rec.value {
+        Some(v) if lean => {
+            let d: DataChange = serde_json::from_slice(v).map_err(|e| format!("not JSON: {e}"))?;
+            let mut event = serde_json::Map::new();
+            if let Some(op) = d.data_op {
+                event.insert("data_op".into(), Value::String(op));
+            }
+            if let Some(data) = d.data {
+                event.insert("data".into(), data);
+            }
+            Ok(Some(Value::Object(event)))
+        }
         Some(v) => serde_json::from_slice(v)
             .map(Some)
             .map_err(|e| format!("not JSON: {e}")),

@@ -83,7 +83,7 @@ fn encode_node(node: &Node, w: &mut Writer) {
             w.buf.push(u8::from(a.started));
             w.u64(a.groups.len() as u64);
             for (key, g) in &a.groups {
-                w.row(key);
+                w.row(key.values());
                 w.i64(g.rows);
                 for acc in &g.accs {
                     match acc {
@@ -151,7 +151,9 @@ pub fn decode(
             if row.len() < key_len {
                 return Err(Damaged("a source row shorter than its key".into()));
             }
-            table.rows.insert(row[..key_len].to_vec(), row);
+            table
+                .rows
+                .insert(crate::datum::Key::from_slice(&row[..key_len]), row);
         }
     }
     decode_node(&mut view.root, &mut r)?;
@@ -193,7 +195,7 @@ fn decode_node(node: &mut Node, r: &mut Reader<'_>) -> Result<()> {
             decode_node(&mut a.input, r)?;
             a.started = r.u8()? == 1;
             for _ in 0..r.len()? {
-                let key = r.row()?.to_vec();
+                let key = crate::datum::Key::from_vec(r.row()?.to_vec());
                 let mut g: Group = a.fresh();
                 g.rows = r.i64()?;
                 for acc in &mut g.accs {

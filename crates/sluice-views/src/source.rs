@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::datum::{Datum, Row};
+use crate::datum::{Datum, Key, Row};
 use crate::plan::{Path, Scan, SourceKind};
 
 /// What an event does to its source.
@@ -100,7 +100,7 @@ fn whole_row(event: &Value, row: &Value, data_change: bool) -> Datum {
 /// The current rows of one scan's source, by key (tables only).
 #[derive(Debug, Default)]
 pub struct SourceTable {
-    pub rows: HashMap<Vec<Datum>, Row, foldhash::fast::RandomState>,
+    pub rows: HashMap<Key, Row, foldhash::fast::RandomState>,
 }
 
 impl SourceTable {
@@ -110,7 +110,7 @@ impl SourceTable {
             (SourceKind::Stream, Change::Upsert(row)) => (vec![(row.clone(), 1)], Undo::Stream),
             (SourceKind::Stream, Change::Delete(_)) => (Vec::new(), Undo::Stream),
             (SourceKind::Table { .. }, Change::Upsert(row)) => {
-                let key: Vec<Datum> = row[..scan.key_len].to_vec();
+                let key = Key::from_slice(&row[..scan.key_len]);
                 let old = self.rows.insert(key.clone(), row.clone());
                 let mut out = Vec::with_capacity(2);
                 match &old {
@@ -122,6 +122,7 @@ impl SourceTable {
                 (out, Undo::Restore(key, old))
             }
             (SourceKind::Table { .. }, Change::Delete(key)) => {
+                let key = Key::from_vec(key);
                 let old = self.rows.remove(&key);
                 let out = old.iter().map(|o| (o.clone(), -1)).collect();
                 (out, Undo::Restore(key, old))
@@ -143,5 +144,5 @@ impl SourceTable {
 #[derive(Debug)]
 pub enum Undo {
     Stream,
-    Restore(Vec<Datum>, Option<Row>),
+    Restore(Key, Option<Row>),
 }

@@ -108,6 +108,9 @@ pub enum BenchCommand {
     /// Open many idle subscription streams (one subscription each) and report the
     /// server's resident memory per stream.
     IdleStreams(BenchIdleArgs),
+    /// The enriched-product SQL view: build rate from the log, key lookups over HTTP
+    /// under updates, restore from its state (in-process, on an embedded log).
+    Views(BenchViewsArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -152,6 +155,28 @@ pub struct BenchConsumeArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchViewsArgs {
+    /// A fresh (empty) dir for the benchmark's log and view state.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: std::path::PathBuf,
+    /// Products (each with a price and two stock rows): the view's keys.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Random price and stock updates published after the initial rows.
+    #[arg(long, default_value_t = 200_000)]
+    pub updates: u64,
+    /// Key lookups per second over HTTP.
+    #[arg(long, default_value_t = 20_000)]
+    pub lookup_rate: u64,
+    /// Seconds of lookups.
+    #[arg(long, default_value_t = 10)]
+    pub lookup_seconds: u64,
+    /// Price updates per second published during the lookups.
+    #[arg(long, default_value_t = 2_000)]
+    pub update_rate: u64,
 }
 
 #[derive(Debug, Args, Clone)]

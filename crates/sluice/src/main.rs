@@ -87,5 +87,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Consume(args)) => runtime.block_on(bench::consume::run(args)),
         Command::Bench(BenchCommand::Latency(args)) => runtime.block_on(bench::latency::run(args)),
         Command::Bench(BenchCommand::IdleStreams(args)) => runtime.block_on(bench::idle::run(args)),
+        Command::Bench(BenchCommand::Views(args)) => runtime.block_on(bench::views::run(args)),
     }
 }

@@ -10,3 +10,4 @@ mod measure;
 pub mod publish;
 pub mod reopen;
 mod stream_client;
+pub mod views;

@@ -1,0 +1,374 @@
+//! `sluice bench views`: the enriched-product view (products JOIN prices JOIN stock
+//! summed per sku) built from the log, then read by key over HTTP while updates keep
+//! coming, then restored from its state file. Everything runs in this process on an
+//! embedded log in `--data-dir`.
+//!
+//! - build: N products, N prices and 2N stock rows, then M random price and stock
+//!   updates, are published; the view is created and timed until it has applied
+//!   them all (read from the log, parsed, applied: a rebuild's real cost).
+//! - lookups: GET /views/product_listing/rows/{sku} at a fixed rate, on an open loop
+//!   (latency counts from when a request was due), while prices change.
+//! - restore: the view's state file is read back and decoded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::json;
+use sluice_bus::{Bus, BusConfig, Publisher};
+use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
+use sluice_views::{Views, ViewsConfig};
+
+use super::measure::{Percentiles, memory_mb, round2};
+use crate::cli::BenchViewsArgs;
+
+pub const SQL: &str = r#"CREATE VIEW product_listing AS
+SELECT p.sku, p.name, p.brand, pr.amount AS price, COALESCE(s.qty, 0) AS stock
+FROM "bench.product" p
+JOIN "bench.price" pr ON pr.sku = p.sku
+LEFT JOIN (SELECT sku, SUM(qty) AS qty FROM "bench.stock" GROUP BY sku) s ON s.sku = p.sku"#;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    keys: u64,
+    source_events: u64,
+    build_seconds: f64,
+    source_events_per_sec: f64,
+    /// Process CPU seconds (all threads) while the view was built.
+    build_cpu_seconds: f64,
+    source_events_per_cpu_sec: f64,
+    lookup_rate: u64,
+    lookups: u64,
+    lookup_errors: u64,
+    lookup_latency_ms: Percentiles,
+    updates_during_lookups: u64,
+    restore_seconds: f64,
+    state_mb: f64,
+    /// Resident memory before the view was built, and after.
+    rss_mb_before_view: f64,
+    rss_mb: f64,
+    peak_rss_mb: f64,
+}
+
+/// CPU seconds this process used so far (user + system, all threads).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn data_type(name: &str, keys: &[&str]) -> sluice_schema::EventType {
+    let properties: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| (k.to_string(), json!({"type": "string"})))
+        .collect();
+    let schema = json!({"type": "object", "properties": properties, "required": keys});
+    serde_json::from_value(json!({
+        "name": name, "owning_application": "bench", "category": "data",
+        "enrichment_strategies": ["metadata_enrichment"], "partition_strategy": "hash",
+        "partition_key_fields": keys, "partition_count": 4,
+        "schema": {"type": "json_schema", "schema": schema.to_string()}
+    }))
+    .expect("a valid event type")
+}
+
+/// A data change event as JSON text.
+fn event(n: u64, op: &str, data: &serde_json::Value) -> String {
+    format!(
+        r#"{{"metadata":{{"eid":"00000000-0000-4000-8000-{n:012x}","occurred_at":"2026-11-23T10:00:00Z"}},"data_type":"x","data_op":"{op}","data":{data}}}"#
+    )
+}
+
+struct Publishing {
+    bus: Arc<Bus>,
+    seq: AtomicU64,
+}
+
+impl Publishing {
+    async fn send(
+        &self,
+        event_type: &str,
+        data: impl Iterator<Item = serde_json::Value>,
+    ) -> anyhow::Result<u64> {
+        let mut body = String::from("[");
+        let mut n = 0;
+        for d in data {
+            if n > 0 {
+                body.push(',');
+            }
+            body.push_str(&event(self.seq.fetch_add(1, Ordering::Relaxed), "U", &d));
+            n += 1;
+        }
+        body.push(']');
+        match self
+            .bus
+            .publish(event_type, body.as_bytes(), &Publisher::default())
+            .await?
+        {
+            sluice_bus::Published::All(_) => Ok(n),
+            other => bail!("publishing to {event_type}: {other:?}"),
+        }
+    }
+}
+
+pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
+    if args.keys == 0 || args.lookup_rate == 0 || args.lookup_seconds == 0 {
+        bail!("--keys, --lookup-rate and --lookup-seconds must be positive");
+    }
+    let dir = &args.data_dir;
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!(
+            "{} is not empty: give bench views a fresh dir",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    let embedded = EmbeddedLog::open(dir.join("log"), EmbeddedConfig::default())
+        .with_context(|| format!("cannot open a log in {}", dir.display()))?;
+    let log: Arc<dyn Log> = Arc::new(embedded.clone());
+    let bus = Arc::new(Bus::open(log.clone(), BusConfig::default()).await?);
+    for (name, keys) in [
+        ("bench.product", &["sku"][..]),
+        ("bench.price", &["sku"][..]),
+        ("bench.stock", &["sku", "location"][..]),
+    ] {
+        bus.create_event_type(data_type(name, keys)).await?;
+    }
+    let p = Arc::new(Publishing {
+        bus: bus.clone(),
+        seq: AtomicU64::new(1),
+    });
+    let sku = |i: u64| format!("sku-{i:09}");
+    eprintln!(
+        "publishing the sources ({} keys, {} updates)...",
+        args.keys, args.updates
+    );
+    let mut source_events = 0;
+    let chunk = 2000;
+    for from in (0..args.keys).step_by(chunk) {
+        let to = (from + chunk as u64).min(args.keys);
+        source_events += p.send("bench.product", (from..to).map(|i| json!({"sku": sku(i), "name": format!("Product {i}"), "brand": format!("brand-{}", i % 50)}))).await?;
+        source_events += p
+            .send(
+                "bench.price",
+                (from..to).map(|i| json!({"sku": sku(i), "amount": 1000 + i % 9000})),
+            )
+            .await?;
+        source_events += p
+            .send(
+                "bench.stock",
+                (from..to).flat_map(|i| {
+                    [
+                        json!({"sku": sku(i), "location": "berlin", "qty": i % 20}),
+                        json!({"sku": sku(i), "location": "paris", "qty": i % 7}),
+                    ]
+                }),
+            )
+            .await?;
+    }
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut left = args.updates;
+    while left > 0 {
+        let n = left.min(chunk as u64);
+        let picks: Vec<(u64, bool)> = (0..n).map(|_| (rng.u64(..args.keys), rng.bool())).collect();
+        let prices: Vec<u64> = picks.iter().filter(|x| x.1).map(|x| x.0).collect();
+        let stock: Vec<u64> = picks.iter().filter(|x| !x.1).map(|x| x.0).collect();
+        source_events += p
+            .send(
+                "bench.price",
+                prices
+                    .into_iter()
+                    .map(|i| json!({"sku": sku(i), "amount": 500 + i % 700})),
+            )
+            .await?;
+        source_events += p
+            .send(
+                "bench.stock",
+                stock
+                    .into_iter()
+                    .map(|i| json!({"sku": sku(i), "location": "berlin", "qty": i % 11})),
+            )
+            .await?;
+        left -= n;
+    }
+
+    // Build: the view reads everything from the log.
+    let views = Arc::new(
+        Views::open(
+            bus.clone(),
+            ViewsConfig {
+                state_dir: Some(dir.join("views")),
+                checkpoint_every: Duration::from_secs(3600),
+                snapshot_dir: Some(dir.join("snapshots")),
+            },
+        )
+        .await?,
+    );
+    let rss_before = memory_mb("self", "VmRSS:").unwrap_or(0.0);
+    eprintln!("building the view from {source_events} events...");
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    views
+        .create(SQL, sluice_views::Policy::Skip)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    loop {
+        let st = views
+            .status("product_listing")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if st["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let build = started.elapsed().as_secs_f64();
+    let build_cpu = cpu_seconds() - cpu_before;
+    let keys = views
+        .status("product_listing")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?["rows"]
+        .as_u64()
+        .unwrap_or(0);
+    let rss = memory_mb("self", "VmRSS:").unwrap_or(0.0);
+
+    // Lookups over HTTP while prices change.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sluice_http::serve(
+        listener,
+        bus.clone(),
+        views.clone(),
+        sluice_http::ApiOptions::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let stop_updates = Arc::new(AtomicBool::new(false));
+    let updater = {
+        let (p, stop) = (p.clone(), stop_updates.clone());
+        let keys_n = args.keys;
+        let rate = args.update_rate;
+        tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(7);
+            let mut sent = 0u64;
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && rate > 0 {
+                // Batches of 10 on schedule.
+                let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let batch: Vec<serde_json::Value> = (0..10)
+                    .map(|_| {
+                        let i = rng.u64(..keys_n);
+                        json!({"sku": format!("sku-{i:09}"), "amount": 100 + rng.u64(..900)})
+                    })
+                    .collect();
+                sent += p.send("bench.price", batch.into_iter()).await.unwrap_or(0);
+            }
+            sent
+        })
+    };
+    let connections = 16u64;
+    let interval = Duration::from_secs_f64(connections as f64 / args.lookup_rate as f64);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.lookup_seconds);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..connections {
+        let errors = errors.clone();
+        let keys_n = args.keys;
+        workers.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut rng = fastrand::Rng::with_seed(w);
+            let offset = interval.mul_f64(w as f64 / connections as f64);
+            let mut latencies = Vec::new();
+            for n in 0u32.. {
+                let due = started + offset + interval * n;
+                if due >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let key = format!("sku-{:09}", rng.u64(..keys_n));
+                let req = Request::get(format!("/views/product_listing/rows/{key}"))
+                    .header("host", addr.to_string())
+                    .body(Empty::<Bytes>::new())?;
+                let resp = sender.send_request(req).await?;
+                let ok = resp.status() == hyper::StatusCode::OK;
+                resp.into_body().collect().await?;
+                latencies.push(due.elapsed());
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    stop_updates.store(true, Ordering::Relaxed);
+    let updates = updater.await?;
+    let _ = stop_tx.send(());
+    server.await??;
+
+    // Restore: the state written whole, then read back and decoded.
+    let path = views
+        .snapshot("product_listing")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state_bytes = std::fs::metadata(&path)?.len();
+    let plan =
+        Arc::new(sluice_views::compile(SQL, bus.registry()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    drop(views);
+    let started = Instant::now();
+    let bytes = std::fs::read(&path)?;
+    let (restored, _) = sluice_views::snapshot::decode(plan, SQL, &bytes)?;
+    let restore = started.elapsed().as_secs_f64();
+    let restored_keys = restored.output().rows.len() as u64;
+    if restored_keys != keys {
+        bail!("restored {restored_keys} keys, the view had {keys}");
+    }
+    drop(restored);
+    bus.shutdown().await;
+    log.flush().await?;
+    tokio::task::spawn_blocking(move || embedded.close()).await??;
+
+    let lookups = latencies.len() as u64;
+    let report = Report {
+        keys,
+        source_events,
+        build_seconds: round2(build),
+        source_events_per_sec: (source_events as f64 / build).round(),
+        build_cpu_seconds: round2(build_cpu),
+        source_events_per_cpu_sec: (source_events as f64 / build_cpu.max(0.01)).round(),
+        lookup_rate: args.lookup_rate,
+        lookups,
+        lookup_errors: errors.load(Ordering::Relaxed),
+        lookup_latency_ms: Percentiles::of(&mut latencies),
+        updates_during_lookups: updates,
+        restore_seconds: round2(restore),
+        state_mb: round2(state_bytes as f64 / 1e6),
+        rss_mb_before_view: rss_before,
+        rss_mb: rss,
+        peak_rss_mb: memory_mb("self", "VmHWM:").unwrap_or(0.0),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
