@@ -358,15 +358,19 @@ impl Views {
             .ok_or_else(|| ViewsError::NotFound(name.to_string()))
     }
 
+    /// The view serving reads (no copy of its definition: this is the read path).
     fn serving(&self, name: &str) -> Result<Arc<Running>> {
-        let e = self.entry(name)?;
+        let entries = self.state.entries.read();
+        let e = entries
+            .get(name)
+            .ok_or_else(|| ViewsError::NotFound(name.to_string()))?;
         if e.loading {
             return Err(ViewsError::Loading(name.to_string()));
         }
-        e.serving.ok_or_else(|| {
+        e.serving.clone().ok_or_else(|| {
             ViewsError::Invalid(format!(
                 "view `{name}` does not run: {}",
-                e.failure.unwrap_or_default()
+                e.failure.clone().unwrap_or_default()
             ))
         })
     }
