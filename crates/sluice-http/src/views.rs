@@ -45,6 +45,8 @@ pub struct Body {
     sql: String,
     #[serde(default)]
     on_error: Policy,
+    /// A data change event type to publish the view's changes to.
+    publish_as: Option<String>,
 }
 
 fn limit(bus: &AppState) -> usize {
@@ -66,7 +68,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let b: Body = body::json(&headers, body, limit(&bus), "view")?;
-    let def = views.create(&b.sql, b.on_error).await?;
+    let def = views.create(&b.sql, b.on_error, b.publish_as).await?;
     let status = views.status(&def.name).await?;
     Ok(with_location(StatusCode::CREATED, &def.name, status))
 }
@@ -79,7 +81,7 @@ pub async fn put(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let b: Body = body::json(&headers, body, limit(&bus), "view")?;
-    let (def, created) = views.put(&name, &b.sql, b.on_error).await?;
+    let (def, created) = views.put(&name, &b.sql, b.on_error, b.publish_as).await?;
     let status = views.status(&def.name).await?;
     let code = if created {
         StatusCode::CREATED

@@ -538,19 +538,23 @@ pub struct Output {
     pub rows: BTreeMap<String, Vec<(Row, i64)>>,
 }
 
-/// A key whose row changed in a step: the row it has now, if any.
+/// A key whose row changed in a step: the row it had before and the row it has now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowChange {
     pub key: String,
+    pub before: Option<Row>,
     pub row: Option<Row>,
 }
 
 impl Output {
     /// Integrates changes; returns the keys whose visible row changed.
     pub fn apply(&mut self, plan: &Plan, z: ZSet) -> Vec<RowChange> {
-        let mut changed: Vec<String> = Vec::new();
+        let mut touched: BTreeMap<String, Option<Row>> = BTreeMap::new();
         for (row, w) in z {
             let key = plan.key_text(&row);
+            if !touched.contains_key(&key) {
+                touched.insert(key.clone(), self.get(&key).cloned());
+            }
             let rows = self.rows.entry(key.clone()).or_default();
             match rows.iter_mut().find(|(r, _)| *r == row) {
                 Some((_, x)) => *x += w,
@@ -560,17 +564,12 @@ impl Output {
             if rows.is_empty() {
                 self.rows.remove(&key);
             }
-            if changed.last() != Some(&key) {
-                changed.push(key);
-            }
         }
-        changed.sort();
-        changed.dedup();
-        changed
+        touched
             .into_iter()
-            .map(|key| RowChange {
-                row: self.get(&key).cloned(),
-                key,
+            .filter_map(|(key, before)| {
+                let row = self.get(&key).cloned();
+                (row != before).then_some(RowChange { key, before, row })
             })
             .collect()
     }

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod datum;
 pub mod engine;
 pub mod expr;
+mod lifecycle;
 pub mod naive;
 pub mod plan;
 pub mod runner;

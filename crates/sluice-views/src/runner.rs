@@ -50,6 +50,10 @@ pub struct Progress {
     pub unreadable: Option<String>,
     /// The state file the view started from (none: the beginning of the log).
     pub loaded_from: Option<String>,
+    /// Change events published to the derived event type.
+    pub published: u64,
+    /// Why the last changes could not be published.
+    pub unpublished: Option<String>,
 }
 
 /// A view and the task keeping it fresh.
@@ -62,7 +66,137 @@ pub struct Running {
     pub applied: watch::Sender<u64>,
     /// Where and how often the state is written (none: memory only).
     pub checkpoint: Option<Checkpoint>,
+    /// Where the view's changes go as data change events (set while it serves).
+    pub publish: Mutex<Option<Publish>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Publishing a view's changes to a derived data change event type.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    pub bus: Arc<sluice_bus::Bus>,
+    pub event_type: String,
+}
+
+impl Publish {
+    /// The data change events of row changes: C, U or D keyed by the view key; a
+    /// delete carries the row it removes.
+    pub fn events(&self, plan: &Plan, changes: &[crate::engine::RowChange]) -> Vec<Value> {
+        changes
+            .iter()
+            .filter_map(|c| {
+                let (op, row) = match (&c.before, &c.row) {
+                    (None, Some(r)) => ("C", r),
+                    (Some(_), Some(r)) => ("U", r),
+                    (Some(b), None) => ("D", b),
+                    (None, None) => return None,
+                };
+                Some(change_event(&plan.name, &c.key, op, plan.row_json(row)))
+            })
+            .collect()
+    }
+
+    /// Publishes events, retrying while the log refuses them (at least once).
+    pub async fn send(&self, events: Vec<Value>) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let body = Value::Array(events).to_string();
+        let publisher = sluice_bus::Publisher {
+            flow_id: None,
+            published_by: Some("sluice-views".into()),
+        };
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self
+                .bus
+                .publish(&self.event_type, body.as_bytes(), &publisher)
+                .await
+            {
+                Ok(sluice_bus::Published::All(_)) => return Ok(()),
+                Ok(other) => {
+                    return Err(format!(
+                        "{} refused the view's changes: {other:?}",
+                        self.event_type
+                    ));
+                }
+                Err(e @ sluice_bus::BusError::Log(_)) if wait < Duration::from_secs(10) => {
+                    tracing::warn!(event_type = %self.event_type, error = %e, "view changes not published yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(format!("publishing to {}: {e}", self.event_type)),
+            }
+        }
+    }
+}
+
+/// One data change event of a view.
+pub fn change_event(view: &str, key: &str, op: &str, data: Value) -> Value {
+    serde_json::json!({
+        "metadata": {
+            "eid": uuid::Uuid::new_v4().to_string(),
+            "occurred_at": sluice_schema::time::now_rfc3339(),
+            "partition_compaction_key": key,
+        },
+        "data_type": view,
+        "data_op": op,
+        "data": data,
+    })
+}
+
+/// The rows of a view as JSON, by key.
+fn rows_json(plan: &Plan, view: &View) -> BTreeMap<String, Value> {
+    view.output()
+        .rows
+        .iter()
+        .filter_map(|(k, rows)| {
+            let (row, _) = rows.iter().find(|(_, w)| *w > 0)?;
+            Some((k.clone(), plan.row_json(row)))
+        })
+        .collect()
+}
+
+/// Blue/green with a derived event type: the old view stops publishing, the new one
+/// publishes the difference between the old view's rows (what consumers were told)
+/// and its own, then goes on publishing its changes. Consumers see one story.
+pub async fn hand_over(old: &Running, new: &Running, p: Publish) {
+    // Publishing is decided under a view's lock (`apply`): flip it there.
+    let before = {
+        let view = old.view.read();
+        *old.publish.lock() = None;
+        rows_json(&old.plan, &view)
+    };
+    let events = {
+        let view = new.view.read();
+        let after = rows_json(&new.plan, &view);
+        *new.publish.lock() = Some(p.clone());
+        let mut events = Vec::new();
+        for (k, row) in &after {
+            match before.get(k) {
+                None => events.push(change_event(&new.plan.name, k, "C", row.clone())),
+                Some(b) if b != row => {
+                    events.push(change_event(&new.plan.name, k, "U", row.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        for (k, row) in before {
+            if !after.contains_key(&k) {
+                events.push(change_event(&new.plan.name, &k, "D", row));
+            }
+        }
+        events
+    };
+    let n = events.len() as u64;
+    for chunk in events.chunks(1000) {
+        if let Err(e) = p.send(chunk.to_vec()).await {
+            tracing::error!(view = %new.plan.name, error = %e, "view changes not published at the switch");
+            new.progress.lock().unpublished = Some(e);
+            return;
+        }
+    }
+    new.progress.lock().published += n;
 }
 
 /// Writing a view's state and offsets to disk, whole.
@@ -120,6 +254,7 @@ impl Running {
         on_error: OnError,
         checkpoint: Option<Checkpoint>,
         loaded_from: Option<String>,
+        publish: Option<Publish>,
     ) -> Arc<Running> {
         let plan = view.plan().clone();
         let running = Arc::new(Running {
@@ -132,6 +267,7 @@ impl Running {
             }),
             applied: watch::channel(0).0,
             checkpoint,
+            publish: Mutex::new(publish),
             task: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(16);
@@ -252,12 +388,21 @@ async fn apply_loop(
         if r.progress.lock().stopped.is_some() {
             continue;
         }
-        apply(&r, chunks, on_error);
+        if let Some((publish, events)) = apply(&r, chunks, on_error) {
+            let n = events.len() as u64;
+            match publish.send(events).await {
+                Ok(()) => r.progress.lock().published += n,
+                Err(e) => {
+                    tracing::error!(view = %r.plan.name, error = %e, "view changes not published");
+                    r.progress.lock().unpublished = Some(e);
+                }
+            }
+        }
     }
 }
 
 /// Applies chunks to the view; moves the offsets past what it took.
-fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) {
+fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish, Vec<Value>)> {
     // (event type, event, where it came from)
     let mut events: Vec<(String, Value, u32, u64)> = Vec::new();
     let mut parse_errors = Vec::new();
@@ -277,7 +422,16 @@ fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) {
         }
     }
     let batch: Vec<(&str, &Value)> = events.iter().map(|(t, v, _, _)| (t.as_str(), v)).collect();
-    let applied = r.view.write().apply(&batch, on_error);
+    let (applied, publishing) = {
+        let mut view = r.view.write();
+        let applied = view.apply(&batch, on_error);
+        // Decided under the view's lock: a handover (blue/green) flips it there too.
+        let publishing = r.publish.lock().clone().map(|p| {
+            let events = p.events(&r.plan, &applied.changes);
+            (p, events)
+        });
+        (applied, publishing)
+    };
     let mut progress = r.progress.lock();
     let error_of = |i: usize, message: String| {
         let (t, _, p, o) = &events[i];
@@ -328,6 +482,7 @@ fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) {
     progress.errors.drain(..excess);
     drop(progress);
     r.applied.send_modify(|n| *n += 1);
+    publishing
 }
 
 /// Whether the view reads only `data_op` and `data` of an event type's events (data

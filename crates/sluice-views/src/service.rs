@@ -7,7 +7,7 @@
 //! pointer swap, so no read ever sees a half-built view.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +15,13 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
-use sluice_log::{FetchRequest, Log, Offset, PartitionId, Record, StoredRecord, TopicName};
+use sluice_log::{FetchRequest, Offset, PartitionId, Record, StoredRecord, TopicName};
 
+use crate::lifecycle::reconcile_loop;
 use crate::plan::Plan;
-use crate::runner::{Checkpoint, Progress, Running, SourcePartition};
+use crate::runner::{Progress, Running};
 use crate::sql::SqlError;
-use crate::view::{OnError, View};
+use crate::view::OnError;
 
 pub const VIEWS_TOPIC: &str = "__sluice_views";
 
@@ -31,6 +32,10 @@ pub struct Definition {
     pub sql: String,
     #[serde(default)]
     pub on_error: Policy,
+    /// A data change event type the view's changes are published to (C/U/D keyed
+    /// by the view key), created with the view when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_as: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -101,22 +106,22 @@ impl Default for ViewsConfig {
 
 /// A view of this node: its definition and what runs it.
 #[derive(Debug, Clone)]
-struct Entry {
-    def: Definition,
+pub(crate) struct Entry {
+    pub(crate) def: Definition,
     /// The view serving reads (absent when its SQL no longer compiles).
-    serving: Option<Arc<Running>>,
+    pub(crate) serving: Option<Arc<Running>>,
     /// Why it does not run (a source event type was deleted, ...).
-    failure: Option<String>,
+    pub(crate) failure: Option<String>,
     /// A new definition being built beside the serving view.
-    pending: Option<Definition>,
+    pub(crate) pending: Option<Definition>,
     /// Its state is being loaded (at start).
-    loading: bool,
+    pub(crate) loading: bool,
 }
 
 #[derive(Debug, Default)]
-struct State {
-    defs: RwLock<BTreeMap<String, Definition>>,
-    entries: RwLock<BTreeMap<String, Entry>>,
+pub(crate) struct State {
+    pub(crate) defs: RwLock<BTreeMap<String, Definition>>,
+    pub(crate) entries: RwLock<BTreeMap<String, Entry>>,
 }
 
 /// The views of this node.
@@ -218,17 +223,26 @@ impl Views {
     }
 
     /// Creates a view; `Exists` if its name is taken.
-    pub async fn create(&self, sql: &str, on_error: Policy) -> Result<Definition> {
+    pub async fn create(
+        &self,
+        sql: &str,
+        on_error: Policy,
+        publish_as: Option<String>,
+    ) -> Result<Definition> {
         let plan = crate::sql::compile(sql, self.bus.registry())?;
         check_name(&plan.name)?;
         if self.state.defs.read().contains_key(&plan.name) {
             return Err(ViewsError::Exists(plan.name));
+        }
+        if let Some(et) = &publish_as {
+            self.ensure_derived(&plan, et).await?;
         }
         let now = sluice_schema::time::now_rfc3339();
         let def = Definition {
             name: plan.name.clone(),
             sql: sql.to_string(),
             on_error,
+            publish_as,
             created_at: now.clone(),
             updated_at: now,
         };
@@ -237,7 +251,13 @@ impl Views {
     }
 
     /// Creates or replaces the view `name` (its SQL must name it); `true` if created.
-    pub async fn put(&self, name: &str, sql: &str, on_error: Policy) -> Result<(Definition, bool)> {
+    pub async fn put(
+        &self,
+        name: &str,
+        sql: &str,
+        on_error: Policy,
+        publish_as: Option<String>,
+    ) -> Result<(Definition, bool)> {
         let plan = crate::sql::compile(sql, self.bus.registry())?;
         if plan.name != name {
             return Err(ViewsError::Invalid(format!(
@@ -246,23 +266,77 @@ impl Views {
             )));
         }
         check_name(name)?;
+        if let Some(et) = &publish_as {
+            self.ensure_derived(&plan, et).await?;
+        }
         let now = sluice_schema::time::now_rfc3339();
         let old = self.state.defs.read().get(name).cloned();
         let def = Definition {
             name: name.to_string(),
             sql: sql.to_string(),
             on_error,
+            publish_as,
             created_at: old.as_ref().map_or(now.clone(), |o| o.created_at.clone()),
             updated_at: now,
         };
-        if old
-            .as_ref()
-            .is_some_and(|o| o.sql == def.sql && o.on_error == def.on_error)
-        {
+        if old.as_ref().is_some_and(|o| {
+            o.sql == def.sql && o.on_error == def.on_error && o.publish_as == def.publish_as
+        }) {
             return Ok((old.expect("checked"), false));
         }
         self.persist(name, Some(&def)).await?;
         Ok((def, old.is_none()))
+    }
+
+    /// The event type a view publishes to: created when missing (data, compacted,
+    /// hash-partitioned by the view key); an existing one must be keyed the same way.
+    async fn ensure_derived(&self, plan: &Plan, event_type: &str) -> Result<()> {
+        let key: Vec<String> = plan
+            .key
+            .iter()
+            .map(|k| plan.columns[*k].name.clone())
+            .collect();
+        if let Some(hidden) = plan
+            .key
+            .iter()
+            .map(|k| &plan.columns[*k])
+            .find(|c| c.hidden)
+        {
+            return Err(ViewsError::Invalid(format!(
+                "to publish the view, select its key column `{}`",
+                hidden.name
+            )));
+        }
+        if let Some(reg) = self.bus.registry().get(event_type) {
+            let et = reg.event_type();
+            if et.category != sluice_schema::Category::Data || et.partition_key_fields != key {
+                return Err(ViewsError::Invalid(format!(
+                    "event type `{event_type}` exists, and is not a data event type keyed by {key:?}"
+                )));
+            }
+            return Ok(());
+        }
+        let properties: serde_json::Map<String, serde_json::Value> = key
+            .iter()
+            .map(|k| (k.clone(), serde_json::json!({})))
+            .collect();
+        let schema =
+            serde_json::json!({"type": "object", "properties": properties, "required": key});
+        let et: sluice_schema::EventType = serde_json::from_value(serde_json::json!({
+            "name": event_type,
+            "owning_application": "sluice-views",
+            "category": "data",
+            "enrichment_strategies": ["metadata_enrichment"],
+            "partition_strategy": "hash",
+            "partition_key_fields": key,
+            "cleanup_policy": "compact",
+            "schema": {"type": "json_schema", "schema": schema.to_string()},
+        }))
+        .map_err(|e| ViewsError::Invalid(format!("publish_as: {e}")))?;
+        match self.bus.create_event_type(et).await {
+            Ok(_) | Err(BusError::EventTypeExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
@@ -484,6 +558,11 @@ impl Views {
             .into();
         out["events_applied"] = progress.events.into();
         out["loaded_from"] = progress.loaded_from.clone().into();
+        if let Some(et) = &e.def.publish_as {
+            out["publish_as"] = et.clone().into();
+            out["published"] = progress.published.into();
+            out["publish_error"] = progress.unpublished.clone().into();
+        }
         out["sources"] = sources.into();
         let error_json = |x: &crate::runner::EventError| {
             serde_json::json!({
@@ -541,205 +620,5 @@ impl Views {
             }));
         }
         out
-    }
-}
-
-/// Applies definition changes one at a time: starts, replaces (blue/green), stops.
-async fn reconcile_loop(
-    bus: Arc<Bus>,
-    config: Arc<ViewsConfig>,
-    state: Arc<State>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    while let Some(name) = rx.recv().await {
-        let def = state.defs.read().get(&name).cloned();
-        let current = state.entries.read().get(&name).cloned();
-        match (def, current) {
-            (None, _) => {
-                state.entries.write().remove(&name);
-                if let Some(dir) = &config.state_dir {
-                    let _ = std::fs::remove_dir_all(dir.join(&name));
-                }
-            }
-            (Some(def), Some(e)) if e.def == def && !e.loading => {}
-            (Some(def), current) => {
-                let entry = match start(&bus, &config, &def).await {
-                    Ok(r) => {
-                        if current.is_some_and(|c| c.serving.is_some() && !c.loading) {
-                            let pending = def.clone();
-                            // Blue/green: the old view serves until the new caught up.
-                            let state2 = state.clone();
-                            let bus = bus.clone();
-                            let config = config.clone();
-                            tokio::spawn(async move {
-                                let state = state2;
-                                caught_up(&bus, &r).await;
-                                let still = state.defs.read().get(&def.name) == Some(&def);
-                                if still {
-                                    forget_other_states(&config, &def);
-                                    state.entries.write().insert(
-                                        def.name.clone(),
-                                        Entry {
-                                            def,
-                                            serving: Some(r),
-                                            failure: None,
-                                            pending: None,
-                                            loading: false,
-                                        },
-                                    );
-                                }
-                            });
-                            if let Some(e) = state.entries.write().get_mut(&name) {
-                                e.pending = Some(pending);
-                            }
-                            continue;
-                        }
-                        Entry {
-                            def,
-                            serving: Some(r),
-                            failure: None,
-                            pending: None,
-                            loading: false,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(view = %name, error = %e, "view cannot run");
-                        Entry {
-                            def,
-                            serving: None,
-                            failure: Some(e.to_string()),
-                            pending: None,
-                            loading: false,
-                        }
-                    }
-                };
-                state.entries.write().insert(name, entry);
-            }
-        }
-    }
-}
-
-/// The file of a view's state for its current SQL.
-fn state_path(dir: &Path, def: &Definition) -> PathBuf {
-    dir.join(&def.name).join(format!(
-        "{:016x}.state",
-        crate::snapshot::fingerprint(&def.sql)
-    ))
-}
-
-/// Removes the state files of a view's earlier SQL.
-fn forget_other_states(config: &ViewsConfig, def: &Definition) {
-    let Some(dir) = &config.state_dir else { return };
-    let keep = state_path(dir, def);
-    if let Ok(files) = std::fs::read_dir(dir.join(&def.name)) {
-        for f in files.flatten() {
-            if f.path() != keep {
-                let _ = std::fs::remove_file(f.path());
-            }
-        }
-    }
-}
-
-/// A view's state from its own file, else from the latest snapshot of its SQL.
-fn load(
-    config: &ViewsConfig,
-    def: &Definition,
-    plan: &Arc<Plan>,
-) -> Option<(View, BTreeMap<SourcePartition, u64>, String)> {
-    let mut candidates = Vec::new();
-    if let Some(dir) = &config.state_dir {
-        candidates.push(state_path(dir, def));
-    }
-    if let Some(dir) = &config.snapshot_dir {
-        let prefix = format!("{:016x}-", crate::snapshot::fingerprint(&def.sql));
-        let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join(&def.name))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|f| f.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".snap"))
-            })
-            .collect();
-        snaps.sort();
-        candidates.extend(snaps.into_iter().rev());
-    }
-    for path in candidates {
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        match crate::snapshot::decode(plan.clone(), &def.sql, &bytes) {
-            Ok((view, offsets)) => return Some((view, offsets, path.display().to_string())),
-            Err(e) => {
-                tracing::warn!(view = %def.name, path = %path.display(), error = %e, "view state not used")
-            }
-        }
-    }
-    None
-}
-
-/// Compiles a definition and starts it: from its saved state and offsets when there
-/// is one, else from the beginning of its sources.
-async fn start(bus: &Bus, config: &ViewsConfig, def: &Definition) -> Result<Arc<Running>> {
-    let plan: Arc<Plan> = Arc::new(crate::sql::compile(&def.sql, bus.registry())?);
-    let mut from: BTreeMap<SourcePartition, u64> = BTreeMap::new();
-    for scan in &plan.scans {
-        let reg = bus.registry().require(&scan.event_type)?;
-        for p in 0..reg.partitions() {
-            let o = bus.log().offsets(&reg.topic, PartitionId(p)).await?;
-            from.insert((scan.event_type.clone(), p), o.earliest.0);
-        }
-    }
-    let started = std::time::Instant::now();
-    let (view, loaded_from) = match load(config, def, &plan) {
-        Some((view, saved, path)) => {
-            tracing::info!(view = %def.name, %path, rows = view.output().rows.len(), ms = started.elapsed().as_millis() as u64, "view state loaded");
-            // Partitions added since start from their beginning.
-            from.extend(saved);
-            (view, Some(path))
-        }
-        None => (View::new(plan), None),
-    };
-    let checkpoint = config.state_dir.as_ref().map(|dir| Checkpoint {
-        path: state_path(dir, def),
-        every: config.checkpoint_every,
-        sql: def.sql.clone(),
-    });
-    Ok(Running::start(
-        bus.log().clone(),
-        view,
-        from,
-        def.on_error.into(),
-        checkpoint,
-        loaded_from,
-    ))
-}
-
-/// Waits until a view has applied everything its sources held when it was asked.
-async fn caught_up(bus: &Bus, r: &Running) {
-    let log: &Arc<dyn Log> = bus.log();
-    let sources: Vec<SourcePartition> = r.progress.lock().next.keys().cloned().collect();
-    let mut target = BTreeMap::new();
-    for (t, p) in &sources {
-        if let Ok(topic) = TopicName::new(t.as_str())
-            && let Ok(o) = log.offsets(&topic, PartitionId(*p)).await
-        {
-            target.insert((t.clone(), *p), o.latest.0);
-        }
-    }
-    loop {
-        {
-            let progress = r.progress.lock();
-            let done = progress.stopped.is_some()
-                || target
-                    .iter()
-                    .all(|(k, latest)| progress.next.get(k).is_some_and(|n| n >= latest));
-            if done {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -535,3 +535,157 @@ fn a_node_without_view_state_restores_the_latest_snapshot_and_replays_what_came_
     // Without a snapshot dir configured the call says so.
     assert_eq!(s.post("/views/nope/snapshots", &json!({})).status, 404);
 }
+
+/// Reads `n` events from a subscription stream: (data_op, data).
+fn read_changes(stream: &crate::streams::Stream, n: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let batch = stream
+            .next_batch(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("only {} of {n} changes came: {out:?}", out.len()));
+        for e in crate::streams::events(&batch) {
+            out.push((
+                e["data_op"].as_str().unwrap().to_string(),
+                e["data"].clone(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_view_publishes_its_changes_as_a_data_event_type_anyone_can_subscribe_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let v1 = r#"CREATE VIEW listing AS
+        SELECT p.sku, p.name, pr.amount AS price
+        FROM "shop.product" p JOIN "shop.price" pr ON pr.sku = p.sku"#;
+    let r = s.post("/views", &json!({"sql": v1, "publish_as": "shop.listing"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let et = s.get("/event-types/shop.listing").json();
+    assert_eq!(et["category"], "data");
+    assert_eq!(et["cleanup_policy"], "compact");
+    assert_eq!(et["partition_key_fields"], json!(["sku"]));
+    let sub = json!({"owning_application": "search", "event_types": ["shop.listing"], "read_from": "begin"});
+    let id = s.post("/subscriptions", &sub).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = crate::streams::Stream::open(
+        s.addr,
+        &format!("/subscriptions/{id}/events?batch_flush_timeout=1&batch_limit=1"),
+        None,
+    );
+    assert_eq!(stream.status, 200);
+
+    // One step at a time: changes applied in one batch reach subscribers as their
+    // net effect (the view moves from one consistent state to the next).
+    for (et, op, data) in [
+        (
+            "shop.product",
+            "C",
+            json!({"sku": "a", "name": "Boot", "brand": "x"}),
+        ),
+        ("shop.price", "C", json!({"sku": "a", "amount": 10})),
+        ("shop.price", "U", json!({"sku": "a", "amount": 12})),
+        ("shop.product", "D", json!({"sku": "a"})),
+    ] {
+        change(&s, et, op, data);
+        row_after(&s, "listing", "a");
+    }
+    let got = read_changes(&stream, 3);
+    assert_eq!(
+        got,
+        [
+            (
+                "C".to_string(),
+                json!({"sku": "a", "name": "Boot", "price": 10})
+            ),
+            (
+                "U".to_string(),
+                json!({"sku": "a", "name": "Boot", "price": 12})
+            ),
+            (
+                "D".to_string(),
+                json!({"sku": "a", "name": "Boot", "price": 12})
+            ),
+        ]
+    );
+
+    // A new version: subscribers get the difference once, then its changes.
+    change(
+        &s,
+        "shop.product",
+        "C",
+        json!({"sku": "b", "name": "Hat", "brand": "x"}),
+    );
+    change(&s, "shop.price", "C", json!({"sku": "b", "amount": 5}));
+    change(
+        &s,
+        "shop.product",
+        "C",
+        json!({"sku": "c", "name": "Cap", "brand": "x"}),
+    );
+    change(&s, "shop.price", "C", json!({"sku": "c", "amount": 0}));
+    row_after(&s, "listing", "c");
+    let mut created = read_changes(&stream, 2);
+    created.sort_by_key(|(_, d)| d["sku"].to_string());
+    assert_eq!(
+        created[0],
+        (
+            "C".to_string(),
+            json!({"sku": "b", "name": "Hat", "price": 5})
+        )
+    );
+    assert_eq!(
+        created[1],
+        (
+            "C".to_string(),
+            json!({"sku": "c", "name": "Cap", "price": 0})
+        )
+    );
+    let v2 = r#"CREATE VIEW listing AS
+        SELECT p.sku, p.name, pr.amount AS price
+        FROM "shop.product" p JOIN "shop.price" pr ON pr.sku = p.sku WHERE pr.amount > 0"#;
+    let r = s.put(
+        "/views/listing",
+        &json!({"sql": v2, "publish_as": "shop.listing"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        read_changes(&stream, 1),
+        [(
+            "D".to_string(),
+            json!({"sku": "c", "name": "Cap", "price": 0})
+        )],
+        "only what differs between the versions"
+    );
+    change(&s, "shop.price", "U", json!({"sku": "c", "amount": 3}));
+    assert_eq!(
+        read_changes(&stream, 1),
+        [(
+            "C".to_string(),
+            json!({"sku": "c", "name": "Cap", "price": 3})
+        )]
+    );
+    assert!(
+        stream.next_batch(Duration::from_millis(300)).is_none(),
+        "nothing twice"
+    );
+    let status = s.get("/views/listing").json();
+    assert_eq!(status["publish_as"], "shop.listing");
+    assert_eq!(
+        status["published"], 2,
+        "the switch and one change: {status}"
+    );
+
+    // A key not selected cannot be published.
+    let bad =
+        json!({"sql": "CREATE VIEW q AS SELECT qty FROM \"shop.stock\"", "publish_as": "shop.q"});
+    assert!(
+        s.post("/views", &bad)
+            .problem(422)
+            .contains("select its key column")
+    );
+}

@@ -224,7 +224,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     views
-        .create(SQL, sluice_views::Policy::Skip)
+        .create(SQL, sluice_views::Policy::Skip, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     loop {

@@ -1,0 +1,238 @@
+//! A view's life on this node: started from its saved state (or a snapshot, or the
+//! beginning of its sources), replaced blue/green when its definition changes, and
+//! stopped when it is deleted. One reconciler applies definition changes in order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_bus::Bus;
+use sluice_log::{Log, PartitionId, TopicName};
+
+use crate::plan::Plan;
+use crate::runner::{Checkpoint, Publish, Running, SourcePartition, hand_over};
+use crate::service::{Definition, Entry, Result, State, ViewsConfig};
+use crate::view::View;
+
+/// Applies definition changes one at a time: starts, replaces (blue/green), stops.
+pub(crate) async fn reconcile_loop(
+    bus: Arc<Bus>,
+    config: Arc<ViewsConfig>,
+    state: Arc<State>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(name) = rx.recv().await {
+        let def = state.defs.read().get(&name).cloned();
+        let current = state.entries.read().get(&name).cloned();
+        match (def, current) {
+            (None, _) => {
+                state.entries.write().remove(&name);
+                if let Some(dir) = &config.state_dir {
+                    let _ = std::fs::remove_dir_all(dir.join(&name));
+                }
+            }
+            (Some(def), Some(e)) if e.def == def && !e.loading => {}
+            (Some(def), current) => {
+                let replacing = current
+                    .as_ref()
+                    .and_then(|c| c.serving.clone().filter(|_| !c.loading));
+                let entry = match start(&bus, &config, &def, replacing.is_none()).await {
+                    Ok(r) => {
+                        if let Some(old) = replacing {
+                            let pending = def.clone();
+                            // Blue/green: the old view serves until the new caught up.
+                            let state2 = state.clone();
+                            let bus = bus.clone();
+                            let config = config.clone();
+                            tokio::spawn(async move {
+                                let state = state2;
+                                caught_up(&bus, &r).await;
+                                let still = state.defs.read().get(&def.name) == Some(&def);
+                                if still {
+                                    forget_other_states(&config, &def);
+                                    if let Some(event_type) = def.publish_as.clone() {
+                                        let p = Publish {
+                                            bus: bus.clone(),
+                                            event_type,
+                                        };
+                                        hand_over(&old, &r, p).await;
+                                    }
+                                    state.entries.write().insert(
+                                        def.name.clone(),
+                                        Entry {
+                                            def,
+                                            serving: Some(r),
+                                            failure: None,
+                                            pending: None,
+                                            loading: false,
+                                        },
+                                    );
+                                }
+                            });
+                            if let Some(e) = state.entries.write().get_mut(&name) {
+                                e.pending = Some(pending);
+                            }
+                            continue;
+                        }
+                        Entry {
+                            def,
+                            serving: Some(r),
+                            failure: None,
+                            pending: None,
+                            loading: false,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(view = %name, error = %e, "view cannot run");
+                        Entry {
+                            def,
+                            serving: None,
+                            failure: Some(e.to_string()),
+                            pending: None,
+                            loading: false,
+                        }
+                    }
+                };
+                state.entries.write().insert(name, entry);
+            }
+        }
+    }
+}
+
+/// The file of a view's state for its current SQL.
+pub(crate) fn state_path(dir: &Path, def: &Definition) -> PathBuf {
+    dir.join(&def.name).join(format!(
+        "{:016x}.state",
+        crate::snapshot::fingerprint(&def.sql)
+    ))
+}
+
+/// Removes the state files of a view's earlier SQL.
+fn forget_other_states(config: &ViewsConfig, def: &Definition) {
+    let Some(dir) = &config.state_dir else { return };
+    let keep = state_path(dir, def);
+    if let Ok(files) = std::fs::read_dir(dir.join(&def.name)) {
+        for f in files.flatten() {
+            if f.path() != keep {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}
+
+/// A view's state from its own file, else from the latest snapshot of its SQL.
+fn load(
+    config: &ViewsConfig,
+    def: &Definition,
+    plan: &Arc<Plan>,
+) -> Option<(View, BTreeMap<SourcePartition, u64>, String)> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = &config.state_dir {
+        candidates.push(state_path(dir, def));
+    }
+    if let Some(dir) = &config.snapshot_dir {
+        let prefix = format!("{:016x}-", crate::snapshot::fingerprint(&def.sql));
+        let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join(&def.name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".snap"))
+            })
+            .collect();
+        snaps.sort();
+        candidates.extend(snaps.into_iter().rev());
+    }
+    for path in candidates {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        match crate::snapshot::decode(plan.clone(), &def.sql, &bytes) {
+            Ok((view, offsets)) => return Some((view, offsets, path.display().to_string())),
+            Err(e) => {
+                tracing::warn!(view = %def.name, path = %path.display(), error = %e, "view state not used")
+            }
+        }
+    }
+    None
+}
+
+/// Compiles a definition and starts it: from its saved state and offsets when there
+/// is one, else from the beginning of its sources.
+async fn start(
+    bus: &Arc<Bus>,
+    config: &ViewsConfig,
+    def: &Definition,
+    serving: bool,
+) -> Result<Arc<Running>> {
+    let plan: Arc<Plan> = Arc::new(crate::sql::compile(&def.sql, bus.registry())?);
+    let mut from: BTreeMap<SourcePartition, u64> = BTreeMap::new();
+    for scan in &plan.scans {
+        let reg = bus.registry().require(&scan.event_type)?;
+        for p in 0..reg.partitions() {
+            let o = bus.log().offsets(&reg.topic, PartitionId(p)).await?;
+            from.insert((scan.event_type.clone(), p), o.earliest.0);
+        }
+    }
+    let started = std::time::Instant::now();
+    let (view, loaded_from) = match load(config, def, &plan) {
+        Some((view, saved, path)) => {
+            tracing::info!(view = %def.name, %path, rows = view.output().rows.len(), ms = started.elapsed().as_millis() as u64, "view state loaded");
+            // Partitions added since start from their beginning.
+            from.extend(saved);
+            (view, Some(path))
+        }
+        None => (View::new(plan), None),
+    };
+    let checkpoint = config.state_dir.as_ref().map(|dir| Checkpoint {
+        path: state_path(dir, def),
+        every: config.checkpoint_every,
+        sql: def.sql.clone(),
+    });
+    Ok(Running::start(
+        bus.log().clone(),
+        view,
+        from,
+        def.on_error.into(),
+        checkpoint,
+        loaded_from,
+        def.publish_as
+            .clone()
+            .filter(|_| serving)
+            .map(|event_type| Publish {
+                bus: bus.clone(),
+                event_type,
+            }),
+    ))
+}
+
+/// Waits until a view has applied everything its sources held when it was asked.
+async fn caught_up(bus: &Bus, r: &Running) {
+    let log: &Arc<dyn Log> = bus.log();
+    let sources: Vec<SourcePartition> = r.progress.lock().next.keys().cloned().collect();
+    let mut target = BTreeMap::new();
+    for (t, p) in &sources {
+        if let Ok(topic) = TopicName::new(t.as_str())
+            && let Ok(o) = log.offsets(&topic, PartitionId(*p)).await
+        {
+            target.insert((t.clone(), *p), o.latest.0);
+        }
+    }
+    loop {
+        {
+            let progress = r.progress.lock();
+            let done = progress.stopped.is_some()
+                || target
+                    .iter()
+                    .all(|(k, latest)| progress.next.get(k).is_some_and(|n| n >= latest));
+            if done {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
