@@ -1,6 +1,8 @@
 //! The bus's event types as view sources: which are tables, keyed how, and which are
 //! streams (docs/sql.md, "Sources").
 
+use std::collections::BTreeMap;
+
 use sluice_bus::Registry;
 use sluice_schema::{Category, CleanupPolicy, PartitionStrategy};
 
@@ -32,5 +34,39 @@ impl Catalog for Registry {
             kind: key.map_or(SourceKind::Stream, |key| SourceKind::Table { key }),
             data_change: et.category == Category::Data,
         })
+    }
+}
+
+/// A node's catalog: its event types, and its views that publish their changes (a
+/// view read by another view is read from the event type it publishes to).
+#[derive(Debug)]
+pub(crate) struct WithViews<'a> {
+    pub registry: &'a Registry,
+    /// View name to the event type it publishes to, if any.
+    pub views: BTreeMap<String, Option<String>>,
+}
+
+impl Catalog for WithViews<'_> {
+    fn source(&self, event_type: &str) -> Option<SourceInfo> {
+        self.registry.source(event_type)
+    }
+
+    fn resolve(&self, name: &str) -> Result<(String, SourceInfo), String> {
+        if let Some(info) = self.registry.source(name) {
+            return Ok((name.to_string(), info));
+        }
+        match self.views.get(name) {
+            Some(Some(event_type)) => self
+                .registry
+                .source(event_type)
+                .map(|info| (event_type.clone(), info))
+                .ok_or_else(|| {
+                    format!("view `{name}` publishes to `{event_type}`, which does not exist")
+                }),
+            Some(None) => Err(format!(
+                "view `{name}` does not publish its changes: give it publish_as to read it from other views"
+            )),
+            None => Err(format!("event type or view `{name}` does not exist")),
+        }
     }
 }

@@ -12,7 +12,7 @@ use sluice_log::{Log, PartitionId, TopicName};
 
 use crate::plan::Plan;
 use crate::runner::{Checkpoint, Publish, Running, SourcePartition, hand_over};
-use crate::service::{Definition, Entry, Result, State, ViewsConfig};
+use crate::service::{Definition, Entry, Result, State, ViewsConfig, catalog};
 use crate::view::View;
 
 /// Applies definition changes one at a time: starts, replaces (blue/green), stops.
@@ -37,7 +37,7 @@ pub(crate) async fn reconcile_loop(
                 let replacing = current
                     .as_ref()
                     .and_then(|c| c.serving.clone().filter(|_| !c.loading));
-                let entry = match start(&bus, &config, &def, replacing.is_none()).await {
+                let entry = match start(&bus, &config, &state, &def, replacing.is_none()).await {
                     Ok(r) => {
                         if let Some(old) = replacing {
                             let pending = def.clone();
@@ -166,10 +166,11 @@ fn load(
 async fn start(
     bus: &Arc<Bus>,
     config: &ViewsConfig,
+    state: &State,
     def: &Definition,
     serving: bool,
 ) -> Result<Arc<Running>> {
-    let plan: Arc<Plan> = Arc::new(crate::sql::compile(&def.sql, bus.registry())?);
+    let plan: Arc<Plan> = Arc::new(crate::sql::compile(&def.sql, &catalog(bus, state))?);
     let mut from: BTreeMap<SourcePartition, u64> = BTreeMap::new();
     for scan in &plan.scans {
         let reg = bus.registry().require(&scan.event_type)?;

@@ -36,6 +36,14 @@ pub struct SourceInfo {
 /// The event types a view may read.
 pub trait Catalog {
     fn source(&self, event_type: &str) -> Option<SourceInfo>;
+
+    /// What a name in FROM reads: an event type, or (where the catalog knows views)
+    /// the event type another view publishes to; else why not.
+    fn resolve(&self, name: &str) -> Result<(String, SourceInfo), String> {
+        self.source(name)
+            .map(|info| (name.to_string(), info))
+            .ok_or_else(|| format!("event type `{name}` does not exist"))
+    }
 }
 
 /// One read of an event type in a view (a self-join reads it twice).

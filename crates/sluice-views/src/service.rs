@@ -25,6 +25,19 @@ use crate::view::OnError;
 
 pub const VIEWS_TOPIC: &str = "__sluice_views";
 
+/// The catalog of a node: its event types and its views.
+pub(crate) fn catalog<'a>(bus: &'a Bus, state: &State) -> crate::catalog::WithViews<'a> {
+    crate::catalog::WithViews {
+        registry: bus.registry(),
+        views: state
+            .defs
+            .read()
+            .iter()
+            .map(|(k, d)| (k.clone(), d.publish_as.clone()))
+            .collect(),
+    }
+}
+
 /// A view as stored in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Definition {
@@ -222,6 +235,11 @@ impl Views {
         })
     }
 
+    /// What SQL may read here: event types, and views that publish their changes.
+    fn catalog(&self) -> crate::catalog::WithViews<'_> {
+        catalog(&self.bus, &self.state)
+    }
+
     /// Creates a view; `Exists` if its name is taken.
     pub async fn create(
         &self,
@@ -229,7 +247,7 @@ impl Views {
         on_error: Policy,
         publish_as: Option<String>,
     ) -> Result<Definition> {
-        let plan = crate::sql::compile(sql, self.bus.registry())?;
+        let plan = crate::sql::compile(sql, &self.catalog())?;
         check_name(&plan.name)?;
         if self.state.defs.read().contains_key(&plan.name) {
             return Err(ViewsError::Exists(plan.name));
@@ -258,7 +276,7 @@ impl Views {
         on_error: Policy,
         publish_as: Option<String>,
     ) -> Result<(Definition, bool)> {
-        let plan = crate::sql::compile(sql, self.bus.registry())?;
+        let plan = crate::sql::compile(sql, &self.catalog())?;
         if plan.name != name {
             return Err(ViewsError::Invalid(format!(
                 "the SQL creates view `{}`, not `{name}`",

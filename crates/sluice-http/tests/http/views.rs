@@ -680,6 +680,33 @@ fn a_view_publishes_its_changes_as_a_data_event_type_anyone_can_subscribe_to() {
         "the switch and one change: {status}"
     );
 
+    // Another view reads this one (through the event type it publishes to).
+    let cheap =
+        json!({"sql": "CREATE VIEW cheap AS SELECT sku, price FROM listing WHERE price < 10"});
+    let r = s.post("/views", &cheap);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get("/views/cheap/rows/c").status != 200 {
+        assert!(Instant::now() < deadline, "{}", s.get("/views/cheap").body);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        s.get("/views/cheap/rows/c").json(),
+        json!({"sku": "c", "price": 3})
+    );
+    assert_eq!(
+        s.get("/views/cheap/rows/b").json(),
+        json!({"sku": "b", "price": 5})
+    );
+    let private = json!({"sql": "CREATE VIEW p AS SELECT sku FROM \"shop.product\""});
+    assert_eq!(s.post("/views", &private).status, 201);
+    let reader = json!({"sql": "CREATE VIEW r AS SELECT sku FROM p"});
+    assert!(
+        s.post("/views", &reader)
+            .problem(422)
+            .contains("give it publish_as")
+    );
+
     // A key not selected cannot be published.
     let bad =
         json!({"sql": "CREATE VIEW q AS SELECT qty FROM \"shop.stock\"", "publish_as": "shop.q"});

@@ -351,16 +351,17 @@ impl Planner<'_> {
                 sample: None,
                 index_hints,
             } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => {
-                let event_type = object_name(name)?;
-                let Some(info) = self.catalog.source(&event_type) else {
-                    return at(name, format!("event type `{event_type}` does not exist"));
+                let named = object_name(name)?;
+                let (event_type, info) = match self.catalog.resolve(&named) {
+                    Ok(found) => found,
+                    Err(why) => return at(name, why),
                 };
                 let alias = match alias {
                     Some(a) if !a.columns.is_empty() => {
                         return unsupported(a, "column names in an alias");
                     }
                     Some(a) => a.name.value.clone(),
-                    None => event_type.clone(),
+                    None => named,
                 };
                 self.scans
                     .push(ScanDraft::new(event_type, alias.clone(), info));
