@@ -61,6 +61,9 @@ pub enum Command {
     Subscriptions(SubscriptionsCommand),
     /// Follow an event type's new events (or all, with --from-beginning), like tail -f.
     Tail(TailArgs),
+    /// Manage SQL views on a running server and read their rows.
+    #[command(subcommand)]
+    Views(ViewsCommand),
     /// Benchmarks that print one JSON object as the last line of stdout.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -279,6 +282,70 @@ pub enum EventTypesCommand {
         server: ServerArgs,
     },
     /// Delete an event type and its events.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ViewsCommand {
+    /// Create a view from a file holding `CREATE VIEW name AS SELECT ...`
+    /// (docs/sql.md); with --replace, a view of that name is replaced (blue/green).
+    Create {
+        /// The SQL file (`-` for stdin).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Publish the view's changes to this data event type (created if missing).
+        #[arg(long, value_name = "EVENT_TYPE")]
+        publish_as: Option<String>,
+        /// What to do with an event the view cannot compute: skip | stop.
+        #[arg(long, value_name = "POLICY", default_value = "skip")]
+        on_error: String,
+        /// Replace the view of the same name if there is one.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List views (name, status, rows, lag).
+    List {
+        /// Print the full JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a view's status as JSON (SQL, rows, per-source offsets and lag, errors).
+    Get {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print one row by key, or rows in key order (JSON lines).
+    Rows {
+        name: String,
+        /// The key of one row (composite keys: values joined by `/`).
+        key: Option<String>,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only keys after this one.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Copy a view's state to the server's snapshot dir.
+    Snapshot {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a view (and its state).
     Delete {
         name: String,
         #[command(flatten)]

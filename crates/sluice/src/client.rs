@@ -59,6 +59,14 @@ impl Client {
         self.answer(self.agent.delete(&self.url(path)).call())
     }
 
+    pub fn put(&self, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
+        let req = self
+            .agent
+            .put(&self.url(path))
+            .header("Content-Type", "application/json");
+        self.answer(req.send(body))
+    }
+
     pub fn patch(&self, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
         let req = self
             .agent

@@ -9,6 +9,7 @@ mod publish;
 mod serve;
 mod subscriptions;
 mod verify;
+mod views;
 
 use std::process::ExitCode;
 
@@ -76,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EventTypes(cmd) => event_types::run(cmd, &config),
         Command::Publish(args) => publish::run(args, &config),
         Command::Subscriptions(cmd) => subscriptions::run(cmd, &config),
+        Command::Views(cmd) => views::run(cmd, &config),
         Command::Tail(args) => subscriptions::tail(args, &config),
         Command::Config => {
             print!("{}", toml::to_string(&config)?);

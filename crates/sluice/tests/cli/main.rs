@@ -401,6 +401,70 @@ fn event_types_and_publish_commands_drive_a_running_server() {
         "{err}"
     );
 
+    // A view over it, from an SQL file: the latest price per sku (hash-partitioned
+    // business events are read as a table).
+    let sql = dir.path().join("latest.sql");
+    std::fs::write(
+        &sql,
+        "CREATE VIEW latest_price AS\nSELECT sku, amount, amount * 2 AS doubled FROM \"shop.price\";\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "views",
+        "create",
+        "-f",
+        sql.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("created view latest_price (key: sku)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let out = run(&["views", "rows", "latest_price", "sku-2", "--url", &url]);
+        if out.status.success() || Instant::now() > deadline {
+            break text(&out.stdout);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // sku-2 was last published with amount 17 (i = 17, 17 % 3 = 2).
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&row).unwrap(),
+        serde_json::json!({"sku": "sku-2", "amount": 17, "doubled": 34})
+    );
+    let rows = text(&run(&["views", "rows", "latest_price", "--url", &url]).stdout);
+    assert_eq!(rows.lines().count(), 3, "{rows}");
+    let list = text(&run(&["views", "list", "--url", &url]).stdout);
+    assert!(
+        list.contains("latest_price") && list.contains("running"),
+        "{list}"
+    );
+    let bad = dir.path().join("bad.sql");
+    std::fs::write(&bad, "CREATE VIEW v AS\nSELECT sku FROM \"shop.nope\"").unwrap();
+    let out = run(&[
+        "views",
+        "create",
+        "-f",
+        bad.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("HTTP 422") && err.contains("shop.nope") && err.contains("line 2, column 17"),
+        "{err}"
+    );
+    assert!(
+        run(&["views", "delete", "latest_price", "--url", &url])
+            .status
+            .success()
+    );
+
     let out = run(&["event-types", "get", "shop.price", "--url", &url]);
     assert!(text(&out.stdout).contains("\"version\": \"1.0.0\""));
     assert!(
