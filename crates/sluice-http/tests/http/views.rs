@@ -231,7 +231,7 @@ fn bad_views_are_refused_with_a_clear_problem_and_change_nothing() {
         (
             json!({"sql": "CREATE VIEW v AS SELECT sku FROM \"shop.nothing\""}),
             422,
-            "event type `shop.nothing` does not exist",
+            "event type or view `shop.nothing` does not exist",
         ),
         (
             json!({"sql": "CREATE VIEW v AS SELECT p.sku FROM \"shop.product\" p FULL JOIN \"shop.price\" q ON q.sku = p.sku"}),
