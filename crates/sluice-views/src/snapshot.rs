@@ -146,7 +146,9 @@ pub fn decode(
     let mut view = View::empty(plan.clone());
     for (s, table) in view.tables.iter_mut().enumerate() {
         let key_len = plan.scans[s].key_len;
-        for _ in 0..r.len()? {
+        let n = r.len()?;
+        table.rows.reserve(n);
+        for _ in 0..n {
             let row = r.row()?;
             if row.len() < key_len {
                 return Err(Damaged("a source row shorter than its key".into()));
@@ -180,7 +182,9 @@ fn decode_node(node: &mut Node, r: &mut Reader<'_>) -> Result<()> {
                 (&j.left_keys, &mut j.left_index),
                 (&j.right_keys, &mut j.right_index),
             ] {
-                for _ in 0..r.len()? {
+                let n = r.len()?;
+                index.reserve(n);
+                for _ in 0..n {
                     let row = r.row()?;
                     let weight = r.i64()?;
                     // Keys were computed once already: they compute again.
@@ -194,7 +198,9 @@ fn decode_node(node: &mut Node, r: &mut Reader<'_>) -> Result<()> {
         Node::Aggregate(a) => {
             decode_node(&mut a.input, r)?;
             a.started = r.u8()? == 1;
-            for _ in 0..r.len()? {
+            let n = r.len()?;
+            a.groups.reserve(n);
+            for _ in 0..n {
                 let key = crate::datum::Key::from_vec(r.row()?.to_vec());
                 let mut g: Group = a.fresh();
                 g.rows = r.i64()?;
