@@ -65,6 +65,12 @@ fn change(s: &Server, event_type: &str, op: &str, data: Value) -> Reply {
         &json!([event]),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    remember_written(&r);
+    r
+}
+
+/// Keeps where a publish wrote (its X-Sluice-Written), for `everything_written`.
+fn remember_written(r: &Reply) {
     let written = r
         .header("x-sluice-written")
         .expect("the publish says where it wrote");
@@ -76,7 +82,6 @@ fn change(s: &Server, event_type: &str, op: &str, data: Value) -> Reply {
                 .insert((t.to_string(), p.to_string()), c.to_string());
         }
     });
-    r
 }
 
 /// Every cursor this test wrote at, as X-Sluice-Wait-For wants them.
@@ -423,15 +428,7 @@ fn order(s: &Server, from: u64, n: u64, skus: u64) {
         .collect();
     let r = s.post("/event-types/shop.order/events", &Value::Array(batch));
     assert_eq!(r.status, 200, "{}", r.body);
-    let written = r.header("x-sluice-written").unwrap().to_string();
-    WRITTEN.with(|w| {
-        for part in written.split(';') {
-            let mut it = part.rsplitn(3, ':');
-            let (c, p, t) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-            w.borrow_mut()
-                .insert((t.to_string(), p.to_string()), c.to_string());
-        }
-    });
+    remember_written(&r);
 }
 
 /// A view's status once it has loaded its state (after a start).
