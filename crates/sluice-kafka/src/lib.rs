@@ -304,8 +304,10 @@ impl Log for KafkaLog {
             None => Ok(Appended { offsets }),
             Some(e) => {
                 self.forget(topic);
-                // Deleted behind our back: say so rather than time out.
-                if let Err(gone @ LogError::TopicNotFound(_)) = self.known(topic).await {
+                // Deleted behind our back: say so rather than time out. Briefly: with
+                // the cluster away, asking would only add its metadata timeout.
+                let asked = tokio::time::timeout(Duration::from_secs(1), self.known(topic));
+                if let Ok(Err(gone @ LogError::TopicNotFound(_))) = asked.await {
                     return Err(gone);
                 }
                 let error = produce_error(topic, partition, &e);

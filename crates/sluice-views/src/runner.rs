@@ -280,9 +280,53 @@ impl Running {
                 Arc::downgrade(&running),
             ));
         }
+        tokio::spawn(watch_partitions(log, tx, Arc::downgrade(&running)));
         let task = tokio::spawn(apply_loop(Arc::downgrade(&running), rx, on_error));
         *running.task.lock() = Some(task);
         running
+    }
+}
+
+/// How often a view looks for partitions added to its sources.
+const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(2);
+
+/// Reads partitions added to a source while the view runs, from their beginning.
+async fn watch_partitions(
+    log: Arc<dyn Log>,
+    tx: mpsc::Sender<Chunk>,
+    running: std::sync::Weak<Running>,
+) {
+    loop {
+        tokio::time::sleep(NEW_PARTITIONS_EVERY).await;
+        let Some(r) = running.upgrade() else { return };
+        let sources: std::collections::BTreeSet<String> =
+            r.plan.scans.iter().map(|s| s.event_type.clone()).collect();
+        for event_type in sources {
+            let Ok(topic) = TopicName::new(event_type.as_str()) else {
+                continue;
+            };
+            let Ok(info) = log.topic(&topic).await else {
+                continue;
+            };
+            for p in 0..info.config.partitions {
+                let key = (event_type.clone(), p);
+                if r.progress.lock().next.contains_key(&key) {
+                    continue;
+                }
+                let Ok(o) = log.offsets(&topic, PartitionId(p)).await else {
+                    continue;
+                };
+                tracing::info!(view = %r.plan.name, %event_type, partition = p, "a view reads a new partition");
+                r.progress.lock().next.insert(key.clone(), o.earliest.0);
+                tokio::spawn(read(
+                    log.clone(),
+                    key,
+                    o.earliest.0,
+                    tx.clone(),
+                    Arc::downgrade(&r),
+                ));
+            }
+        }
     }
 }
 

@@ -510,12 +510,16 @@ impl Views {
     ) -> Result<bool> {
         let r = self.serving(name)?;
         let mut applied = r.applied.subscribe();
+        // A partition of a source the view does not read yet (just added) is waited
+        // for too; event types the view does not read are not.
         let done = |r: &Running| {
             let p = r.progress.lock();
             written.iter().all(|(t, part, o)| {
-                p.next
-                    .get(&(t.clone(), *part))
-                    .is_none_or(|next| *next > *o)
+                let read = r.plan.scans.iter().any(|s| s.event_type == *t);
+                !read
+                    || p.next
+                        .get(&(t.clone(), *part))
+                        .is_some_and(|next| *next > *o)
             })
         };
         let deadline = tokio::time::Instant::now() + wait;

@@ -713,3 +713,44 @@ fn a_view_publishes_its_changes_as_a_data_event_type_anyone_can_subscribe_to() {
             .contains("select its key column")
     );
 }
+
+#[test]
+fn a_view_reads_partitions_added_to_its_sources_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let sql = json!({"sql": "CREATE VIEW prices AS SELECT sku, amount FROM \"shop.price\""});
+    assert_eq!(s.post("/views", &sql).status, 201);
+    for i in 0..20 {
+        change(
+            &s,
+            "shop.price",
+            "C",
+            json!({"sku": format!("p{i}"), "amount": i}),
+        );
+    }
+    assert_eq!(row_after(&s, "prices", "p19").json()["amount"], 19);
+    if !crate::storage_has(crate::Needs::PartitionGrowth) {
+        return;
+    }
+    let r = s.put(
+        "/event-types/shop.price/partition-count",
+        &json!({"partition_count": 6}),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    // New skus hash into the new partitions too; the view reads them once it sees them.
+    for i in 20..80 {
+        change(
+            &s,
+            "shop.price",
+            "C",
+            json!({"sku": format!("p{i}"), "amount": i}),
+        );
+    }
+    let r = row_after(&s, "prices", "p79");
+    assert_eq!(r.json()["amount"], 79);
+    let rows = s.get("/views/prices/rows?limit=1000").json();
+    assert_eq!(rows["items"].as_array().unwrap().len(), 80);
+    let status = s.get("/views/prices").json();
+    assert_eq!(status["sources"].as_array().unwrap().len(), 6, "{status}");
+}
