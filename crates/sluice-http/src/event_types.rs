@@ -1,15 +1,18 @@
 //! `/event-types` and `/event-types/{name}/schemas`.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_schema::EventType;
 use sluice_schema::event_type::EventTypeSchema;
+use sluice_views::Views;
 
 use crate::AppState;
 use crate::body;
@@ -61,8 +64,20 @@ pub async fn update(
 
 pub async fn delete(
     State(bus): State<AppState>,
+    Extension(views): Extension<Arc<Views>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Problem> {
+    // Like a subscription, a view reading it keeps it (its rows would go stale).
+    let readers = views.readers_of(&name);
+    if !readers.is_empty() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!(
+                "event type {name} is read by views {}; delete them first",
+                readers.join(", ")
+            ),
+        ));
+    }
     bus.delete_event_type(&name).await?;
     Ok(StatusCode::OK)
 }

@@ -15,14 +15,40 @@ use crate::runner::{Checkpoint, Publish, Running, SourcePartition, hand_over};
 use crate::service::{Definition, Entry, Result, State, ViewsConfig, catalog};
 use crate::view::View;
 
-/// Applies definition changes one at a time: starts, replaces (blue/green), stops.
+/// How often a view that cannot run (a source missing) is tried again.
+const RETRY_FAILED: Duration = Duration::from_secs(5);
+
+/// Applies definition changes one at a time: starts, replaces (blue/green), stops;
+/// and tries views that could not start again, in case what they lacked came back.
 pub(crate) async fn reconcile_loop(
     bus: Arc<Bus>,
     config: Arc<ViewsConfig>,
     state: Arc<State>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    while let Some(name) = rx.recv().await {
+    let mut retry = tokio::time::interval(RETRY_FAILED);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut again: Vec<String> = Vec::new();
+    loop {
+        let name = match again.pop() {
+            Some(n) => n,
+            None => tokio::select! {
+                n = rx.recv() => match n {
+                    Some(n) => n,
+                    None => return,
+                },
+                _ = retry.tick() => {
+                    again = state
+                        .entries
+                        .read()
+                        .iter()
+                        .filter(|(_, e)| e.failure.is_some())
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    continue;
+                }
+            },
+        };
         let def = state.defs.read().get(&name).cloned();
         let current = state.entries.read().get(&name).cloned();
         match (def, current) {
@@ -32,7 +58,7 @@ pub(crate) async fn reconcile_loop(
                     let _ = std::fs::remove_dir_all(dir.join(&name));
                 }
             }
-            (Some(def), Some(e)) if e.def == def && !e.loading => {}
+            (Some(def), Some(e)) if e.def == def && !e.loading && e.failure.is_none() => {}
             (Some(def), current) => {
                 let replacing = current
                     .as_ref()
@@ -84,11 +110,15 @@ pub(crate) async fn reconcile_loop(
                         }
                     }
                     Err(e) => {
-                        tracing::error!(view = %name, error = %e, "view cannot run");
+                        let why = e.to_string();
+                        // Said once, not at every retry.
+                        if current.as_ref().and_then(|c| c.failure.as_ref()) != Some(&why) {
+                            tracing::error!(view = %name, error = %why, "view cannot run");
+                        }
                         Entry {
                             def,
                             serving: None,
-                            failure: Some(e.to_string()),
+                            failure: Some(why),
                             pending: None,
                             loading: false,
                         }

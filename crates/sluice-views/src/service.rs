@@ -437,6 +437,21 @@ impl Views {
         }
     }
 
+    /// The views whose SQL reads an event type.
+    pub fn readers_of(&self, event_type: &str) -> Vec<String> {
+        self.state
+            .entries
+            .read()
+            .iter()
+            .filter(|(_, e)| {
+                e.serving
+                    .as_ref()
+                    .is_some_and(|r| r.plan.scans.iter().any(|s| s.event_type == event_type))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.state.entries.read().keys().cloned().collect()
     }

@@ -77,7 +77,7 @@ pub fn broker_for(dir: &Path) -> String {
 }
 
 /// The log of the server on `dir`, as `crate::STORAGE` says.
-async fn open_log(dir: &Path) -> (Arc<dyn Log>, Option<EmbeddedLog>) {
+pub async fn open_log(dir: &Path) -> (Arc<dyn Log>, Option<EmbeddedLog>) {
     match crate::STORAGE {
         Storage::Embedded => {
             let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();

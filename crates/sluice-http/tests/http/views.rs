@@ -291,8 +291,14 @@ fn bad_views_are_refused_with_a_clear_problem_and_change_nothing() {
             .problem(422)
             .contains("limit")
     );
+    // An event type a view reads cannot be deleted; once the view is gone it can.
+    let r = s.delete("/event-types/shop.product");
+    assert!(r.problem(409).contains("read by views v"), "{}", r.body);
     assert_eq!(s.delete("/views/v").status, 204);
     assert_eq!(s.delete("/views/v").status, 404);
+    if crate::storage_has(crate::Needs::TopicDeletion) {
+        assert_eq!(s.delete("/event-types/shop.product").status, 200);
+    }
 }
 
 #[test]
@@ -753,4 +759,58 @@ fn a_view_reads_partitions_added_to_its_sources_while_it_runs() {
     assert_eq!(rows["items"].as_array().unwrap().len(), 80);
     let status = s.get("/views/prices").json();
     assert_eq!(status["sources"].as_array().unwrap().len(), 6, "{status}");
+}
+
+/// A view whose source is gone when the node starts (its definition removed from the
+/// registry while the node was down) says why it does not run, and runs again by
+/// itself once the event type is back.
+#[test]
+fn a_view_that_cannot_start_runs_once_its_source_is_back() {
+    if !crate::storage_has(crate::Needs::TopicDeletion) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let sql = json!({"sql": "CREATE VIEW prices AS SELECT sku, amount FROM \"shop.price\""});
+    assert_eq!(s.post("/views", &sql).status, 201);
+    let price = s.get("/event-types/shop.price").json();
+    s.stop();
+
+    // The event type's definition goes, behind the node's back.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (log, embedded) = crate::open_log(dir.path()).await;
+        let registry = sluice_log::TopicName::new("__sluice_event_types").unwrap();
+        let tombstone = sluice_log::Record::tombstone(bytes::Bytes::from_static(b"shop.price"));
+        log.append(&registry, sluice_log::PartitionId(0), vec![tombstone])
+            .await
+            .unwrap();
+        log.flush().await.unwrap();
+        if let Some(e) = embedded {
+            e.close().unwrap();
+        }
+    });
+
+    let s = Server::start(dir.path());
+    let status = loaded(&s, "prices");
+    assert_eq!(status["status"], "failed", "{status}");
+    assert!(
+        status["error"].as_str().unwrap().contains("shop.price"),
+        "{status}"
+    );
+    assert!(
+        s.get("/views/prices/rows/a")
+            .problem(422)
+            .contains("does not run")
+    );
+
+    assert_eq!(s.post("/event-types", &price).status, 201);
+    change(&s, "shop.price", "C", json!({"sku": "a", "amount": 3}));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.get("/views/prices/rows/a").status != 200 {
+        assert!(Instant::now() < deadline, "{}", s.get("/views/prices").body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.get("/views/prices").json()["status"], "running");
 }
