@@ -11,6 +11,7 @@ mod publishing;
 mod streams;
 mod subscriptions;
 mod views;
+mod views_state;
 
 mod harness;
 

@@ -25,6 +25,8 @@ mod streams;
 mod subscriptions;
 #[path = "../http/views.rs"]
 mod views;
+#[path = "../http/views_state.rs"]
+mod views_state;
 
 pub use harness::*;
 
