@@ -549,14 +549,23 @@ pub struct RowChange {
 impl Output {
     /// Integrates changes; returns the keys whose visible row changed.
     pub fn apply(&mut self, plan: &Plan, z: ZSet) -> Vec<RowChange> {
-        let mut touched: BTreeMap<String, Option<Row>> = BTreeMap::new();
+        // Keys in the order first touched, with the row each had before.
+        let mut touched: Vec<(String, Option<Row>)> = Vec::with_capacity(z.len());
+        let mut seen: HashMap<String, (), Hasher> = HashMap::default();
         for (row, w) in z {
             let key = plan.key_text(&row);
-            if !touched.contains_key(&key) {
-                touched.insert(key.clone(), self.get(&key).cloned());
+            if !seen.contains_key(&key) {
+                touched.push((key.clone(), self.get(&key).cloned()));
+                seen.insert(key.clone(), ());
             }
-            let rows = self.rows.entry(key.clone()).or_default();
-            match rows.iter_mut().find(|(r, _)| *r == row) {
+            let rows = match self.rows.get_mut(&key) {
+                Some(rows) => rows,
+                None => self.rows.entry(key.clone()).or_default(),
+            };
+            match rows
+                .iter_mut()
+                .find(|(r, _)| Arc::ptr_eq(r, &row) || *r == row)
+            {
                 Some((_, x)) => *x += w,
                 None => rows.push((row, w)),
             }
@@ -565,6 +574,7 @@ impl Output {
                 self.rows.remove(&key);
             }
         }
+        touched.sort_by(|a, b| a.0.cmp(&b.0));
         touched
             .into_iter()
             .filter_map(|(key, before)| {
