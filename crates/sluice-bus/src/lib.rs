@@ -54,6 +54,24 @@ impl PartitionInfo {
     }
 }
 
+/// Seconds since the event at `offset` was appended (Nakadi's consumer time lag: the
+/// age of the oldest event not consumed); 0 when there is none there.
+pub async fn event_age_seconds(
+    log: &dyn Log,
+    topic: &sluice_log::TopicName,
+    partition: u32,
+    offset: u64,
+) -> Result<u64> {
+    let now_ms = sluice_log::Timestamp::now().0;
+    let request = sluice_log::FetchRequest::new(sluice_log::Offset(offset)).max_records(1);
+    let f = log
+        .fetch(topic, sluice_log::PartitionId(partition), request)
+        .await?;
+    Ok(f.records
+        .first()
+        .map_or(0, |r| ((now_ms - r.timestamp.0).max(0) / 1000) as u64))
+}
+
 /// The bounds of every partition of a registered event type, from the log.
 pub(crate) async fn partition_infos(
     log: &dyn Log,

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
-use sluice_log::{FetchRequest, Offset, PartitionId, Record, StoredRecord, TopicName};
+use sluice_log::{PartitionId, Record, StoredRecord, TopicName};
 
 use crate::lifecycle::reconcile_loop;
 use crate::plan::Plan;
@@ -621,7 +621,6 @@ impl Views {
     /// Per source partition: the last applied event and how far behind the log it is.
     async fn lag(&self, progress: &Progress) -> Vec<serde_json::Value> {
         let log = self.bus.log();
-        let now = sluice_log::Timestamp::now().0;
         let mut out = Vec::new();
         for ((t, p), next) in &progress.next {
             let Ok(topic) = TopicName::new(t.as_str()) else {
@@ -635,18 +634,9 @@ impl Views {
             let lag = latest.map(|l| l.saturating_sub(*next));
             let mut seconds = Some(0);
             if lag.is_some_and(|l| l > 0) {
-                let f = log
-                    .fetch(
-                        &topic,
-                        PartitionId(*p),
-                        FetchRequest::new(Offset(*next)).max_records(1),
-                    )
-                    .await;
-                seconds = f.ok().and_then(|f| {
-                    f.records
-                        .first()
-                        .map(|r| ((now - r.timestamp.0).max(0) / 1000) as u64)
-                });
+                seconds = sluice_bus::event_age_seconds(&**log, &topic, *p, *next)
+                    .await
+                    .ok();
             }
             out.push(serde_json::json!({
                 "event_type": t,

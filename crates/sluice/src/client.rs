@@ -123,3 +123,16 @@ impl Answer {
         bail!("HTTP {}: {detail}", self.status)
     }
 }
+
+/// The text of a file named on the command line (`-`: stdin).
+pub fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if file == std::path::Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    Ok(text)
+}

@@ -1,6 +1,5 @@
 //! `sluice event-types list|get|create|delete` against a running server.
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -65,13 +64,7 @@ pub fn run(cmd: EventTypesCommand, config: &Config) -> anyhow::Result<()> {
 
 /// One definition or a list of them, from JSON or YAML (by extension, else by trying).
 fn read_definitions(file: &Path) -> anyhow::Result<Vec<Value>> {
-    let mut text = String::new();
-    if file == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text)?;
-    } else {
-        text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-    }
+    let text = crate::client::read_input(file)?;
     let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
     let value: Value = if yaml {
         serde_norway::from_str(&text)

@@ -1,9 +1,8 @@
 //! `sluice views create|list|get|rows|snapshot|delete` against a running server.
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Value, json};
 
 use crate::cli::ViewsCommand;
@@ -12,13 +11,7 @@ use crate::config::Config;
 
 /// The text of an SQL file (`-`: stdin).
 fn read_sql(file: &Path) -> anyhow::Result<String> {
-    let mut text = String::new();
-    if file == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text)?;
-    } else {
-        text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-    }
+    let text = crate::client::read_input(file)?;
     let sql = text.trim().trim_end_matches(';').trim().to_string();
     if sql.is_empty() {
         bail!("{} holds no SQL", file.display());

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use sluice_log::{FetchRequest, Log, PartitionId, Timestamp, TopicName};
+use sluice_log::{Log, TopicName};
 use sluice_schema::time;
 use tokio::sync::mpsc;
 
@@ -569,7 +569,6 @@ impl Subscriptions {
         let bounds = self.bounds(registry, &sub).await?;
         let committed = self.store.cursors(id);
         let session = self.sessions.lock().get(id).cloned();
-        let now_ms = Timestamp::now().0;
         let mut out: Vec<(String, Vec<PartitionStats>)> = Vec::new();
         for (key, b) in &bounds {
             let c = committed.get(key).copied().unwrap_or(CursorOffset::Begin);
@@ -642,19 +641,7 @@ impl Subscriptions {
                     },
                 };
                 let t = topic(&key.0)?;
-                let f = self
-                    .log
-                    .fetch(
-                        &t,
-                        PartitionId(key.1),
-                        FetchRequest::new(sluice_log::Offset(from)).max_records(1),
-                    )
-                    .await?;
-                Some(
-                    f.records
-                        .first()
-                        .map_or(0, |r| ((now_ms - r.timestamp.0).max(0) / 1000) as u64),
-                )
+                Some(crate::event_age_seconds(&*self.log, &t, key.1, from).await?)
             };
             let stats = PartitionStats {
                 partition: key.1,

@@ -1,4 +1,4 @@
-//! Measuring helpers: latency percentiles, the disk's own write bandwidth, RSS.
+//! Measuring helpers: latency percentiles, the disk's own write bandwidth, RSS, CPU time.
 
 use std::io::Write;
 use std::path::Path;
@@ -65,6 +65,19 @@ pub fn settle_writeback() {
 /// Resident set size of this process in MB, from /proc/self/status.
 pub fn rss_mb() -> f64 {
     memory_mb("self", "VmRSS:").unwrap_or(0.0)
+}
+
+/// CPU seconds this process used so far (user + system, all threads), from
+/// /proc/self/stat (clock ticks of 1/100 s).
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // After the command name (in parentheses), utime and stime are fields 12 and 13.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 pub fn round2(x: f64) -> f64 {

@@ -26,7 +26,7 @@ use sluice_bus::{Bus, BusConfig, Publisher};
 use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 use sluice_views::{Views, ViewsConfig};
 
-use super::measure::{Percentiles, memory_mb, round2};
+use super::measure::{Percentiles, cpu_seconds, memory_mb, round2};
 use crate::cli::BenchViewsArgs;
 
 /// How late tokio's timer may wake a sleeper (its wheel ticks in milliseconds).
@@ -58,18 +58,6 @@ struct Report {
     rss_mb_before_view: f64,
     rss_mb: f64,
     peak_rss_mb: f64,
-}
-
-/// CPU seconds this process used so far (user + system, all threads).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which is in parentheses): utime is the 14th field.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn data_type(name: &str, keys: &[&str]) -> sluice_schema::EventType {
