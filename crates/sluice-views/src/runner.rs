@@ -466,16 +466,18 @@ fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish,
         }
     }
     let batch: Vec<(&str, &Value)> = events.iter().map(|(t, v, _, _)| (t.as_str(), v)).collect();
-    let (applied, publishing) = {
+    let (applied, publish) = {
         let mut view = r.view.write();
         let applied = view.apply(&batch, on_error);
         // Decided under the view's lock: a handover (blue/green) flips it there too.
-        let publishing = r.publish.lock().clone().map(|p| {
-            let events = p.events(&r.plan, &applied.changes);
-            (p, events)
-        });
-        (applied, publishing)
+        // The events are built after it, so readers do not wait for them.
+        let publish = r.publish.lock().clone();
+        (applied, publish)
     };
+    let publishing = publish.map(|p| {
+        let events = p.events(&r.plan, &applied.changes);
+        (p, events)
+    });
     let mut progress = r.progress.lock();
     let error_of = |i: usize, message: String| {
         let (t, _, p, o) = &events[i];
