@@ -158,14 +158,18 @@ fn rows_json(plan: &Plan, view: &View) -> BTreeMap<String, Value> {
 }
 
 /// Blue/green with a derived event type: the old view stops publishing, the new one
-/// publishes the difference between the old view's rows (what consumers were told)
-/// and its own, then goes on publishing its changes. Consumers see one story.
+/// publishes the difference between the old view's rows (what consumers were told;
+/// nothing if the old version did not publish there) and its own, then goes on
+/// publishing its changes. Consumers see one story.
 pub async fn hand_over(old: &Running, new: &Running, p: Publish) {
     // Publishing is decided under a view's lock (`apply`): flip it there.
     let before = {
         let view = old.view.read();
-        *old.publish.lock() = None;
-        rows_json(&old.plan, &view)
+        // Consumers of the event type know the old rows only if it published there.
+        match old.publish.lock().take() {
+            Some(was) if was.event_type == p.event_type => rows_json(&old.plan, &view),
+            _ => BTreeMap::new(),
+        }
     };
     let events = {
         let view = new.view.read();

@@ -587,3 +587,41 @@ fn a_view_publishes_its_changes_as_a_data_event_type_anyone_can_subscribe_to() {
             .contains("select its key column")
     );
 }
+
+#[test]
+fn a_view_that_starts_publishing_when_replaced_publishes_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    let sql = "CREATE VIEW names AS SELECT sku, name FROM \"shop.product\"";
+    assert_eq!(s.post("/views", &json!({"sql": sql})).status, 201);
+    for sku in ["a", "b"] {
+        change(
+            &s,
+            "shop.product",
+            "C",
+            json!({"sku": sku, "name": sku, "brand": "x"}),
+        );
+    }
+    row_after(&s, "names", "b");
+    let r = s.put(
+        "/views/names",
+        &json!({"sql": sql, "publish_as": "shop.names"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sub =
+        json!({"owning_application": "x", "event_types": ["shop.names"], "read_from": "begin"});
+    let id = s.post("/subscriptions", &sub).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = crate::streams::Stream::open(
+        s.addr,
+        &format!("/subscriptions/{id}/events?batch_flush_timeout=1"),
+        None,
+    );
+    let mut got = read_changes(&stream, 2);
+    got.sort_by_key(|(_, d)| d["sku"].to_string());
+    assert_eq!(got[0], ("C".to_string(), json!({"sku": "a", "name": "a"})));
+    assert_eq!(got[1], ("C".to_string(), json!({"sku": "b", "name": "b"})));
+}
