@@ -15,9 +15,107 @@ pub enum Datum {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(Arc<str>),
+    Str(Text),
     /// An object or array taken whole from an event.
     Json(Arc<Value>),
+}
+
+/// How many bytes of text a value holds in place (no allocation): skus, ids, codes,
+/// brands, locations. `Datum` stays 24 bytes.
+const INLINE: usize = 22;
+
+/// Text of a value: short text in place, longer text on the heap, shared by clones.
+/// Equal texts always have the same form (the form follows from the length), and
+/// equality, order and hash are those of the bytes (UTF-8 orders as `str` does).
+#[derive(Clone)]
+pub enum Text {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Text {
+    pub fn new(s: &str) -> Text {
+        if s.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Text::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Text::Shared(Arc::from(s))
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Shared(s) => s.as_bytes(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Built from a `str` (`new`), cut at its end: always UTF-8.
+            Text::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            Text::Shared(s) => s,
+        }
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        if s.len() <= INLINE {
+            Text::new(&s)
+        } else {
+            Text::Shared(Arc::from(s))
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Text {}
+
+impl Ord for Text {
+    fn cmp(&self, other: &Text) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Text) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Hash for Text {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_bytes().hash(h);
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
 }
 
 /// A row: the values of a relation's columns, in its layout's order.
@@ -57,7 +155,7 @@ impl Key {
 
 impl Datum {
     pub fn str(s: &str) -> Datum {
-        Datum::Str(Arc::from(s))
+        Datum::Str(Text::new(s))
     }
 
     pub fn is_null(&self) -> bool {
@@ -152,7 +250,7 @@ impl Hash for Datum {
             // Int and Float are never equal (the order breaks ties by type).
             Datum::Int(i) => (2u8, i).hash(h),
             Datum::Float(f) => (3u8, f.to_bits()).hash(h),
-            Datum::Str(s) => (4u8, &**s).hash(h),
+            Datum::Str(s) => (4u8, s).hash(h),
             Datum::Json(v) => (5u8, v.to_string()).hash(h),
         }
     }
@@ -177,6 +275,30 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn text_is_inline_up_to_its_limit_and_compares_as_str() {
+        assert_eq!(std::mem::size_of::<Datum>(), 24);
+        let words = [
+            "",
+            "a",
+            "sku-000000001",
+            "ü-twenty-two-bytes-ü",
+            &"x".repeat(23),
+            "zz",
+        ];
+        for w in words {
+            let t = Text::new(w);
+            assert_eq!(t.as_str(), w);
+            assert_eq!(matches!(t, Text::Inline { .. }), w.len() <= INLINE, "{w}");
+            assert_eq!(Text::from(w.to_string()), t);
+        }
+        for a in words {
+            for b in words {
+                assert_eq!(Text::new(a).cmp(&Text::new(b)), a.cmp(b), "{a} {b}");
+            }
+        }
+    }
 
     #[test]
     fn json_round_trips_and_numbers_order_across_types() {

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::datum::{Datum, Key, Row};
+use crate::datum::{Datum, Key, Row, Text};
 use crate::expr::{Expr, truthy};
 use crate::plan::{Agg, AggFunc, JoinKind, Plan, Rel};
 
@@ -58,7 +58,71 @@ pub(crate) enum Node {
 }
 
 /// The rows of one side of a join, by join key.
-pub(crate) type Index = HashMap<Key, Vec<(Row, i64)>, Hasher>;
+pub(crate) type Index = HashMap<Key, Rows, Hasher>;
+
+/// The rows under one key with their weights: nearly always one, kept in place.
+#[derive(Clone, Debug)]
+pub enum Rows {
+    One((Row, i64)),
+    Many(Vec<(Row, i64)>),
+}
+
+impl Rows {
+    pub fn as_slice(&self) -> &[(Row, i64)] {
+        match self {
+            Rows::One(r) => std::slice::from_ref(r),
+            Rows::Many(v) => v,
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (Row, i64)> {
+        self.as_slice().iter()
+    }
+
+    /// Adds `row` `w` times; whether no row is left.
+    pub fn add(&mut self, row: Row, w: i64) -> bool {
+        let same = |r: &Row| Arc::ptr_eq(r, &row) || *r == row;
+        match self {
+            Rows::One((r, x)) if same(r) => {
+                *x += w;
+                *x == 0
+            }
+            Rows::One(first) => {
+                *self = Rows::Many(vec![first.clone(), (row, w)]);
+                false
+            }
+            Rows::Many(v) => {
+                match v.iter().position(|(r, _)| same(r)) {
+                    Some(i) => {
+                        v[i].1 += w;
+                        if v[i].1 == 0 {
+                            v.swap_remove(i);
+                        }
+                    }
+                    None => v.push((row, w)),
+                }
+                let empty = v.is_empty();
+                if v.len() == 1 {
+                    *self = Rows::One(v.pop().expect("one row"));
+                }
+                empty
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    /// The row with a positive weight (a view's visible row).
+    pub fn visible(&self) -> Option<&Row> {
+        self.iter().find(|(_, w)| *w > 0).map(|(r, _)| r)
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Join {
@@ -202,29 +266,26 @@ pub(crate) fn nulls(n: usize) -> Vec<Datum> {
     vec![Datum::Null; n]
 }
 
+impl<'a> IntoIterator for &'a Rows {
+    type Item = &'a (Row, i64);
+    type IntoIter = std::slice::Iter<'a, (Row, i64)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// Adds a row `w` times under its key (rows per key are few: a list, not a map).
 pub(crate) fn add(index: &mut Index, key: Key, row: Row, w: i64) {
     use std::collections::hash_map::Entry;
     match index.entry(key) {
         Entry::Vacant(v) => {
-            v.insert(vec![(row, w)]);
+            if w != 0 {
+                v.insert(Rows::One((row, w)));
+            }
         }
         Entry::Occupied(mut o) => {
-            let rows = o.get_mut();
-            match rows
-                .iter()
-                .position(|(r, _)| Arc::ptr_eq(r, &row) || *r == row)
-            {
-                Some(i) => {
-                    rows[i].1 += w;
-                    if rows[i].1 == 0 {
-                        rows.swap_remove(i);
-                        if rows.is_empty() {
-                            o.remove();
-                        }
-                    }
-                }
-                None => rows.push((row, w)),
+            if o.get_mut().add(row, w) {
+                o.remove();
             }
         }
     }
@@ -258,7 +319,7 @@ impl Join {
                 continue;
             };
             match self.right_index.get(&key) {
-                Some(rows) if !rows.is_empty() => {
+                Some(rows) => {
                     for (r, rw) in rows {
                         out.push((concat(&l, r), w * rw));
                     }
@@ -535,13 +596,13 @@ impl Aggregate {
 /// not unique).
 #[derive(Debug, Default)]
 pub struct Output {
-    pub rows: BTreeMap<String, Vec<(Row, i64)>>,
+    pub rows: BTreeMap<Text, Rows>,
 }
 
 /// A key whose row changed in a step: the row it had before and the row it has now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowChange {
-    pub key: String,
+    pub key: Text,
     pub before: Option<Row>,
     pub row: Option<Row>,
 }
@@ -550,35 +611,33 @@ impl Output {
     /// Integrates changes; returns the keys whose visible row changed.
     pub fn apply(&mut self, plan: &Plan, z: ZSet) -> Vec<RowChange> {
         // Keys in the order first touched, with the row each had before.
-        let mut touched: Vec<(String, Option<Row>)> = Vec::with_capacity(z.len());
-        let mut seen: HashMap<String, (), Hasher> = HashMap::default();
+        let mut touched: Vec<(Text, Option<Row>)> = Vec::with_capacity(z.len());
+        let mut seen: HashMap<Text, (), Hasher> = HashMap::default();
         for (row, w) in z {
             let key = plan.key_text(&row);
             if !seen.contains_key(&key) {
-                touched.push((key.clone(), self.get(&key).cloned()));
+                touched.push((key.clone(), self.visible(&key).cloned()));
                 seen.insert(key.clone(), ());
             }
-            let rows = match self.rows.get_mut(&key) {
-                Some(rows) => rows,
-                None => self.rows.entry(key.clone()).or_default(),
-            };
-            match rows
-                .iter_mut()
-                .find(|(r, _)| Arc::ptr_eq(r, &row) || *r == row)
-            {
-                Some((_, x)) => *x += w,
-                None => rows.push((row, w)),
-            }
-            rows.retain(|(_, x)| *x != 0);
-            if rows.is_empty() {
-                self.rows.remove(&key);
+            use std::collections::btree_map::Entry;
+            match self.rows.entry(key) {
+                Entry::Occupied(mut o) => {
+                    if o.get_mut().add(row, w) {
+                        o.remove();
+                    }
+                }
+                Entry::Vacant(v) => {
+                    if w != 0 {
+                        v.insert(Rows::One((row, w)));
+                    }
+                }
             }
         }
         touched.sort_by(|a, b| a.0.cmp(&b.0));
         touched
             .into_iter()
             .filter_map(|(key, before)| {
-                let row = self.get(&key).cloned();
+                let row = self.visible(&key).cloned();
                 (row != before).then_some(RowChange { key, before, row })
             })
             .collect()
@@ -586,10 +645,10 @@ impl Output {
 
     /// The row of a key: the one with a positive weight.
     pub fn get(&self, key: &str) -> Option<&Row> {
-        self.rows
-            .get(key)?
-            .iter()
-            .find(|(_, w)| *w > 0)
-            .map(|(r, _)| r)
+        self.visible(&Text::new(key))
+    }
+
+    fn visible(&self, key: &Text) -> Option<&Row> {
+        self.rows.get(key)?.visible()
     }
 }

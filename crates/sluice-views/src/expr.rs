@@ -2,9 +2,7 @@
 //! NULL rules (three-valued logic, NULL in, NULL out) and errors for what cannot be
 //! computed (a bad cast, a division by zero) instead of silent garbage.
 
-use std::sync::Arc;
-
-use crate::datum::Datum;
+use crate::datum::{Datum, Text};
 
 /// An expression; `C` names a column (symbolic while planning, an index once bound).
 #[derive(Clone, Debug, PartialEq)]
@@ -435,7 +433,7 @@ pub fn cast(d: Datum, t: Type) -> Result<Datum> {
     })
 }
 
-fn text(d: &Datum, f: &str) -> Result<Option<Arc<str>>> {
+fn text(d: &Datum, f: &str) -> Result<Option<Text>> {
     match d {
         Datum::Null => Ok(None),
         Datum::Str(s) => Ok(Some(s.clone())),

@@ -19,7 +19,7 @@ pub fn evaluate(plan: &Plan, scans: &[Vec<Row>]) -> Result<Vec<Row>, String> {
 pub fn view(plan: &Plan, scans: &[Vec<Row>]) -> Result<BTreeMap<String, Row>, String> {
     Ok(evaluate(plan, scans)?
         .into_iter()
-        .map(|r| (plan.key_text(&r), r))
+        .map(|r| (plan.key_text(&r).to_string(), r))
         .collect())
 }
 

@@ -7,7 +7,7 @@
 //! `bind` then lays out each node's row (a scan holds exactly the paths the view uses,
 //! key paths first) and turns every name into a position.
 
-use crate::datum::Datum;
+use crate::datum::{Datum, Text};
 use crate::expr::Expr;
 
 /// A field of an event: its path below the row (`price.amount` = ["price", "amount"]),
@@ -160,15 +160,21 @@ impl Plan {
     }
 
     /// The key of a row as text: its key values joined by `/`.
-    pub fn key_text(&self, row: &[Datum]) -> String {
+    pub fn key_text(&self, row: &[Datum]) -> Text {
+        if let [k] = self.key[..]
+            && let Datum::Str(t) = &row[k]
+        {
+            return t.clone();
+        }
         let mut out = String::new();
         for (i, k) in self.key.iter().enumerate() {
             if i > 0 {
                 out.push('/');
             }
-            out.push_str(&row[*k].to_string());
+            use std::fmt::Write;
+            let _ = write!(out, "{}", row[*k]);
         }
-        out
+        Text::from(out)
     }
 }
 

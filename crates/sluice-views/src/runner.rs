@@ -12,6 +12,7 @@ use sluice_log::{FetchRequest, Log, LogError, Offset, PartitionId, StoredRecord,
 use tokio::sync::{mpsc, watch};
 
 use crate::plan::Plan;
+use crate::source::Event;
 use crate::view::{OnError, View};
 
 /// How many records one apply takes at most (bounds how long readers wait on it).
@@ -150,10 +151,7 @@ fn rows_json(plan: &Plan, view: &View) -> BTreeMap<String, Value> {
     view.output()
         .rows
         .iter()
-        .filter_map(|(k, rows)| {
-            let (row, _) = rows.iter().find(|(_, w)| *w > 0)?;
-            Some((k.clone(), plan.row_json(row)))
-        })
+        .filter_map(|(k, rows)| Some((k.to_string(), plan.row_json(rows.visible()?))))
         .collect()
 }
 
@@ -452,15 +450,15 @@ async fn apply_loop(
 /// Applies chunks to the view; moves the offsets past what it took.
 fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish, Vec<Value>)> {
     // (event type, event, where it came from)
-    let mut events: Vec<(String, Value, u32, u64)> = Vec::new();
+    let mut events: Vec<(String, Event, u32, u64)> = Vec::new();
     let mut parse_errors = Vec::new();
+    let decoders = r.view.read().decoders();
     for c in &chunks {
-        let lean = lean(&r.plan, &c.source.0);
         for rec in &c.records {
-            match parse(rec, lean) {
-                Ok(Some(v)) => events.push((c.source.0.clone(), v, c.source.1, rec.offset.0)),
-                Ok(None) => {}
-                Err(message) => parse_errors.push(EventError {
+            match decoders.decode(&c.source.0, rec.value.as_deref(), rec.key.as_deref()) {
+                Some(Ok(v)) => events.push((c.source.0.clone(), v, c.source.1, rec.offset.0)),
+                None => {}
+                Some(Err(message)) => parse_errors.push(EventError {
                     event_type: c.source.0.clone(),
                     partition: c.source.1,
                     offset: rec.offset.0,
@@ -469,10 +467,10 @@ fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish,
             }
         }
     }
-    let batch: Vec<(&str, &Value)> = events.iter().map(|(t, v, _, _)| (t.as_str(), v)).collect();
+    let batch: Vec<(&str, &Event)> = events.iter().map(|(t, v, _, _)| (t.as_str(), v)).collect();
     let (applied, publish) = {
         let mut view = r.view.write();
-        let applied = view.apply(&batch, on_error);
+        let applied = view.apply_events(&batch, on_error);
         // Decided under the view's lock: a handover (blue/green) flips it there too.
         // The events are built after it, so readers do not wait for them.
         let publish = r.publish.lock().clone();
@@ -533,49 +531,4 @@ fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish,
     drop(progress);
     r.applied.send_modify(|n| *n += 1);
     publishing
-}
-
-/// Whether the view reads only `data_op` and `data` of an event type's events (data
-/// change events, no metadata field used): then the rest is skipped, not built.
-fn lean(plan: &Plan, event_type: &str) -> bool {
-    plan.scans
-        .iter()
-        .filter(|s| s.event_type == event_type)
-        .all(|s| {
-            s.info.data_change
-                && s.columns
-                    .iter()
-                    .all(|p| !p.is_empty() && p[0] != "metadata")
-        })
-}
-
-/// The part of a data change event a lean view reads.
-#[derive(serde::Deserialize)]
-struct DataChange {
-    data_op: Option<String>,
-    data: Option<Value>,
-}
-
-/// An event as JSON; a compaction tombstone as a delete of its key.
-fn parse(rec: &StoredRecord, lean: bool) -> Result<Option<Value>, String> {
-    match &rec.value {
-        Some(v) if lean => {
-            let d: DataChange = serde_json::from_slice(v).map_err(|e| format!("not JSON: {e}"))?;
-            let mut event = serde_json::Map::new();
-            if let Some(op) = d.data_op {
-                event.insert("data_op".into(), Value::String(op));
-            }
-            if let Some(data) = d.data {
-                event.insert("data".into(), data);
-            }
-            Ok(Some(Value::Object(event)))
-        }
-        Some(v) => serde_json::from_slice(v)
-            .map(Some)
-            .map_err(|e| format!("not JSON: {e}")),
-        None => Ok(rec
-            .key
-            .as_deref()
-            .map(|k| crate::source::tombstone(&String::from_utf8_lossy(k)))),
-    }
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
 use sluice_log::{PartitionId, Record, StoredRecord, TopicName};
 
+use crate::datum::Text;
 use crate::lifecycle::reconcile_loop;
 use crate::plan::Plan;
 use crate::runner::{Progress, Running};
@@ -501,17 +502,17 @@ impl Views {
         let r = self.serving(name)?;
         let view = r.view.read();
         let from = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
-            _ => Bound::Included(prefix.to_string()),
+            Some(a) if a >= prefix => Bound::Excluded(Text::new(a)),
+            _ => Bound::Included(Text::new(prefix)),
         };
         Ok(view
             .output()
             .rows
             .range((from, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(_, rows)| rows.iter().find(|(_, w)| *w > 0))
+            .filter_map(|(_, rows)| rows.visible())
             .take(limit)
-            .map(|(row, _)| r.plan.row_json(row))
+            .map(|row| r.plan.row_json(row))
             .collect())
     }
 

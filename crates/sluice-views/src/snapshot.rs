@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::codec::{Damaged, Reader, Result, Writer};
-use crate::engine::{Acc, Group, Node, add, join_key};
+use crate::engine::{Acc, Group, Node, Rows, add, join_key};
 use crate::plan::Plan;
 use crate::runner::SourcePartition;
 use crate::view::View;
@@ -49,7 +49,7 @@ pub fn encode(view: &View, sql: &str, offsets: &BTreeMap<SourcePartition, u64>) 
         }
     }
     encode_node(&view.root, &mut w);
-    w.u64(view.output.rows.values().map(Vec::len).sum::<usize>() as u64);
+    w.u64(view.output.rows.values().map(Rows::len).sum::<usize>() as u64);
     for rows in view.output.rows.values() {
         for (row, weight) in rows {
             w.row(row);
@@ -163,7 +163,14 @@ pub fn decode(
         let row = r.row()?;
         let weight = r.i64()?;
         let key = view.plan().key_text(&row);
-        view.output.rows.entry(key).or_default().push((row, weight));
+        match view.output.rows.get_mut(&key) {
+            Some(rows) => {
+                rows.add(row, weight);
+            }
+            None => {
+                view.output.rows.insert(key, Rows::One((row, weight)));
+            }
+        }
     }
     if !r.is_empty() {
         return Err(Damaged("bytes after the state".into()));

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::engine::{Node, Output, RowChange, ZSet};
-use crate::plan::Plan;
-use crate::source::{SourceTable, Undo, change};
+use crate::plan::{Plan, Scan};
+use crate::source::{Decoder, Event, SourceTable, Undo};
 
 /// What a view does with an event it cannot compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,11 +40,45 @@ pub struct Applied {
     pub taken: usize,
 }
 
+/// The decoder of each event type a view reads.
+#[derive(Debug)]
+pub struct Decoders(HashMap<String, Decoder>);
+
+impl Decoders {
+    fn new(plan: &Plan) -> Decoders {
+        let mut by_type: HashMap<&str, Vec<(usize, &Scan)>> = HashMap::new();
+        for (i, s) in plan.scans.iter().enumerate() {
+            by_type.entry(&s.event_type).or_default().push((i, s));
+        }
+        Decoders(
+            by_type
+                .into_iter()
+                .map(|(t, scans)| (t.to_string(), Decoder::new(scans)))
+                .collect(),
+        )
+    }
+
+    /// An event of `event_type` from its stored bytes (a record without a value is a
+    /// compaction tombstone of `key`); `None` when the view does not read the type.
+    pub fn decode(
+        &self,
+        event_type: &str,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+    ) -> Option<Result<Event, String>> {
+        let d = self.0.get(event_type)?;
+        Some(match (value, key) {
+            (Some(v), _) => d.decode(v),
+            (None, Some(k)) => Ok(Event::Tombstone(String::from_utf8_lossy(k).into_owned())),
+            (None, None) => Err("a record with neither value nor key".into()),
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct View {
     plan: Arc<Plan>,
-    /// The scans reading each event type.
-    readers: HashMap<String, Vec<usize>>,
+    decoders: Arc<Decoders>,
     pub(crate) tables: Vec<SourceTable>,
     pub(crate) root: Node,
     pub(crate) output: Output,
@@ -63,14 +97,11 @@ impl View {
 
     /// A view with no state at all (to be filled from a snapshot).
     pub(crate) fn empty(plan: Arc<Plan>) -> View {
-        let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, s) in plan.scans.iter().enumerate() {
-            readers.entry(s.event_type.clone()).or_default().push(i);
-        }
+        let decoders = Arc::new(Decoders::new(&plan));
         View {
             tables: plan.scans.iter().map(|_| SourceTable::default()).collect(),
             root: Node::build(&plan.root, &plan),
-            readers,
+            decoders,
             output: Output::default(),
             plan,
         }
@@ -86,11 +117,30 @@ impl View {
 
     /// The event types the view reads.
     pub fn sources(&self) -> impl Iterator<Item = &str> {
-        self.readers.keys().map(String::as_str)
+        self.decoders.0.keys().map(String::as_str)
     }
 
-    /// Applies a batch of (event type, event) in order.
+    /// What reads events for this view (shared: events are decoded outside its lock).
+    pub fn decoders(&self) -> Arc<Decoders> {
+        self.decoders.clone()
+    }
+
+    /// Applies a batch of (event type, event as JSON) in order.
     pub fn apply(&mut self, batch: &[(&str, &Value)], policy: OnError) -> Applied {
+        let events: Vec<Option<Event>> = batch
+            .iter()
+            .map(|(t, v)| self.decoders.0.get(*t).map(|d| d.read(v)))
+            .collect();
+        let batch: Vec<(&str, &Event)> = batch
+            .iter()
+            .zip(&events)
+            .filter_map(|((t, _), e)| Some((*t, e.as_ref()?)))
+            .collect();
+        self.apply_events(&batch, policy)
+    }
+
+    /// Applies a batch of (event type, decoded event) in order.
+    pub fn apply_events(&mut self, batch: &[(&str, &Event)], policy: OnError) -> Applied {
         if let Ok(changes) = self.try_apply(batch) {
             return Applied {
                 changes,
@@ -116,17 +166,18 @@ impl View {
     }
 
     /// Applies a batch, or nothing and the first error.
-    fn try_apply(&mut self, batch: &[(&str, &Value)]) -> Result<Vec<RowChange>, String> {
+    fn try_apply(&mut self, batch: &[(&str, &Event)]) -> Result<Vec<RowChange>, String> {
         let mut deltas = vec![ZSet::new(); self.plan.scans.len()];
         let mut journal: Vec<(usize, Undo)> = Vec::new();
         let mut failure = None;
         'events: for (event_type, event) in batch {
-            let Some(scans) = self.readers.get(*event_type) else {
+            let Some(decoder) = self.decoders.0.get(*event_type) else {
                 continue;
             };
-            for &s in scans {
+            for (k, (s, _)) in decoder.scans.iter().enumerate() {
+                let s = *s;
                 let scan = &self.plan.scans[s];
-                match change(scan, event) {
+                match decoder.change(scan, k, event) {
                     Ok(c) => {
                         let (rows, undo) = self.tables[s].apply(scan, c);
                         deltas[s].extend(rows);

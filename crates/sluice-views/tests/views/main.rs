@@ -1,6 +1,7 @@
 //! The view engine against its reference: SQL compiled, events applied incrementally,
 //! and the result held to a from-scratch evaluation after every step.
 
+mod decode;
 mod model;
 mod sql;
 

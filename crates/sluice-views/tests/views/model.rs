@@ -127,8 +127,9 @@ fn engine_rows(view: &View) -> BTreeMap<String, Row> {
         .iter()
         .map(|(k, rows)| {
             assert_eq!(rows.len(), 1, "key {k}: {rows:?}");
-            assert_eq!(rows[0].1, 1, "key {k}: {rows:?}");
-            (k.clone(), rows[0].0.clone())
+            let (row, weight) = &rows.as_slice()[0];
+            assert_eq!(*weight, 1, "key {k}: {rows:?}");
+            (k.to_string(), row.clone())
         })
         .collect()
 }
