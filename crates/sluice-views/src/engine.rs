@@ -21,32 +21,6 @@ pub type ZSet = Vec<(Row, i64)>;
 
 type Hasher = foldhash::fast::RandomState;
 
-/// Merges equal rows and drops those whose weights cancel.
-pub fn consolidate(z: ZSet) -> ZSet {
-    if z.len() <= 1 {
-        return z.into_iter().filter(|(_, w)| *w != 0).collect();
-    }
-    let mut sum: HashMap<Row, i64, Hasher> =
-        HashMap::with_capacity_and_hasher(z.len(), Hasher::default());
-    let mut order = Vec::with_capacity(z.len());
-    for (row, w) in z {
-        match sum.get_mut(&row) {
-            Some(x) => *x += w,
-            None => {
-                order.push(row.clone());
-                sum.insert(row, w);
-            }
-        }
-    }
-    order
-        .into_iter()
-        .filter_map(|r| {
-            let w = sum[&r];
-            (w != 0).then_some((r, w))
-        })
-        .collect()
-}
-
 /// The operators of a plan with their state.
 #[derive(Debug)]
 pub(crate) enum Node {
@@ -217,7 +191,9 @@ impl Node {
                         Err(e) => errors.push(e.0),
                     }
                 }
-                consolidate(out)
+                // Not consolidated (rows a projection made equal may cancel): every
+                // consumer sums weights per row or key.
+                out
             }
             Node::Join(j) => j.step(scans, errors),
             Node::Aggregate(a) => a.step(scans, errors),
@@ -329,28 +305,26 @@ impl Join {
             }
             add(&mut self.left_index, key, l, w);
         }
-        // L' x dR (L with dL), and the padding that appears or goes with R's keys.
-        let mut by_key: HashMap<Key, ZSet, Hasher> = HashMap::default();
+        // L' x dR (L with dL), and the padding that appears or goes with R's keys,
+        // row by row: the padding's changes per row add up to its change per key.
         for (r, w) in dr {
-            match join_key(&self.right_keys, &r) {
-                Ok(Some(key)) => by_key.entry(key).or_default().push((r, w)),
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        for (key, rows) in by_key {
-            let before = count(&self.right_index, &key);
-            if let Some(ls) = self.left_index.get(&key) {
-                for (r, rw) in &rows {
-                    for (l, lw) in ls {
-                        out.push((concat(l, r), lw * rw));
-                    }
+            let key = match join_key(&self.right_keys, &r) {
+                Ok(Some(key)) => key,
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let ls = self.left_index.get(&key);
+            if let Some(ls) = ls {
+                for (l, lw) in ls {
+                    out.push((concat(l, &r), lw * w));
                 }
             }
-            for (r, w) in rows {
+            if self.kind == JoinKind::Left && ls.is_some() {
+                let before = count(&self.right_index, &key);
                 add(&mut self.right_index, key.clone(), r, w);
-            }
-            if self.kind == JoinKind::Left {
                 let after = count(&self.right_index, &key);
                 let sign = match (before > 0, after > 0) {
                     (false, true) => -1,
@@ -364,6 +338,8 @@ impl Join {
                         out.push((concat(l, &pad), sign * lw));
                     }
                 }
+            } else {
+                add(&mut self.right_index, key, r, w);
             }
         }
         // Not consolidated: every consumer sums weights per row or key anyway.

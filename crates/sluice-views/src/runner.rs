@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
-use sluice_log::{FetchRequest, Log, LogError, Offset, PartitionId, StoredRecord, TopicName};
+use sluice_log::{FetchRequest, Log, LogError, Offset, PartitionId, TopicName};
 use tokio::sync::{mpsc, watch};
 
 use crate::plan::Plan;
@@ -242,7 +242,9 @@ impl Drop for Running {
 /// Records read from one source partition.
 struct Chunk {
     source: SourcePartition,
-    records: Vec<StoredRecord>,
+    /// Each record's offset and what it is to the view (decoded by the reader, so
+    /// the apply loop only applies).
+    events: Vec<(u64, Result<Event, String>)>,
     next: u64,
 }
 
@@ -343,14 +345,18 @@ async fn read(
     let Ok(topic) = TopicName::new(source.0.as_str()) else {
         return;
     };
+    let Some(decoders) = running.upgrade().map(|r| r.view.read().decoders()) else {
+        return;
+    };
     loop {
         if running.strong_count() == 0 {
             return;
         }
-        // About what BATCH records take: the log reads max_bytes at once.
+        // Several batches at once (fewer reads of a log batch the last fetch ended
+        // inside), handed on BATCH records at a time.
         let request = FetchRequest::new(Offset(from))
-            .max_records(BATCH)
-            .max_bytes(256 << 10)
+            .max_records(4 * BATCH)
+            .max_bytes(1 << 20)
             .max_wait(POLL);
         match log.fetch(&topic, PartitionId(source.1), request).await {
             Ok(f) => {
@@ -361,13 +367,31 @@ async fn read(
                     continue;
                 }
                 from = f.next.0;
-                let chunk = Chunk {
-                    source: source.clone(),
-                    records: f.records,
-                    next: from,
-                };
-                if tx.send(chunk).await.is_err() {
-                    return;
+                let mut events: Vec<(u64, Result<Event, String>)> = f
+                    .records
+                    .into_iter()
+                    .filter_map(|rec| {
+                        let event =
+                            decoders.decode(&source.0, rec.value.as_deref(), rec.key.as_deref())?;
+                        Some((rec.offset.0, event))
+                    })
+                    .collect();
+                let mut pieces = Vec::new();
+                while events.len() > BATCH {
+                    let rest = events.split_off(BATCH);
+                    let next = rest[0].0;
+                    pieces.push((std::mem::replace(&mut events, rest), next));
+                }
+                pieces.push((events, from));
+                for (events, next) in pieces {
+                    let chunk = Chunk {
+                        source: source.clone(),
+                        events,
+                        next,
+                    };
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
                 }
             }
             Err(LogError::OffsetOutOfRange { earliest, .. }) if earliest > from => {
@@ -420,11 +444,11 @@ async fn apply_loop(
         let Some(first) = first else { continue };
         dirty = true;
         let mut chunks = vec![first];
-        let mut records = chunks[0].records.len();
+        let mut records = chunks[0].events.len();
         while records < BATCH {
             match rx.try_recv() {
                 Ok(c) => {
-                    records += c.records.len();
+                    records += c.events.len();
                     chunks.push(c);
                 }
                 Err(_) => break,
@@ -448,20 +472,18 @@ async fn apply_loop(
 }
 
 /// Applies chunks to the view; moves the offsets past what it took.
-fn apply(r: &Running, chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish, Vec<Value>)> {
+fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish, Vec<Value>)> {
     // (event type, event, where it came from)
     let mut events: Vec<(String, Event, u32, u64)> = Vec::new();
     let mut parse_errors = Vec::new();
-    let decoders = r.view.read().decoders();
-    for c in &chunks {
-        for rec in &c.records {
-            match decoders.decode(&c.source.0, rec.value.as_deref(), rec.key.as_deref()) {
-                Some(Ok(v)) => events.push((c.source.0.clone(), v, c.source.1, rec.offset.0)),
-                None => {}
-                Some(Err(message)) => parse_errors.push(EventError {
+    for c in &mut chunks {
+        for (offset, event) in c.events.drain(..) {
+            match event {
+                Ok(v) => events.push((c.source.0.clone(), v, c.source.1, offset)),
+                Err(message) => parse_errors.push(EventError {
                     event_type: c.source.0.clone(),
                     partition: c.source.1,
-                    offset: rec.offset.0,
+                    offset,
                     message,
                 }),
             }

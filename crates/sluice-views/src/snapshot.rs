@@ -43,8 +43,8 @@ pub fn encode(view: &View, sql: &str, offsets: &BTreeMap<SourcePartition, u64>) 
         w.u64(*next);
     }
     for table in &view.tables {
-        w.u64(table.rows.len() as u64);
-        for row in table.rows.values() {
+        w.u64(table.len() as u64);
+        for row in table.rows() {
             w.row(row);
         }
     }
@@ -147,15 +147,15 @@ pub fn decode(
     for (s, table) in view.tables.iter_mut().enumerate() {
         let key_len = plan.scans[s].key_len;
         let n = r.len()?;
-        table.rows.reserve(n);
+        table.reserve(n);
         for _ in 0..n {
             let row = r.row()?;
             if row.len() < key_len {
                 return Err(Damaged("a source row shorter than its key".into()));
             }
-            table
-                .rows
-                .insert(crate::datum::Key::from_slice(&row[..key_len]), row);
+            if table.put(row).is_some() {
+                return Err(Damaged("two source rows with one key".into()));
+            }
         }
     }
     decode_node(&mut view.root, &mut r)?;

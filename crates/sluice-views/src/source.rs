@@ -2,14 +2,15 @@
 //! row per key) turned into changes with weights, -1 for the row a key had, +1 for the
 //! row it has now.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use hashbrown::{HashTable, hash_table};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::datum::{Datum, Key, Row};
+use crate::datum::{Datum, Row};
 use crate::plan::{Scan, SourceKind};
 
 /// What an event does to its source.
@@ -388,52 +389,121 @@ fn whole_row(event: &Value, row: &Value, data_change: bool) -> Datum {
     }
 }
 
-/// The current rows of one scan's source, by key (tables only).
-#[derive(Debug, Default)]
+/// The current rows of one scan's source (tables only): one row per key, found by
+/// the key columns the row starts with (so the key is not stored twice).
+#[derive(Debug)]
 pub struct SourceTable {
-    pub rows: HashMap<Key, Row, foldhash::fast::RandomState>,
+    key_len: usize,
+    rows: HashTable<Row>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl SourceTable {
-    /// Applies a change; returns the weighted rows it makes, and what undoes it.
-    pub fn apply(&mut self, scan: &Scan, change: Change) -> (Vec<(Row, i64)>, Undo) {
+    pub fn new(key_len: usize) -> SourceTable {
+        SourceTable {
+            key_len,
+            rows: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn hash(&self, key: &[Datum]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter()
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        let (n_key, hasher) = (self.key_len, &self.hasher);
+        self.rows.reserve(n, |r| hasher.hash_one(&r[..n_key]));
+    }
+
+    /// Puts a row in place of the one with its key; the row it replaced.
+    pub fn put(&mut self, row: Row) -> Option<Row> {
+        let n = self.key_len;
+        let hash = self.hash(&row[..n]);
+        let hasher = &self.hasher;
+        match self
+            .rows
+            .entry(hash, |r| r[..n] == row[..n], |r| hasher.hash_one(&r[..n]))
+        {
+            hash_table::Entry::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), row)),
+            hash_table::Entry::Vacant(v) => {
+                v.insert(row);
+                None
+            }
+        }
+    }
+
+    /// Takes out the row with this key.
+    pub fn take(&mut self, key: &[Datum]) -> Option<Row> {
+        let n = self.key_len;
+        let hash = self.hash(key);
+        self.rows
+            .find_entry(hash, |r| r[..n] == *key)
+            .ok()
+            .map(|o| o.remove().0)
+    }
+
+    /// Applies a change: pushes the weighted rows it makes to `out`; what undoes it.
+    pub fn apply(&mut self, scan: &Scan, change: Change, out: &mut Vec<(Row, i64)>) -> Undo {
         match (&scan.info.kind, change) {
-            (SourceKind::Stream, Change::Upsert(row)) => (vec![(row.clone(), 1)], Undo::Stream),
-            (SourceKind::Stream, Change::Delete(_)) => (Vec::new(), Undo::Stream),
-            (SourceKind::Table { .. }, Change::Upsert(row)) => {
-                let key = Key::from_slice(&row[..scan.key_len]);
-                let old = self.rows.insert(key.clone(), row.clone());
-                let mut out = Vec::with_capacity(2);
-                match &old {
-                    Some(o) if *o == row => return (out, Undo::Restore(key, old)),
-                    Some(o) => out.push((o.clone(), -1)),
-                    None => {}
-                }
+            (SourceKind::Stream, Change::Upsert(row)) => {
                 out.push((row, 1));
-                (out, Undo::Restore(key, old))
+                Undo::Nothing
             }
-            (SourceKind::Table { .. }, Change::Delete(key)) => {
-                let key = Key::from_vec(key);
-                let old = self.rows.remove(&key);
-                let out = old.iter().map(|o| (o.clone(), -1)).collect();
-                (out, Undo::Restore(key, old))
-            }
+            (SourceKind::Stream, Change::Delete(_)) => Undo::Nothing,
+            (SourceKind::Table { .. }, Change::Upsert(row)) => match self.put(row.clone()) {
+                Some(old) if old == row => Undo::Put(old),
+                Some(old) => {
+                    out.push((old.clone(), -1));
+                    out.push((row, 1));
+                    Undo::Put(old)
+                }
+                None => {
+                    out.push((row.clone(), 1));
+                    Undo::Remove(row)
+                }
+            },
+            (SourceKind::Table { .. }, Change::Delete(key)) => match self.take(&key) {
+                Some(old) => {
+                    out.push((old.clone(), -1));
+                    Undo::Put(old)
+                }
+                None => Undo::Nothing,
+            },
         }
     }
 
     pub fn undo(&mut self, undo: Undo) {
-        if let Undo::Restore(key, old) = undo {
-            match old {
-                Some(row) => self.rows.insert(key, row),
-                None => self.rows.remove(&key),
-            };
+        match undo {
+            Undo::Nothing => {}
+            Undo::Put(row) => {
+                self.put(row);
+            }
+            Undo::Remove(row) => {
+                self.take(&row[..self.key_len]);
+            }
         }
     }
 }
 
-/// How to take a change back.
+/// How to take a change to a source table back.
 #[derive(Debug)]
 pub enum Undo {
-    Stream,
-    Restore(Key, Option<Row>),
+    Nothing,
+    /// Put this row back (in place of the one with its key).
+    Put(Row),
+    /// Remove the row with this row's key.
+    Remove(Row),
 }

@@ -99,7 +99,11 @@ impl View {
     pub(crate) fn empty(plan: Arc<Plan>) -> View {
         let decoders = Arc::new(Decoders::new(&plan));
         View {
-            tables: plan.scans.iter().map(|_| SourceTable::default()).collect(),
+            tables: plan
+                .scans
+                .iter()
+                .map(|s| SourceTable::new(s.key_len))
+                .collect(),
             root: Node::build(&plan.root, &plan),
             decoders,
             output: Output::default(),
@@ -179,8 +183,7 @@ impl View {
                 let scan = &self.plan.scans[s];
                 match decoder.change(scan, k, event) {
                     Ok(c) => {
-                        let (rows, undo) = self.tables[s].apply(scan, c);
-                        deltas[s].extend(rows);
+                        let undo = self.tables[s].apply(scan, c, &mut deltas[s]);
                         journal.push((s, undo));
                     }
                     Err(e) => {
