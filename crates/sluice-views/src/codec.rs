@@ -83,11 +83,17 @@ pub type Result<T> = std::result::Result<T, Damaged>;
 pub struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
+    /// A row's values as they are read (a row is then one allocation).
+    scratch: Vec<Datum>,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, at: 0 }
+        Reader {
+            buf,
+            at: 0,
+            scratch: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,11 +177,14 @@ impl<'a> Reader<'a> {
 
     pub fn row(&mut self) -> Result<Row> {
         let n = self.len()?;
-        let mut out = Vec::with_capacity(n);
+        self.scratch.clear();
         for _ in 0..n {
-            out.push(self.datum()?);
+            let d = self.datum()?;
+            self.scratch.push(d);
         }
-        Ok(Row::from(out))
+        let row = Row::from(&self.scratch[..]);
+        self.scratch.clear();
+        Ok(row)
     }
 }
 

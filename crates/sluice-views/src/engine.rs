@@ -250,6 +250,22 @@ impl<'a> IntoIterator for &'a Rows {
     }
 }
 
+/// Adds a row `w` times to a key's rows, which may be none.
+fn add_to(slot: &mut Option<Rows>, row: Row, w: i64) {
+    let emptied = match slot {
+        Some(rows) => rows.add(row, w),
+        None => {
+            if w != 0 {
+                *slot = Some(Rows::One((row, w)));
+            }
+            false
+        }
+    };
+    if emptied {
+        *slot = None;
+    }
+}
+
 /// Adds a row `w` times under its key (rows per key are few: a list, not a map).
 pub(crate) fn add(index: &mut Index, key: Key, row: Row, w: i64) {
     use std::collections::hash_map::Entry;
@@ -368,7 +384,7 @@ pub(crate) enum Acc {
 }
 
 impl Acc {
-    fn new(func: AggFunc) -> Acc {
+    pub(crate) fn new(func: AggFunc) -> Acc {
         match func {
             AggFunc::Count => Acc::Count(0),
             AggFunc::Sum | AggFunc::Avg => Acc::Sum {
@@ -584,39 +600,49 @@ pub struct RowChange {
 }
 
 impl Output {
-    /// Integrates changes; returns the keys whose visible row changed.
+    /// Integrates changes; returns the keys whose visible row changed, in key order.
     pub fn apply(&mut self, plan: &Plan, z: ZSet) -> Vec<RowChange> {
-        // Keys in the order first touched, with the row each had before.
-        let mut touched: Vec<(Text, Option<Row>)> = Vec::with_capacity(z.len());
-        let mut seen: HashMap<Text, (), Hasher> = HashMap::default();
-        for (row, w) in z {
-            let key = plan.key_text(&row);
-            if !seen.contains_key(&key) {
-                touched.push((key.clone(), self.visible(&key).cloned()));
-                seen.insert(key.clone(), ());
+        use std::collections::btree_map::Entry;
+        let mut keyed: Vec<(Text, Row, i64)> = z
+            .into_iter()
+            .map(|(row, w)| (plan.key_text(&row), row, w))
+            .collect();
+        // Stable: a key's changes stay in their order. Each key is looked up once.
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut changes = Vec::new();
+        let mut keyed = keyed.into_iter().peekable();
+        while let Some((key, row, w)) = keyed.next() {
+            // The key's rows taken out (an empty list left in place) and put back.
+            let mut entry = self.rows.entry(key.clone());
+            let mut slot = match &mut entry {
+                Entry::Occupied(o) => Some(std::mem::replace(o.get_mut(), Rows::Many(Vec::new()))),
+                Entry::Vacant(_) => None,
+            };
+            let before = slot.as_ref().and_then(Rows::visible).cloned();
+            add_to(&mut slot, row, w);
+            while let Some((_, row, w)) = keyed.next_if(|(k, _, _)| *k == key) {
+                add_to(&mut slot, row, w);
             }
-            use std::collections::btree_map::Entry;
-            match self.rows.entry(key) {
-                Entry::Occupied(mut o) => {
-                    if o.get_mut().add(row, w) {
-                        o.remove();
-                    }
+            let after = slot.as_ref().and_then(Rows::visible).cloned();
+            match (entry, slot) {
+                (Entry::Occupied(mut o), Some(rows)) => *o.get_mut() = rows,
+                (Entry::Occupied(o), None) => {
+                    o.remove();
                 }
-                Entry::Vacant(v) => {
-                    if w != 0 {
-                        v.insert(Rows::One((row, w)));
-                    }
+                (Entry::Vacant(v), Some(rows)) => {
+                    v.insert(rows);
                 }
+                (Entry::Vacant(_), None) => {}
+            }
+            if before != after {
+                changes.push(RowChange {
+                    key,
+                    before,
+                    row: after,
+                });
             }
         }
-        touched.sort_by(|a, b| a.0.cmp(&b.0));
-        touched
-            .into_iter()
-            .filter_map(|(key, before)| {
-                let row = self.visible(&key).cloned();
-                (row != before).then_some(RowChange { key, before, row })
-            })
-            .collect()
+        changes
     }
 
     /// The row of a key: the one with a positive weight.

@@ -7,27 +7,100 @@
 //! ```text
 //! "SLUICEVW" | version u32 LE | fingerprint of the SQL (u64 LE)
 //! | offsets: n, (event type, partition, next offset)*
-//! | source tables, operators (pre-order), output rows
+//! | sections: n, (byte length, bytes)*
 //! | CRC32C of all the bytes before (u32 LE)
 //! ```
+//!
+//! A section is one part of the state: each source table, each join's two indexes and
+//! each aggregate's groups (operators in pre-order), and the output rows (in key
+//! order). Sections are independent, so a load decodes them on all cores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::codec::{Damaged, Reader, Result, Writer};
-use crate::engine::{Acc, Group, Node, Rows, add, join_key};
-use crate::plan::Plan;
+use crate::datum::{Key, Text};
+use crate::engine::{Acc, Group, Index, Node, Output, Rows, add, join_key};
+use crate::expr::Expr;
+use crate::plan::{Agg, Plan};
 use crate::runner::SourcePartition;
+use crate::source::SourceTable;
 use crate::view::View;
 
 const MAGIC: &[u8; 8] = b"SLUICEVW";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Identifies the SQL a state was computed for: state of other SQL is not loaded.
 pub fn fingerprint(sql: &str) -> u64 {
     let crc = u64::from(crc32c::crc32c(sql.as_bytes()));
     (crc << 32) | (sql.len() as u64 & 0xffff_ffff)
+}
+
+/// One independent part of a view's state, borrowed to be written or filled.
+enum Part<'a> {
+    Table(&'a mut SourceTable),
+    Index(&'a [Expr], &'a mut Index),
+    Groups {
+        aggs: &'a [Agg],
+        started: &'a mut bool,
+        groups: &'a mut HashMap<Key, Group, foldhash::fast::RandomState>,
+    },
+    Output(&'a Plan, &'a mut Output),
+}
+
+/// Parts of a state with their sections' bytes.
+type Work<'a> = Vec<(Part<'a>, &'a [u8])>;
+
+/// The parts of a view's state, in file order.
+fn parts(view: &mut View) -> Vec<Part<'_>> {
+    fn of_node<'a>(node: &'a mut Node, out: &mut Vec<Part<'a>>) {
+        match node {
+            Node::Scan(_) => {}
+            Node::Filter(input, _) | Node::Map(input, _) => of_node(input, out),
+            Node::Join(j) => {
+                let crate::engine::Join {
+                    left,
+                    right,
+                    left_keys,
+                    right_keys,
+                    left_index,
+                    right_index,
+                    ..
+                } = &mut **j;
+                of_node(left, out);
+                of_node(right, out);
+                out.push(Part::Index(left_keys, left_index));
+                out.push(Part::Index(right_keys, right_index));
+            }
+            Node::Aggregate(a) => {
+                let crate::engine::Aggregate {
+                    input,
+                    aggs,
+                    groups,
+                    started,
+                    ..
+                } = &mut **a;
+                of_node(input, out);
+                out.push(Part::Groups {
+                    aggs,
+                    started,
+                    groups,
+                });
+            }
+        }
+    }
+    let View {
+        plan,
+        tables,
+        root,
+        output,
+        ..
+    } = view;
+    let mut out: Vec<Part<'_>> = tables.iter_mut().map(Part::Table).collect();
+    of_node(root, &mut out);
+    out.push(Part::Output(plan, output));
+    out
 }
 
 /// The bytes of a view's state and the offsets it reflects.
@@ -42,78 +115,102 @@ pub fn encode(view: &View, sql: &str, offsets: &BTreeMap<SourcePartition, u64>) 
         w.u64(u64::from(*p));
         w.u64(*next);
     }
+    w.u64((view.tables.len() + node_parts(&view.root) + 1) as u64);
+    let mut section = Writer::default();
+    let mut put = |w: &mut Writer, f: &dyn Fn(&mut Writer)| {
+        section.buf.clear();
+        f(&mut section);
+        w.bytes(&section.buf);
+    };
     for table in &view.tables {
-        w.u64(table.len() as u64);
-        for row in table.rows() {
-            w.row(row);
-        }
+        put(&mut w, &|s| {
+            s.u64(table.len() as u64);
+            for row in table.rows() {
+                s.row(row);
+            }
+        });
     }
-    encode_node(&view.root, &mut w);
-    w.u64(view.output.rows.values().map(Rows::len).sum::<usize>() as u64);
-    for rows in view.output.rows.values() {
-        for (row, weight) in rows {
-            w.row(row);
-            w.i64(*weight);
-        }
-    }
+    encode_node(&view.root, &mut w, &mut put);
+    put(&mut w, &|s| encode_rows(s, view.output.rows.values()));
     let crc = crc32c::crc32c(&w.buf);
     w.buf.extend_from_slice(&crc.to_le_bytes());
     w.buf
 }
 
-fn encode_node(node: &Node, w: &mut Writer) {
+/// How many sections a node's state takes.
+fn node_parts(node: &Node) -> usize {
+    match node {
+        Node::Scan(_) => 0,
+        Node::Filter(input, _) | Node::Map(input, _) => node_parts(input),
+        Node::Join(j) => node_parts(&j.left) + node_parts(&j.right) + 2,
+        Node::Aggregate(a) => node_parts(&a.input) + 1,
+    }
+}
+
+type Put<'a> = dyn FnMut(&mut Writer, &dyn Fn(&mut Writer)) + 'a;
+
+fn encode_node(node: &Node, w: &mut Writer, put: &mut Put<'_>) {
     match node {
         Node::Scan(_) => {}
-        Node::Filter(input, _) | Node::Map(input, _) => encode_node(input, w),
+        Node::Filter(input, _) | Node::Map(input, _) => encode_node(input, w, put),
         Node::Join(j) => {
-            encode_node(&j.left, w);
-            encode_node(&j.right, w);
+            encode_node(&j.left, w, put);
+            encode_node(&j.right, w, put);
             for index in [&j.left_index, &j.right_index] {
-                w.u64(index.values().map(|rows| rows.len()).sum::<usize>() as u64);
-                for rows in index.values() {
-                    for (row, weight) in rows {
-                        w.row(row);
-                        w.i64(*weight);
-                    }
-                }
+                put(w, &|s| encode_rows(s, index.values()));
             }
         }
         Node::Aggregate(a) => {
-            encode_node(&a.input, w);
-            w.buf.push(u8::from(a.started));
-            w.u64(a.groups.len() as u64);
-            for (key, g) in &a.groups {
-                w.row(key.values());
-                w.i64(g.rows);
-                for acc in &g.accs {
-                    match acc {
-                        Acc::Count(n) => w.i64(*n),
-                        Acc::Sum {
-                            ints,
-                            floats,
-                            float_values,
-                            values,
-                        } => {
-                            w.i128(*ints);
-                            w.f64(*floats);
-                            w.i64(*float_values);
-                            w.i64(*values);
-                        }
-                        Acc::Extreme(m) => {
-                            w.u64(m.len() as u64);
-                            for (d, n) in m {
-                                w.datum(d);
-                                w.i64(*n);
-                            }
-                        }
+            encode_node(&a.input, w, put);
+            put(w, &|s| {
+                s.buf.push(u8::from(a.started));
+                s.u64(a.groups.len() as u64);
+                for (key, g) in &a.groups {
+                    s.row(key.values());
+                    s.i64(g.rows);
+                    for acc in &g.accs {
+                        encode_acc(s, acc);
                     }
                 }
+            });
+        }
+    }
+}
+
+fn encode_acc(w: &mut Writer, acc: &Acc) {
+    match acc {
+        Acc::Count(n) => w.i64(*n),
+        Acc::Sum {
+            ints,
+            floats,
+            float_values,
+            values,
+        } => {
+            w.i128(*ints);
+            w.f64(*floats);
+            w.i64(*float_values);
+            w.i64(*values);
+        }
+        Acc::Extreme(m) => {
+            w.u64(m.len() as u64);
+            for (d, n) in m {
+                w.datum(d);
+                w.i64(*n);
             }
         }
     }
 }
 
-/// A view loaded from bytes, with the offsets to read its sources from.
+fn encode_rows<'a>(w: &mut Writer, rows: impl Iterator<Item = &'a Rows> + Clone) {
+    w.u64(rows.clone().map(Rows::len).sum::<usize>() as u64);
+    for (row, weight) in rows.flatten() {
+        w.row(row);
+        w.i64(*weight);
+    }
+}
+
+/// A view loaded from bytes, with the offsets to read its sources from. Sections are
+/// decoded on as many threads as there are cores.
 pub fn decode(
     plan: Arc<Plan>,
     sql: &str,
@@ -143,74 +240,99 @@ pub fn decode(
         let p = u32::try_from(r.u64()?).map_err(|_| Damaged("partition".into()))?;
         offsets.insert((t, p), r.u64()?);
     }
-    let mut view = View::empty(plan.clone());
-    for (s, table) in view.tables.iter_mut().enumerate() {
-        let key_len = plan.scans[s].key_len;
-        let n = r.len()?;
-        table.reserve(n);
-        for _ in 0..n {
-            let row = r.row()?;
-            if row.len() < key_len {
-                return Err(Damaged("a source row shorter than its key".into()));
-            }
-            if table.put(row).is_some() {
-                return Err(Damaged("two source rows with one key".into()));
-            }
-        }
-    }
-    decode_node(&mut view.root, &mut r)?;
+    let mut sections = Vec::new();
     for _ in 0..r.len()? {
-        let row = r.row()?;
-        let weight = r.i64()?;
-        let key = view.plan().key_text(&row);
-        match view.output.rows.get_mut(&key) {
-            Some(rows) => {
-                rows.add(row, weight);
-            }
-            None => {
-                view.output.rows.insert(key, Rows::One((row, weight)));
-            }
-        }
+        sections.push(r.bytes()?);
     }
     if !r.is_empty() {
         return Err(Damaged("bytes after the state".into()));
     }
+    let mut view = View::empty(plan);
+    let parts = parts(&mut view);
+    if parts.len() != sections.len() {
+        return Err(Damaged(format!(
+            "{} sections, the view has {} parts",
+            sections.len(),
+            parts.len()
+        )));
+    }
+    // The largest sections first, each to the least loaded thread.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(parts.len());
+    let mut work: Work<'_> = parts.into_iter().zip(sections).collect();
+    work.sort_by_key(|(_, b)| std::cmp::Reverse(b.len()));
+    let mut bins: Vec<(usize, Work<'_>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    for item in work {
+        let bin = bins
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("one thread at least");
+        bin.0 += item.1.len();
+        bin.1.push(item);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bins
+            .into_iter()
+            .map(|(_, items)| {
+                s.spawn(move || {
+                    items
+                        .into_iter()
+                        .try_for_each(|(part, bytes)| decode_part(part, bytes))
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Damaged("a decoder panicked".into())))
+        })
+    })?;
     Ok((view, offsets))
 }
 
-fn decode_node(node: &mut Node, r: &mut Reader<'_>) -> Result<()> {
-    match node {
-        Node::Scan(_) => {}
-        Node::Filter(input, _) | Node::Map(input, _) => decode_node(input, r)?,
-        Node::Join(j) => {
-            decode_node(&mut j.left, r)?;
-            decode_node(&mut j.right, r)?;
-            for (keys, index) in [
-                (&j.left_keys, &mut j.left_index),
-                (&j.right_keys, &mut j.right_index),
-            ] {
-                let n = r.len()?;
-                index.reserve(n);
-                for _ in 0..n {
-                    let row = r.row()?;
-                    let weight = r.i64()?;
-                    // Keys were computed once already: they compute again.
-                    let Ok(Some(key)) = join_key(keys, &row) else {
-                        return Err(Damaged("a joined row without its key".into()));
-                    };
-                    add(index, key, row, weight);
+fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
+    let mut r = Reader::new(bytes);
+    match part {
+        Part::Table(table) => {
+            let n = r.len()?;
+            table.reserve(n);
+            for _ in 0..n {
+                let row = r.row()?;
+                if row.len() < table.key_len() {
+                    return Err(Damaged("a source row shorter than its key".into()));
+                }
+                if table.put(row).is_some() {
+                    return Err(Damaged("two source rows with one key".into()));
                 }
             }
         }
-        Node::Aggregate(a) => {
-            decode_node(&mut a.input, r)?;
-            a.started = r.u8()? == 1;
+        Part::Index(keys, index) => {
             let n = r.len()?;
-            a.groups.reserve(n);
+            index.reserve(n);
             for _ in 0..n {
-                let key = crate::datum::Key::from_vec(r.row()?.to_vec());
-                let mut g: Group = a.fresh();
-                g.rows = r.i64()?;
+                let row = r.row()?;
+                let weight = r.i64()?;
+                // Keys were computed once already: they compute again.
+                let Ok(Some(key)) = join_key(keys, &row) else {
+                    return Err(Damaged("a joined row without its key".into()));
+                };
+                add(index, key, row, weight);
+            }
+        }
+        Part::Groups {
+            aggs,
+            started,
+            groups,
+        } => {
+            *started = r.u8()? == 1;
+            let n = r.len()?;
+            groups.reserve(n);
+            for _ in 0..n {
+                let key = Key::from_slice(&r.row()?);
+                let mut g = Group {
+                    rows: r.i64()?,
+                    accs: aggs.iter().map(|a| Acc::new(a.func)).collect(),
+                };
                 for acc in &mut g.accs {
                     match acc {
                         Acc::Count(n) => *n = r.i64()?,
@@ -233,9 +355,32 @@ fn decode_node(node: &mut Node, r: &mut Reader<'_>) -> Result<()> {
                         }
                     }
                 }
-                a.groups.insert(key, g);
+                groups.insert(key, g);
             }
         }
+        Part::Output(plan, output) => {
+            // Written in key order: the map is built in one pass.
+            let n = r.len()?;
+            let mut rows: Vec<(Text, Rows)> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let row = r.row()?;
+                let weight = r.i64()?;
+                let key = plan.key_text(&row);
+                match rows.last_mut() {
+                    Some((k, rs)) if *k == key => {
+                        rs.add(row, weight);
+                    }
+                    Some((k, _)) if *k > key => {
+                        return Err(Damaged("output rows out of key order".into()));
+                    }
+                    _ => rows.push((key, Rows::One((row, weight)))),
+                }
+            }
+            output.rows = rows.into_iter().collect();
+        }
+    }
+    if !r.is_empty() {
+        return Err(Damaged("bytes after a section".into()));
     }
     Ok(())
 }

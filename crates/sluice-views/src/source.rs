@@ -415,6 +415,10 @@ impl SourceTable {
         self.rows.len()
     }
 
+    pub fn key_len(&self) -> usize {
+        self.key_len
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }

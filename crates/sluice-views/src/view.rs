@@ -77,7 +77,7 @@ impl Decoders {
 
 #[derive(Debug)]
 pub struct View {
-    plan: Arc<Plan>,
+    pub(crate) plan: Arc<Plan>,
     decoders: Arc<Decoders>,
     pub(crate) tables: Vec<SourceTable>,
     pub(crate) root: Node,

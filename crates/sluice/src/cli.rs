@@ -114,6 +114,29 @@ pub enum BenchCommand {
     /// The enriched-product SQL view: build rate from the log, key lookups over HTTP
     /// under updates, restore from its state (in-process, on an embedded log).
     Views(BenchViewsArgs),
+    /// Key lookups of `bench views`'s view (product_listing, keys sku-000000000...)
+    /// over HTTP at a fixed rate, from this process: the client half of `bench views`,
+    /// which runs it in a process of its own.
+    Lookups(BenchLookupsArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchLookupsArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The view's keys are sku-000000000 up to this many.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Lookups per second.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Seconds of lookups.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Keep-alive connections the lookups are spread over.
+    #[arg(long, default_value_t = 16)]
+    pub connections: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -180,6 +203,9 @@ pub struct BenchViewsArgs {
     /// Price updates per second published during the lookups.
     #[arg(long, default_value_t = 2_000)]
     pub update_rate: u64,
+    /// Send the lookups from this process instead of a process of their own.
+    #[arg(long)]
+    pub lookups_in_process: bool,
 }
 
 #[derive(Debug, Args, Clone)]

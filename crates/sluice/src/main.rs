@@ -90,5 +90,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Latency(args)) => runtime.block_on(bench::latency::run(args)),
         Command::Bench(BenchCommand::IdleStreams(args)) => runtime.block_on(bench::idle::run(args)),
         Command::Bench(BenchCommand::Views(args)) => runtime.block_on(bench::views::run(args)),
+        Command::Bench(BenchCommand::Lookups(args)) => {
+            runtime.block_on(bench::views::run_lookups(args))
+        }
     }
 }

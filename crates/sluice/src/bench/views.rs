@@ -27,7 +27,7 @@ use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 use sluice_views::{Views, ViewsConfig};
 
 use super::measure::{Percentiles, cpu_seconds, memory_mb, round2};
-use crate::cli::BenchViewsArgs;
+use crate::cli::{BenchLookupsArgs, BenchViewsArgs};
 
 /// How late tokio's timer may wake a sleeper (its wheel ticks in milliseconds).
 const TIMER_SLACK: Duration = Duration::from_micros(1500);
@@ -48,6 +48,8 @@ struct Report {
     build_cpu_seconds: f64,
     source_events_per_cpu_sec: f64,
     lookup_rate: u64,
+    /// Where the lookups were sent from.
+    lookup_client: &'static str,
     lookups: u64,
     lookup_errors: u64,
     lookup_latency_ms: Percentiles,
@@ -272,53 +274,40 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
             sent
         })
     };
-    let connections = 16u64;
-    let interval = Duration::from_secs_f64(connections as f64 / args.lookup_rate as f64);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.lookup_seconds);
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..connections {
-        let errors = errors.clone();
-        let keys_n = args.keys;
-        workers.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut rng = fastrand::Rng::with_seed(w);
-            let offset = interval.mul_f64(w as f64 / connections as f64);
-            let mut latencies = Vec::new();
-            for n in 0u32.. {
-                let due = started + offset + interval * n;
-                if due >= deadline {
-                    break;
-                }
-                tokio::time::sleep_until(due.into()).await;
-                // Open loop: a request counts from when it was due, unless it went out
-                // within the timer's own resolution (1 ms) of that: then from the send.
-                let sent = Instant::now();
-                let from = if sent - due <= TIMER_SLACK { sent } else { due };
-                let key = format!("sku-{:09}", rng.u64(..keys_n));
-                let req = Request::get(format!("/views/product_listing/rows/{key}"))
-                    .header("host", addr.to_string())
-                    .body(Empty::<Bytes>::new())?;
-                let resp = sender.send_request(req).await?;
-                let ok = resp.status() == hyper::StatusCode::OK;
-                resp.into_body().collect().await?;
-                latencies.push(from.elapsed());
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for w in workers {
-        latencies.extend(w.await??);
-    }
+    let (lookup_latency_ms, lookups, lookup_errors, client) = if args.lookups_in_process {
+        let mut l = lookups(
+            addr.to_string(),
+            args.keys,
+            args.lookup_rate,
+            args.lookup_seconds,
+            16,
+        )
+        .await?;
+        (
+            Percentiles::of(&mut l.latencies),
+            l.latencies.len() as u64,
+            l.errors,
+            "in process",
+        )
+    } else {
+        let mut client = std::process::Command::new(std::env::current_exe()?);
+        client
+            .args(["bench", "lookups", "--url", &format!("http://{addr}")])
+            .args(["--keys", &args.keys.to_string()])
+            .args(["--rate", &args.lookup_rate.to_string()])
+            .args(["--seconds", &args.lookup_seconds.to_string()])
+            .stderr(std::process::Stdio::inherit());
+        let out = tokio::task::spawn_blocking(move || client.output())
+            .await?
+            .context("cannot start the lookup client")?;
+        if !out.status.success() {
+            bail!("the lookup client failed: {}", out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r: LookupsReport = serde_json::from_str(text.lines().last().unwrap_or_default())
+            .with_context(|| format!("the lookup client printed {text:?}"))?;
+        (r.latency_ms, r.lookups, r.errors, "own process")
+    };
     stop_updates.store(true, Ordering::Relaxed);
     let updates = updater.await?;
     let _ = stop_tx.send(());
@@ -346,7 +335,6 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     log.flush().await?;
     tokio::task::spawn_blocking(move || embedded.close()).await??;
 
-    let lookups = latencies.len() as u64;
     let report = Report {
         keys,
         source_events,
@@ -355,9 +343,10 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         build_cpu_seconds: round2(build_cpu),
         source_events_per_cpu_sec: (source_events as f64 / build_cpu.max(0.01)).round(),
         lookup_rate: args.lookup_rate,
+        lookup_client: client,
         lookups,
-        lookup_errors: errors.load(Ordering::Relaxed),
-        lookup_latency_ms: Percentiles::of(&mut latencies),
+        lookup_errors,
+        lookup_latency_ms,
         updates_during_lookups: updates,
         restore_seconds: round2(restore),
         state_mb: round2(state_bytes as f64 / 1e6),
@@ -367,4 +356,101 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// What `bench lookups` prints.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct LookupsReport {
+    rate: u64,
+    lookups: u64,
+    errors: u64,
+    latency_ms: Percentiles,
+}
+
+pub async fn run_lookups(args: BenchLookupsArgs) -> anyhow::Result<()> {
+    if args.keys == 0 || args.rate == 0 || args.seconds == 0 || args.connections == 0 {
+        bail!("--keys, --rate, --seconds and --connections must be positive");
+    }
+    let (_, authority) = super::measure::server(&args.url)?;
+    let mut l = lookups(
+        authority,
+        args.keys,
+        args.rate,
+        args.seconds,
+        args.connections,
+    )
+    .await?;
+    let report = LookupsReport {
+        rate: args.rate,
+        lookups: l.latencies.len() as u64,
+        errors: l.errors,
+        latency_ms: Percentiles::of(&mut l.latencies),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+struct Lookups {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+/// GET /views/product_listing/rows/{sku} at `rate` per second over `connections`
+/// keep-alive connections, on an open loop: a request counts from when it was due, or
+/// from its send when the timer woke the client less than `TIMER_SLACK` late.
+async fn lookups(
+    addr: String,
+    keys: u64,
+    rate: u64,
+    seconds: u64,
+    connections: u64,
+) -> anyhow::Result<Lookups> {
+    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..connections {
+        let errors = errors.clone();
+        let addr = addr.clone();
+        workers.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut rng = fastrand::Rng::with_seed(w);
+            let offset = interval.mul_f64(w as f64 / connections as f64);
+            let mut latencies = Vec::new();
+            for n in 0u32.. {
+                let due = started + offset + interval * n;
+                if due >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let sent = Instant::now();
+                let from = if sent - due <= TIMER_SLACK { sent } else { due };
+                let key = format!("sku-{:09}", rng.u64(..keys));
+                let req = Request::get(format!("/views/product_listing/rows/{key}"))
+                    .header("host", &addr)
+                    .body(Empty::<Bytes>::new())?;
+                let resp = sender.send_request(req).await?;
+                let ok = resp.status() == hyper::StatusCode::OK;
+                resp.into_body().collect().await?;
+                latencies.push(from.elapsed());
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    Ok(Lookups {
+        latencies,
+        errors: errors.load(Ordering::Relaxed),
+    })
 }
