@@ -181,13 +181,15 @@ impl Node {
             Node::Map(input, exprs) => {
                 let rows = input.step(scans, errors);
                 let mut out = Vec::with_capacity(rows.len());
+                let mut values = Vec::with_capacity(exprs.len());
                 for (row, w) in rows {
-                    match exprs
-                        .iter()
-                        .map(|e| e.eval(&row))
-                        .collect::<Result<Vec<Datum>, _>>()
-                    {
-                        Ok(values) => out.push((Row::from(values), w)),
+                    values.clear();
+                    match exprs.iter().try_for_each(|e| {
+                        values.push(e.eval(&row)?);
+                        Ok::<_, crate::expr::EvalError>(())
+                    }) {
+                        // One allocation: the row made from the values.
+                        Ok(()) => out.push((Row::from(&values[..]), w)),
                         Err(e) => errors.push(e.0),
                     }
                 }
@@ -484,6 +486,27 @@ impl Acc {
     }
 }
 
+/// A group before any row.
+fn fresh(aggs: &[Agg]) -> Group {
+    Group {
+        rows: 0,
+        accs: aggs.iter().map(|a| Acc::new(a.func)).collect(),
+    }
+}
+
+/// A row's group (no allocation for one group expression).
+fn group_key(exprs: &[Expr], row: &[Datum]) -> Result<Key, crate::expr::EvalError> {
+    if let [one] = exprs {
+        return Ok(Key::One(one.eval(row)?));
+    }
+    Ok(Key::from_vec(
+        exprs
+            .iter()
+            .map(|e| e.eval(row))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
 impl Aggregate {
     fn row(&self, key: &Key, g: &Group) -> Result<Row, String> {
         let mut out = key.values().to_vec();
@@ -504,31 +527,23 @@ impl Aggregate {
             seen.insert(none, ());
         }
         self.started = true;
+        let mut args: Vec<Option<Datum>> = Vec::with_capacity(self.aggs.len());
         for (row, w) in input {
-            let key = match self
-                .group
-                .iter()
-                .map(|e| e.eval(&row))
-                .collect::<Result<Vec<_>, _>>()
-            {
-                Ok(k) => Key::from_vec(k),
+            let key = match group_key(&self.group, &row) {
+                Ok(k) => k,
                 Err(e) => {
                     errors.push(e.0);
                     continue;
                 }
             };
-            let args = match self
-                .aggs
-                .iter()
-                .map(|a| a.arg.as_ref().map(|e| e.eval(&row)).transpose())
-                .collect::<Result<Vec<_>, _>>()
-            {
-                Ok(a) => a,
-                Err(e) => {
-                    errors.push(e.0);
-                    continue;
-                }
-            };
+            args.clear();
+            if let Err(e) = self.aggs.iter().try_for_each(|a| {
+                args.push(a.arg.as_ref().map(|e| e.eval(&row)).transpose()?);
+                Ok::<_, crate::expr::EvalError>(())
+            }) {
+                errors.push(e.0);
+                continue;
+            }
             if seen.insert(key.clone(), ()).is_none() {
                 let before = self
                     .groups
@@ -544,8 +559,8 @@ impl Aggregate {
                 };
                 touched.push((key.clone(), before));
             }
-            let fresh = self.fresh();
-            let g = self.groups.entry(key).or_insert(fresh);
+            let aggs = &self.aggs;
+            let g = self.groups.entry(key).or_insert_with(|| fresh(aggs));
             g.rows += w;
             for ((a, acc), v) in self.aggs.iter().zip(g.accs.iter_mut()).zip(&args) {
                 if let Err(e) = acc.add(a.func, v.as_ref(), w) {
@@ -577,10 +592,7 @@ impl Aggregate {
     }
 
     pub(crate) fn fresh(&self) -> Group {
-        Group {
-            rows: 0,
-            accs: self.aggs.iter().map(|a| Acc::new(a.func)).collect(),
-        }
+        fresh(&self.aggs)
     }
 }
 

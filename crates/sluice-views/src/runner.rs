@@ -473,13 +473,13 @@ async fn apply_loop(
 
 /// Applies chunks to the view; moves the offsets past what it took.
 fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish, Vec<Value>)> {
-    // (event type, event, where it came from)
-    let mut events: Vec<(String, Event, u32, u64)> = Vec::new();
+    // (its chunk, event, offset)
+    let mut events: Vec<(usize, Event, u64)> = Vec::new();
     let mut parse_errors = Vec::new();
-    for c in &mut chunks {
+    for (i, c) in chunks.iter_mut().enumerate() {
         for (offset, event) in c.events.drain(..) {
             match event {
-                Ok(v) => events.push((c.source.0.clone(), v, c.source.1, offset)),
+                Ok(v) => events.push((i, v, offset)),
                 Err(message) => parse_errors.push(EventError {
                     event_type: c.source.0.clone(),
                     partition: c.source.1,
@@ -489,7 +489,10 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publ
             }
         }
     }
-    let batch: Vec<(&str, &Event)> = events.iter().map(|(t, v, _, _)| (t.as_str(), v)).collect();
+    let batch: Vec<(&str, &Event)> = events
+        .iter()
+        .map(|(c, v, _)| (chunks[*c].source.0.as_str(), v))
+        .collect();
     let (applied, publish) = {
         let mut view = r.view.write();
         let applied = view.apply_events(&batch, on_error);
@@ -504,10 +507,10 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publ
     });
     let mut progress = r.progress.lock();
     let error_of = |i: usize, message: String| {
-        let (t, _, p, o) = &events[i];
+        let (c, _, o) = &events[i];
         EventError {
-            event_type: t.clone(),
-            partition: *p,
+            event_type: chunks[*c].source.0.clone(),
+            partition: chunks[*c].source.1,
             offset: *o,
             message,
         }
@@ -529,8 +532,10 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publ
                 .unwrap_or_default(),
         );
         let mut first_not_taken: BTreeMap<SourcePartition, u64> = BTreeMap::new();
-        for (t, _, p, o) in &events[applied.taken..] {
-            first_not_taken.entry((t.clone(), *p)).or_insert(*o);
+        for (c, _, o) in &events[applied.taken..] {
+            first_not_taken
+                .entry(chunks[*c].source.clone())
+                .or_insert(*o);
         }
         for c in &chunks {
             let next = first_not_taken.get(&c.source).copied().unwrap_or(c.next);

@@ -7,8 +7,8 @@
 //!   updates, are published; the view is created and timed until it has applied
 //!   them all (read from the log, parsed, applied: a rebuild's real cost).
 //! - lookups: GET /views/product_listing/rows/{sku} at a fixed rate, on an open loop
-//!   (latency counts from when a request was due, or from its send when the timer
-//!   woke the client less than 1.5 ms late), while prices change.
+//!   (latency counts from when a request was due), while prices change, sent by
+//!   `sluice bench lookups` in a process of its own.
 //! - restore: the view's state file is read back and decoded.
 
 use std::sync::Arc;
@@ -28,9 +28,6 @@ use sluice_views::{Views, ViewsConfig};
 
 use super::measure::{Percentiles, cpu_seconds, memory_mb, round2};
 use crate::cli::{BenchLookupsArgs, BenchViewsArgs};
-
-/// How late tokio's timer may wake a sleeper (its wheel ticks in milliseconds).
-const TIMER_SLACK: Duration = Duration::from_micros(1500);
 
 pub const SQL: &str = r#"CREATE VIEW product_listing AS
 SELECT p.sku, p.name, p.brand, pr.amount AS price, COALESCE(s.qty, 0) AS stock
@@ -52,7 +49,14 @@ struct Report {
     lookup_client: &'static str,
     lookups: u64,
     lookup_errors: u64,
+    /// From when each lookup was due (open loop).
     lookup_latency_ms: Percentiles,
+    /// From each lookup's send to its response.
+    lookup_service_ms: Percentiles,
+    /// How late lookups went out, and how late an idle sleeper on the same schedule
+    /// wakes (the machine's floor; measured by the client process only).
+    lookup_sent_late_ms: Percentiles,
+    idle_wakeup_late_ms: Percentiles,
     updates_during_lookups: u64,
     restore_seconds: f64,
     state_mb: f64,
@@ -274,7 +278,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
             sent
         })
     };
-    let (lookup_latency_ms, lookups, lookup_errors, client) = if args.lookups_in_process {
+    let (lookup, client) = if args.lookups_in_process {
         let mut l = lookups(
             addr.to_string(),
             args.keys,
@@ -283,12 +287,16 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
             16,
         )
         .await?;
-        (
-            Percentiles::of(&mut l.latencies),
-            l.latencies.len() as u64,
-            l.errors,
-            "in process",
-        )
+        let report = LookupsReport {
+            rate: args.lookup_rate,
+            lookups: l.latencies.len() as u64,
+            errors: l.errors,
+            latency_ms: Percentiles::of(&mut l.latencies),
+            service_ms: Percentiles::of(&mut l.service),
+            sent_late_ms: Percentiles::of(&mut l.late),
+            idle_wakeup_late_ms: Percentiles::of(&mut []),
+        };
+        (report, "in process")
     } else {
         let mut client = std::process::Command::new(std::env::current_exe()?);
         client
@@ -306,7 +314,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         let r: LookupsReport = serde_json::from_str(text.lines().last().unwrap_or_default())
             .with_context(|| format!("the lookup client printed {text:?}"))?;
-        (r.latency_ms, r.lookups, r.errors, "own process")
+        (r, "own process")
     };
     stop_updates.store(true, Ordering::Relaxed);
     let updates = updater.await?;
@@ -344,9 +352,12 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         source_events_per_cpu_sec: (source_events as f64 / build_cpu.max(0.01)).round(),
         lookup_rate: args.lookup_rate,
         lookup_client: client,
-        lookups,
-        lookup_errors,
-        lookup_latency_ms,
+        lookups: lookup.lookups,
+        lookup_errors: lookup.errors,
+        lookup_latency_ms: lookup.latency_ms,
+        lookup_service_ms: lookup.service_ms,
+        lookup_sent_late_ms: lookup.sent_late_ms,
+        idle_wakeup_late_ms: lookup.idle_wakeup_late_ms,
         updates_during_lookups: updates,
         restore_seconds: round2(restore),
         state_mb: round2(state_bytes as f64 / 1e6),
@@ -364,7 +375,32 @@ struct LookupsReport {
     rate: u64,
     lookups: u64,
     errors: u64,
+    /// From when each request was due.
     latency_ms: Percentiles,
+    /// From send to response.
+    service_ms: Percentiles,
+    /// How late requests went out.
+    sent_late_ms: Percentiles,
+    /// How late a thread that only sleeps on the same schedule wakes up, measured
+    /// before the lookups: the machine's own floor under `sent_late_ms`.
+    idle_wakeup_late_ms: Percentiles,
+}
+
+/// How late a thread sleeping until each due time of a schedule wakes up.
+fn sleep_jitter(interval: Duration, for_: Duration) -> Vec<Duration> {
+    let started = Instant::now();
+    let mut late = Vec::new();
+    for n in 0u32.. {
+        let due = started + interval * n;
+        if due - started >= for_ {
+            break;
+        }
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        late.push(due.elapsed());
+    }
+    late
 }
 
 pub async fn run_lookups(args: BenchLookupsArgs) -> anyhow::Result<()> {
@@ -372,6 +408,9 @@ pub async fn run_lookups(args: BenchLookupsArgs) -> anyhow::Result<()> {
         bail!("--keys, --rate, --seconds and --connections must be positive");
     }
     let (_, authority) = super::measure::server(&args.url)?;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let mut jitter =
+        tokio::task::spawn_blocking(move || sleep_jitter(interval, Duration::from_secs(2))).await?;
     let mut l = lookups(
         authority,
         args.keys,
@@ -385,19 +424,30 @@ pub async fn run_lookups(args: BenchLookupsArgs) -> anyhow::Result<()> {
         lookups: l.latencies.len() as u64,
         errors: l.errors,
         latency_ms: Percentiles::of(&mut l.latencies),
+        service_ms: Percentiles::of(&mut l.service),
+        sent_late_ms: Percentiles::of(&mut l.late),
+        idle_wakeup_late_ms: Percentiles::of(&mut jitter),
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
 struct Lookups {
+    /// From when each request was due.
     latencies: Vec<Duration>,
+    /// From each request's send to its response.
+    service: Vec<Duration>,
+    /// How late each request was sent after it was due.
+    late: Vec<Duration>,
     errors: u64,
 }
 
 /// GET /views/product_listing/rows/{sku} at `rate` per second over `connections`
-/// keep-alive connections, on an open loop: a request counts from when it was due, or
-/// from its send when the timer woke the client less than `TIMER_SLACK` late.
+/// keep-alive connections, on an open loop: a thread of its own paces the schedule
+/// (its sleeps are precise to tens of microseconds, where tokio's timer ticks in
+/// milliseconds) and hands each due request to the first free connection; a
+/// request's latency counts from when it was due, so a slow server also delays the
+/// requests queued behind it (no coordinated omission).
 async fn lookups(
     addr: String,
     keys: u64,
@@ -405,31 +455,25 @@ async fn lookups(
     seconds: u64,
     connections: u64,
 ) -> anyhow::Result<Lookups> {
-    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
+    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let due_rx = Arc::new(tokio::sync::Mutex::new(due_rx));
     let errors = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for w in 0..connections {
-        let errors = errors.clone();
-        let addr = addr.clone();
+        let (errors, addr, due_rx) = (errors.clone(), addr.clone(), due_rx.clone());
+        let stream = tokio::net::TcpStream::connect(&addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
         workers.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(&addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
             let mut rng = fastrand::Rng::with_seed(w);
-            let offset = interval.mul_f64(w as f64 / connections as f64);
-            let mut latencies = Vec::new();
-            for n in 0u32.. {
-                let due = started + offset + interval * n;
-                if due >= deadline {
+            let (mut latencies, mut service, mut late) = (Vec::new(), Vec::new(), Vec::new());
+            loop {
+                let Some(due) = due_rx.lock().await.recv().await else {
                     break;
-                }
-                tokio::time::sleep_until(due.into()).await;
+                };
                 let sent = Instant::now();
-                let from = if sent - due <= TIMER_SLACK { sent } else { due };
                 let key = format!("sku-{:09}", rng.u64(..keys));
                 let req = Request::get(format!("/views/product_listing/rows/{key}"))
                     .header("host", &addr)
@@ -437,20 +481,43 @@ async fn lookups(
                 let resp = sender.send_request(req).await?;
                 let ok = resp.status() == hyper::StatusCode::OK;
                 resp.into_body().collect().await?;
-                latencies.push(from.elapsed());
+                latencies.push(due.elapsed());
+                service.push(sent.elapsed());
+                late.push(sent - due);
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok((latencies, service, late))
         }));
     }
-    let mut latencies = Vec::new();
+    let pacer = std::thread::spawn(move || {
+        let started = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        for n in 0..rate * seconds {
+            let due = started + interval.mul_f64(n as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if due_tx.send(due).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut latencies, mut service, mut late) = (Vec::new(), Vec::new(), Vec::new());
     for w in workers {
-        latencies.extend(w.await??);
+        let (l, s, t) = w.await??;
+        latencies.extend(l);
+        service.extend(s);
+        late.extend(t);
     }
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     Ok(Lookups {
         latencies,
+        service,
+        late,
         errors: errors.load(Ordering::Relaxed),
     })
 }
