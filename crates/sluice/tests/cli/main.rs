@@ -279,6 +279,54 @@ fn bench_log_prints_the_promised_json() {
 }
 
 #[test]
+fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench");
+    let out = run(&[
+        "bench",
+        "views",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--keys",
+        "300",
+        "--updates",
+        "300",
+        "--lookup-rate",
+        "300",
+        "--lookup-seconds",
+        "1",
+        "--update-rate",
+        "100",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // Every product has its row; every lookup found one; the restore checked its keys.
+    assert_eq!(v["keys"], 300, "{v}");
+    assert_eq!(v["source_events"], 300 * 4 + 300, "{v}");
+    assert_eq!(v["lookup_client"], "own process", "{v}");
+    assert_eq!(v["lookup_errors"], 0, "{v}");
+    assert!(v["lookups"].as_u64().unwrap() >= 290, "{v}");
+    for key in [
+        "source_events_per_sec",
+        "source_events_per_cpu_sec",
+        "state_mb",
+        "rss_mb",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    // Rounded to 10 ms: zero for a view this small (the bench compares the keys).
+    assert!(v["restore_seconds"].is_number(), "{v}");
+    for key in [
+        "lookup_latency_ms",
+        "lookup_service_ms",
+        "idle_wakeup_late_ms",
+    ] {
+        assert!(v[key]["p99"].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+}
+
+#[test]
 fn event_types_and_publish_commands_drive_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_serve(&dir.path().join("data"));
