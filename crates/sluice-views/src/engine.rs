@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::datum::{Datum, Key, Row, Text};
 use crate::expr::{Expr, truthy};
 use crate::plan::{Agg, AggFunc, JoinKind, Plan, Rel};
+use crate::source::SourceTable;
 
 /// Changes to a relation.
 pub type ZSet = Vec<(Row, i64)>;
@@ -106,8 +107,71 @@ pub(crate) struct Join {
     pub(crate) left_keys: Vec<Expr>,
     pub(crate) right_keys: Vec<Expr>,
     pub(crate) right_width: usize,
-    pub(crate) left_index: Index,
-    pub(crate) right_index: Index,
+    pub(crate) left_index: Side,
+    pub(crate) right_index: Side,
+}
+
+/// One side of a join's state: an index of its own, or the source table of a bare
+/// scan joined on its whole (one-column) key, which already holds exactly those rows,
+/// with weight 1, by that key. Tables are updated before the operators step, so a
+/// table side is the side's new state.
+#[derive(Debug)]
+pub(crate) enum Side {
+    Own(Index),
+    Table(usize),
+}
+
+impl Side {
+    /// Calls `f` with each row under a join key, and its weight.
+    fn each(&self, tables: &[SourceTable], key: &Key, mut f: impl FnMut(&Row, i64)) {
+        match (self, key) {
+            (Side::Own(index), _) => {
+                for (r, w) in index.get(key).into_iter().flatten() {
+                    f(r, *w);
+                }
+            }
+            (Side::Table(s), Key::One(d)) => {
+                let table = &tables[*s];
+                if let Some(r) = table.get(std::slice::from_ref(d)) {
+                    f(r, 1);
+                }
+                // Join keys are normalized (2.0 joins as 2): a table keyed by the
+                // double finds it under the double.
+                if let Datum::Int(i) = d
+                    && i.unsigned_abs() < 9_000_000_000_000_000
+                    && let Some(r) = table.get(&[Datum::Float(*i as f64)])
+                {
+                    f(r, 1);
+                }
+            }
+            (Side::Table(_), Key::Many(_)) => {}
+        }
+    }
+
+    /// Adds rows to an index of its own (a table already has them).
+    fn add(&mut self, key: Key, row: Row, w: i64) {
+        if let Side::Own(index) = self {
+            add(index, key, row, w);
+        }
+    }
+
+    fn own(&self) -> Option<&Index> {
+        match self {
+            Side::Own(index) => Some(index),
+            Side::Table(_) => None,
+        }
+    }
+}
+
+/// The table a join side can use as its index: a bare scan of a table with a
+/// one-column key, joined on exactly that column.
+fn table_side(rel: &Rel, keys: &[Expr], plan: &Plan) -> Option<usize> {
+    let Rel::Scan(s) = rel else { return None };
+    let scan = &plan.scans[*s];
+    (matches!(scan.info.kind, crate::plan::SourceKind::Table { .. })
+        && scan.key_len == 1
+        && matches!(keys, [Expr::Col(0)]))
+    .then_some(*s)
 }
 
 #[derive(Debug)]
@@ -140,16 +204,26 @@ impl Node {
                 kind,
                 left_keys,
                 right_keys,
-            } => Node::Join(Box::new(Join {
-                left: Node::build(left, plan),
-                right: Node::build(right, plan),
-                kind: *kind,
-                left_keys: left_keys.clone(),
-                right_keys: right_keys.clone(),
-                right_width: width(right, plan),
-                left_index: Index::default(),
-                right_index: Index::default(),
-            })),
+            } => {
+                // The right side of a left join counts its rows per key (padding):
+                // it keeps its own index.
+                let side =
+                    |table: Option<usize>| table.map_or(Side::Own(Index::default()), Side::Table);
+                let right_table = match kind {
+                    JoinKind::Inner => table_side(right, right_keys, plan),
+                    JoinKind::Left => None,
+                };
+                Node::Join(Box::new(Join {
+                    left: Node::build(left, plan),
+                    right: Node::build(right, plan),
+                    kind: *kind,
+                    left_keys: left_keys.clone(),
+                    right_keys: right_keys.clone(),
+                    right_width: width(right, plan),
+                    left_index: side(table_side(left, left_keys, plan)),
+                    right_index: side(right_table),
+                }))
+            }
             Rel::Aggregate {
                 input, group, aggs, ..
             } => Node::Aggregate(Box::new(Aggregate {
@@ -164,11 +238,12 @@ impl Node {
     }
 
     /// The changes of this node's output, given the changes of every scan.
-    pub fn step(&mut self, scans: &[ZSet], errors: &mut Errors) -> ZSet {
+    /// `tables` are the sources' tables, already holding the changes in `scans`.
+    pub fn step(&mut self, scans: &[ZSet], tables: &[SourceTable], errors: &mut Errors) -> ZSet {
         match self {
             Node::Scan(s) => scans[*s].clone(),
             Node::Filter(input, pred) => {
-                let mut out = input.step(scans, errors);
+                let mut out = input.step(scans, tables, errors);
                 out.retain(|(row, _)| match pred.eval(row).and_then(|d| truthy(&d)) {
                     Ok(keep) => keep,
                     Err(e) => {
@@ -179,7 +254,7 @@ impl Node {
                 out
             }
             Node::Map(input, exprs) => {
-                let rows = input.step(scans, errors);
+                let rows = input.step(scans, tables, errors);
                 let mut out = Vec::with_capacity(rows.len());
                 let mut values = Vec::with_capacity(exprs.len());
                 for (row, w) in rows {
@@ -197,8 +272,8 @@ impl Node {
                 // consumer sums weights per row or key.
                 out
             }
-            Node::Join(j) => j.step(scans, errors),
-            Node::Aggregate(a) => a.step(scans, errors),
+            Node::Join(j) => j.step(scans, tables, errors),
+            Node::Aggregate(a) => a.step(scans, tables, errors),
         }
     }
 }
@@ -291,20 +366,42 @@ fn count(index: &Index, key: &Key) -> i64 {
         .map_or(0, |rows| rows.iter().map(|(_, w)| w).sum())
 }
 
+/// A row's join key; errors are collected and the row left out.
+fn keyed(keys: &[Expr], row: &[Datum], errors: &mut Errors) -> Option<Option<Key>> {
+    match join_key(keys, row) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
 impl Join {
-    fn step(&mut self, scans: &[ZSet], errors: &mut Errors) -> ZSet {
-        let dl = self.left.step(scans, errors);
-        let dr = self.right.step(scans, errors);
+    fn step(&mut self, scans: &[ZSet], tables: &[SourceTable], errors: &mut Errors) -> ZSet {
+        let dl = self.left.step(scans, tables, errors);
+        let dr = self.right.step(scans, tables, errors);
+        match self.right_index {
+            Side::Own(_) => self.step_own_right(dl, dr, tables, errors),
+            Side::Table(_) => self.step_table_right(dl, dr, tables, errors),
+        }
+    }
+
+    /// dL x R (R as it was) + L' x dR (L with dL), with the padding of a left join.
+    fn step_own_right(
+        &mut self,
+        dl: ZSet,
+        dr: ZSet,
+        tables: &[SourceTable],
+        errors: &mut Errors,
+    ) -> ZSet {
         let mut out = Vec::new();
         let pad = nulls(self.right_width);
-        // dL x R (R as it was), and the padded rows of a left join for keys R lacks.
+        let right = self.right_index.own().expect("an index of its own");
+        // dL x R, and the padded rows of a left join for keys R lacks.
         for (l, w) in dl {
-            let key = match join_key(&self.left_keys, &l) {
-                Ok(k) => k,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
+            let Some(key) = keyed(&self.left_keys, &l, errors) else {
+                continue;
             };
             let Some(key) = key else {
                 if self.kind == JoinKind::Left {
@@ -312,7 +409,7 @@ impl Join {
                 }
                 continue;
             };
-            match self.right_index.get(&key) {
+            match right.get(&key) {
                 Some(rows) => {
                     for (r, rw) in rows {
                         out.push((concat(&l, r), w * rw));
@@ -321,46 +418,90 @@ impl Join {
                 _ if self.kind == JoinKind::Left => out.push((concat(&l, &pad), w)),
                 _ => {}
             }
-            add(&mut self.left_index, key, l, w);
+            self.left_index.add(key, l, w);
         }
-        // L' x dR (L with dL), and the padding that appears or goes with R's keys,
-        // row by row: the padding's changes per row add up to its change per key.
+        // L' x dR, and the padding that appears or goes with R's keys, row by row:
+        // the padding's changes per row add up to its change per key.
         for (r, w) in dr {
-            let key = match join_key(&self.right_keys, &r) {
-                Ok(Some(key)) => key,
-                Ok(None) => continue,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
+            let Some(Some(key)) = keyed(&self.right_keys, &r, errors) else {
+                continue;
             };
-            let ls = self.left_index.get(&key);
-            if let Some(ls) = ls {
-                for (l, lw) in ls {
-                    out.push((concat(l, &r), lw * w));
-                }
-            }
-            if self.kind == JoinKind::Left && ls.is_some() {
-                let before = count(&self.right_index, &key);
-                add(&mut self.right_index, key.clone(), r, w);
-                let after = count(&self.right_index, &key);
+            let mut any_left = false;
+            self.left_index.each(tables, &key, |l, lw| {
+                any_left = true;
+                out.push((concat(l, &r), lw * w));
+            });
+            let Side::Own(right) = &mut self.right_index else {
+                unreachable!("an index of its own")
+            };
+            if self.kind == JoinKind::Left && any_left {
+                let before = count(right, &key);
+                add(right, key.clone(), r, w);
+                let after = count(right, &key);
                 let sign = match (before > 0, after > 0) {
                     (false, true) => -1,
                     (true, false) => 1,
                     _ => 0,
                 };
-                if sign != 0
-                    && let Some(ls) = self.left_index.get(&key)
-                {
-                    for (l, lw) in ls {
+                if sign != 0 {
+                    self.left_index.each(tables, &key, |l, lw| {
                         out.push((concat(l, &pad), sign * lw));
-                    }
+                    });
                 }
             } else {
-                add(&mut self.right_index, key, r, w);
+                add(right, key, r, w);
             }
         }
         // Not consolidated: every consumer sums weights per row or key anyway.
+        out
+    }
+
+    /// An inner join whose right side is a table (already R'): L x dR (L as it was)
+    /// + dL x R'; when the left side is a table too (already L'), L' x dR + dL x R'
+    /// - dL x dR.
+    fn step_table_right(
+        &mut self,
+        dl: ZSet,
+        dr: ZSet,
+        tables: &[SourceTable],
+        errors: &mut Errors,
+    ) -> ZSet {
+        let mut out = Vec::new();
+        let mut dr_keyed = Vec::with_capacity(dr.len());
+        for (r, w) in dr {
+            let Some(Some(key)) = keyed(&self.right_keys, &r, errors) else {
+                continue;
+            };
+            self.left_index.each(tables, &key, |l, lw| {
+                out.push((concat(l, &r), lw * w));
+            });
+            dr_keyed.push((key, r, w));
+        }
+        let mut dl_by_key: HashMap<Key, Vec<(Row, i64)>, Hasher> = HashMap::default();
+        let left_is_table = matches!(self.left_index, Side::Table(_));
+        for (l, w) in dl {
+            let Some(Some(key)) = keyed(&self.left_keys, &l, errors) else {
+                continue;
+            };
+            self.right_index.each(tables, &key, |r, rw| {
+                out.push((concat(&l, r), w * rw));
+            });
+            if left_is_table {
+                if !dr_keyed.is_empty() {
+                    dl_by_key.entry(key).or_default().push((l, w));
+                }
+            } else {
+                self.left_index.add(key, l, w);
+            }
+        }
+        // Both sides new: dL x dR was counted twice.
+        if !dl_by_key.is_empty() {
+            for (key, r, rw) in &dr_keyed {
+                for (l, lw) in dl_by_key.get(key).into_iter().flatten() {
+                    out.push((concat(l, r), -(lw * rw)));
+                }
+            }
+        }
         out
     }
 }
@@ -419,12 +560,11 @@ impl Acc {
                     *values += w;
                 }
                 Some(Datum::Float(x)) => {
+                    // Within a step weights may go below zero and back (changes
+                    // are not consolidated): drift is cleared at its end (`settle`).
                     *floats += x * w as f64;
                     *float_values += w;
                     *values += w;
-                    if *float_values == 0 {
-                        *floats = 0.0; // no drift once the last double is gone
-                    }
                 }
                 Some(other) => {
                     let name = if func == AggFunc::Avg { "AVG" } else { "SUM" };
@@ -445,6 +585,18 @@ impl Acc {
             }
         }
         Ok(())
+    }
+
+    /// At the end of a step: a sum left with no doubles has no rounding left either.
+    fn settle(&mut self) {
+        if let Acc::Sum {
+            floats,
+            float_values: 0,
+            ..
+        } = self
+        {
+            *floats = 0.0;
+        }
     }
 
     fn value(&self, func: AggFunc) -> Result<Datum, String> {
@@ -516,8 +668,8 @@ impl Aggregate {
         Ok(Row::from(out))
     }
 
-    fn step(&mut self, scans: &[ZSet], errors: &mut Errors) -> ZSet {
-        let input = self.input.step(scans, errors);
+    fn step(&mut self, scans: &[ZSet], tables: &[SourceTable], errors: &mut Errors) -> ZSet {
+        let input = self.input.step(scans, tables, errors);
         let mut touched: Vec<(Key, Option<Row>)> = Vec::new();
         let mut seen: HashMap<Key, (), Hasher> = HashMap::default();
         if !self.started && self.global {
@@ -570,6 +722,9 @@ impl Aggregate {
         }
         let mut out = Vec::new();
         for (key, before) in touched {
+            if let Some(g) = self.groups.get_mut(&key) {
+                g.accs.iter_mut().for_each(Acc::settle);
+            }
             let after = match self.groups.get(&key) {
                 Some(g) if g.rows > 0 || self.global => match self.row(&key, g) {
                     Ok(r) => Some(r),

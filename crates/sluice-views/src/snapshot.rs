@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::codec::{Damaged, Reader, Result, Writer};
 use crate::datum::{Key, Text};
-use crate::engine::{Acc, Group, Index, Node, Output, Rows, add, join_key};
+use crate::engine::{Acc, Group, Index, Node, Output, Rows, Side, add, join_key};
 use crate::expr::Expr;
 use crate::plan::{Agg, Plan};
 use crate::runner::SourcePartition;
@@ -29,7 +29,7 @@ use crate::source::SourceTable;
 use crate::view::View;
 
 const MAGIC: &[u8; 8] = b"SLUICEVW";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Identifies the SQL a state was computed for: state of other SQL is not loaded.
 pub fn fingerprint(sql: &str) -> u64 {
@@ -70,8 +70,12 @@ fn parts(view: &mut View) -> Vec<Part<'_>> {
                 } = &mut **j;
                 of_node(left, out);
                 of_node(right, out);
-                out.push(Part::Index(left_keys, left_index));
-                out.push(Part::Index(right_keys, right_index));
+                // A side that is a source table has no state of its own.
+                for (keys, side) in [(left_keys, left_index), (right_keys, right_index)] {
+                    if let Side::Own(index) = side {
+                        out.push(Part::Index(keys, index));
+                    }
+                }
             }
             Node::Aggregate(a) => {
                 let crate::engine::Aggregate {
@@ -142,7 +146,14 @@ fn node_parts(node: &Node) -> usize {
     match node {
         Node::Scan(_) => 0,
         Node::Filter(input, _) | Node::Map(input, _) => node_parts(input),
-        Node::Join(j) => node_parts(&j.left) + node_parts(&j.right) + 2,
+        Node::Join(j) => {
+            node_parts(&j.left)
+                + node_parts(&j.right)
+                + [&j.left_index, &j.right_index]
+                    .iter()
+                    .filter(|s| matches!(s, Side::Own(_)))
+                    .count()
+        }
         Node::Aggregate(a) => node_parts(&a.input) + 1,
     }
 }
@@ -156,8 +167,10 @@ fn encode_node(node: &Node, w: &mut Writer, put: &mut Put<'_>) {
         Node::Join(j) => {
             encode_node(&j.left, w, put);
             encode_node(&j.right, w, put);
-            for index in [&j.left_index, &j.right_index] {
-                put(w, &|s| encode_rows(s, index.values()));
+            for side in [&j.left_index, &j.right_index] {
+                if let Side::Own(index) = side {
+                    put(w, &|s| encode_rows(s, index.values()));
+                }
             }
         }
         Node::Aggregate(a) => {

@@ -449,6 +449,12 @@ impl SourceTable {
         }
     }
 
+    /// The row with this key.
+    pub fn get(&self, key: &[Datum]) -> Option<&Row> {
+        let n = self.key_len;
+        self.rows.find(self.hash(key), |r| r[..n] == *key)
+    }
+
     /// Takes out the row with this key.
     pub fn take(&mut self, key: &[Datum]) -> Option<Row> {
         let n = self.key_len;

@@ -90,7 +90,7 @@ impl View {
         // A view over no rows may have rows (a global aggregate: COUNT(*) = 0).
         let empty = vec![ZSet::new(); view.plan.scans.len()];
         let mut errors = Vec::new();
-        let z = view.root.step(&empty, &mut errors);
+        let z = view.root.step(&empty, &view.tables, &mut errors);
         view.output.apply(&view.plan, z);
         view
     }
@@ -203,16 +203,18 @@ impl View {
             return Err(e);
         }
         let mut errors = Vec::new();
-        let z = self.root.step(&deltas, &mut errors);
+        let z = self.root.step(&deltas, &self.tables, &mut errors);
         if let Some(first) = errors.into_iter().next() {
-            // Take it all back: the same changes with opposite weights.
+            // Take it all back: the tables first (operators that read them see the
+            // state after the step, as forward), then the same changes with opposite
+            // weights.
+            undo_tables(&mut self.tables, journal);
             let inverse: Vec<ZSet> = deltas
                 .into_iter()
                 .map(|d| d.into_iter().map(|(r, w)| (r, -w)).collect())
                 .collect();
             let mut again = Vec::new();
-            self.root.step(&inverse, &mut again);
-            undo_tables(&mut self.tables, journal);
+            self.root.step(&inverse, &self.tables, &mut again);
             return Err(first);
         }
         Ok(self.output.apply(&self.plan, z))
