@@ -118,6 +118,19 @@ pub enum BenchCommand {
     /// over HTTP at a fixed rate, from this process: the client half of `bench views`,
     /// which runs it in a process of its own.
     Lookups(BenchLookupsArgs),
+    /// Restore `bench views`'s view from its state file in this fresh process: the
+    /// restore half of `bench views`, which runs it in a process of its own.
+    ViewRestore(BenchViewRestoreArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchViewRestoreArgs {
+    /// The state (snapshot) file `bench views` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub state: std::path::PathBuf,
+    /// The keys the view must have once restored.
+    #[arg(long)]
+    pub keys: u64,
 }
 
 #[derive(Debug, Args, Clone)]

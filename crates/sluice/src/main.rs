@@ -93,5 +93,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Lookups(args)) => {
             runtime.block_on(bench::views::run_lookups(args))
         }
+        Command::Bench(BenchCommand::ViewRestore(args)) => bench::views::run_restore(&args),
     }
 }

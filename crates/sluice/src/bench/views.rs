@@ -1,7 +1,7 @@
 //! `sluice bench views`: the enriched-product view (products JOIN prices JOIN stock
 //! summed per sku) built from the log, then read by key over HTTP while updates keep
-//! coming, then restored from its state file. Everything but the lookup client runs
-//! in this process, on an embedded log in `--data-dir`.
+//! coming, then restored from its state file. Everything but the lookup client and the
+//! restore runs in this process, on an embedded log in `--data-dir`.
 //!
 //! - build: N products, N prices and 2N stock rows, then M random price and stock
 //!   updates, are published; the view is created and timed until it has applied
@@ -9,8 +9,9 @@
 //! - lookups: GET /views/product_listing/rows/{sku} at a fixed rate, on an open loop
 //!   (latency counts from when a request was due), while prices change, sent by
 //!   `sluice bench lookups` in a process of its own.
-//! - restore: the view's state file is read back and decoded, after the built view is
-//!   removed and its memory given back.
+//! - restore: the view's state file is read back and decoded by `sluice bench
+//!   view-restore` in a fresh process (as on a node starting from a snapshot), after
+//!   this one removed the built view and gave its memory back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +29,7 @@ use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 use sluice_views::{Views, ViewsConfig};
 
 use super::measure::{Percentiles, cpu_seconds, memory_mb, round2};
-use crate::cli::{BenchLookupsArgs, BenchViewsArgs};
+use crate::cli::{BenchLookupsArgs, BenchViewRestoreArgs, BenchViewsArgs};
 
 pub const SQL: &str = r#"CREATE VIEW product_listing AS
 SELECT p.sku, p.name, p.brand, pr.amount AS price, COALESCE(s.qty, 0) AS stock
@@ -64,8 +65,8 @@ struct Report {
     /// Resident memory before the view was built, and after.
     rss_mb_before_view: f64,
     rss_mb: f64,
-    /// Resident memory when the restore starts (the built view removed).
-    rss_mb_before_restore: f64,
+    /// Resident memory of the restoring process once it holds the view.
+    restore_rss_mb: f64,
     peak_rss_mb: f64,
 }
 
@@ -330,32 +331,44 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let state_bytes = std::fs::metadata(&path)?.len();
-    let plan =
-        Arc::new(sluice_views::compile(SQL, bus.registry()).map_err(|e| anyhow::anyhow!("{e}"))?);
-    // The restore is measured without the built view in memory: it is removed, and
-    // its memory given back, first (at most 30 s).
+    // The restore runs in a fresh process, as on a node that starts from a snapshot;
+    // this one first removes the built view and gives its memory back (at most 30 s).
     views
         .delete("product_listing")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    drop(views);
-    let view_mb = rss - rss_before;
     let released = Instant::now() + Duration::from_secs(30);
-    while memory_mb("self", "VmRSS:").unwrap_or(0.0) > rss_before + view_mb * 0.2
-        && Instant::now() < released
-    {
+    while views.status("product_listing").await.is_ok() && Instant::now() < released {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(views);
+    // Until the resident memory stops falling (half a second without 1 MB less).
+    let mut low = memory_mb("self", "VmRSS:").unwrap_or(0.0);
+    let mut still = 0;
+    while still < 5 && Instant::now() < released {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = memory_mb("self", "VmRSS:").unwrap_or(0.0);
+        if now < low - 1.0 {
+            (low, still) = (now, 0);
+        } else {
+            still += 1;
+        }
     }
-    let rss_before_restore = memory_mb("self", "VmRSS:").unwrap_or(0.0);
-    let started = Instant::now();
-    let bytes = std::fs::read(&path)?;
-    let (restored, _) = sluice_views::snapshot::decode(plan, SQL, &bytes)?;
-    let restore = started.elapsed().as_secs_f64();
-    let restored_keys = restored.output().rows.len() as u64;
-    if restored_keys != keys {
-        bail!("restored {restored_keys} keys, the view had {keys}");
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child
+        .args(["bench", "view-restore", "--state"])
+        .arg(&path)
+        .args(["--keys", &keys.to_string()])
+        .stderr(std::process::Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || child.output())
+        .await?
+        .context("cannot start the restoring process")?;
+    if !out.status.success() {
+        bail!("the restoring process failed: {}", out.status);
     }
-    drop(restored);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let restored: RestoreReport = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .with_context(|| format!("the restoring process printed {text:?}"))?;
     bus.shutdown().await;
     log.flush().await?;
     tokio::task::spawn_blocking(move || embedded.close()).await??;
@@ -376,11 +389,11 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         lookup_sent_late_ms: lookup.sent_late_ms,
         idle_wakeup_late_ms: lookup.idle_wakeup_late_ms,
         updates_during_lookups: updates,
-        restore_seconds: round2(restore),
+        restore_seconds: restored.restore_seconds,
+        restore_rss_mb: restored.rss_mb,
         state_mb: round2(state_bytes as f64 / 1e6),
         rss_mb_before_view: rss_before,
         rss_mb: rss,
-        rss_mb_before_restore: rss_before_restore,
         peak_rss_mb: memory_mb("self", "VmHWM:").unwrap_or(0.0),
     };
     println!("{}", serde_json::to_string(&report)?);
@@ -538,4 +551,55 @@ async fn lookups(
         late,
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// What `bench view-restore` prints.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct RestoreReport {
+    keys: u64,
+    /// Reading the file and decoding it into a view.
+    restore_seconds: f64,
+    rss_mb: f64,
+}
+
+/// The bench's event types as view sources: data change tables keyed as
+/// `bench views` creates them (its SQL compiles to the same plan here, without a bus).
+struct BenchCatalog;
+
+impl sluice_views::Catalog for BenchCatalog {
+    fn source(&self, event_type: &str) -> Option<sluice_views::SourceInfo> {
+        let keys: &[&str] = match event_type {
+            "bench.product" | "bench.price" => &["sku"],
+            "bench.stock" => &["sku", "location"],
+            _ => return None,
+        };
+        Some(sluice_views::SourceInfo {
+            kind: sluice_views::SourceKind::Table {
+                key: keys.iter().map(|k| vec![k.to_string()]).collect(),
+            },
+            data_change: true,
+        })
+    }
+}
+
+pub fn run_restore(args: &BenchViewRestoreArgs) -> anyhow::Result<()> {
+    let plan =
+        Arc::new(sluice_views::compile(SQL, &BenchCatalog).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let started = Instant::now();
+    let bytes = std::fs::read(&args.state)
+        .with_context(|| format!("cannot read {}", args.state.display()))?;
+    let (restored, _) = sluice_views::snapshot::decode(plan, SQL, &bytes)?;
+    let restore_seconds = started.elapsed().as_secs_f64();
+    drop(bytes);
+    let keys = restored.output().rows.len() as u64;
+    if keys != args.keys {
+        bail!("restored {keys} keys, the view had {}", args.keys);
+    }
+    let report = RestoreReport {
+        keys,
+        restore_seconds: round2(restore_seconds),
+        rss_mb: memory_mb("self", "VmRSS:").unwrap_or(0.0),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }

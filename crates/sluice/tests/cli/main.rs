@@ -315,8 +315,10 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
     ] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
-    // Rounded to 10 ms: zero for a view this small (the bench compares the keys).
+    // Rounded to 10 ms: zero for a view this small (the restoring process compares
+    // the keys and fails on a difference).
     assert!(v["restore_seconds"].is_number(), "{v}");
+    assert!(v["restore_rss_mb"].as_f64().unwrap() > 0.0, "{v}");
     for key in [
         "lookup_latency_ms",
         "lookup_service_ms",
