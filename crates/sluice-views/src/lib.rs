@@ -1,7 +1,7 @@
 //! Derived state: SQL views over event types, kept incrementally from the log.
 //!
 //! `sql::compile` turns `CREATE VIEW ... AS SELECT ...` into a `Plan` (`plan.rs`);
-//! `View` runs it incrementally (`engine.rs`, the DBSP model: changes with weights
+//! `View` runs it incrementally (`engine/`, the DBSP model: changes with weights
 //! through filters, projections, joins and aggregates) over events turned into
 //! source changes (`source.rs`); `naive` evaluates the same plan from scratch, the
 //! reference the engine is tested against. `Views` (`service.rs`) keeps the views of a

@@ -1,6 +1,6 @@
 //! A view's plan: the relational tree the SQL compiles to, over sources (event types
 //! read as tables or streams), with every column bound to a position in its input's
-//! row. The engine (`engine.rs`) runs it incrementally, `naive.rs` from scratch.
+//! row. The engine (`engine/`) runs it incrementally, `naive.rs` from scratch.
 //!
 //! Planning happens in two steps: `sql.rs` builds a tree whose expressions name
 //! columns symbolically (`ColumnId`: a path of a scan, or an output of a node), and
