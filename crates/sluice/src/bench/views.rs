@@ -283,7 +283,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         })
     };
     let (lookup, client) = if args.lookups_in_process {
-        let mut l = lookups(
+        let l = lookups(
             addr.to_string(),
             args.keys,
             args.lookup_rate,
@@ -291,16 +291,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
             16,
         )
         .await?;
-        let report = LookupsReport {
-            rate: args.lookup_rate,
-            lookups: l.latencies.len() as u64,
-            errors: l.errors,
-            latency_ms: Percentiles::of(&mut l.latencies),
-            service_ms: Percentiles::of(&mut l.service),
-            sent_late_ms: Percentiles::of(&mut l.late),
-            idle_wakeup_late_ms: Percentiles::of(&mut []),
-        };
-        (report, "in process")
+        (l.report(args.lookup_rate, Vec::new()), "in process")
     } else {
         let mut client = std::process::Command::new(std::env::current_exe()?);
         client
@@ -440,9 +431,9 @@ pub async fn run_lookups(args: BenchLookupsArgs) -> anyhow::Result<()> {
     }
     let (_, authority) = super::measure::server(&args.url)?;
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
-    let mut jitter =
+    let jitter =
         tokio::task::spawn_blocking(move || sleep_jitter(interval, Duration::from_secs(2))).await?;
-    let mut l = lookups(
+    let l = lookups(
         authority,
         args.keys,
         args.rate,
@@ -450,15 +441,7 @@ pub async fn run_lookups(args: BenchLookupsArgs) -> anyhow::Result<()> {
         args.connections,
     )
     .await?;
-    let report = LookupsReport {
-        rate: args.rate,
-        lookups: l.latencies.len() as u64,
-        errors: l.errors,
-        latency_ms: Percentiles::of(&mut l.latencies),
-        service_ms: Percentiles::of(&mut l.service),
-        sent_late_ms: Percentiles::of(&mut l.late),
-        idle_wakeup_late_ms: Percentiles::of(&mut jitter),
-    };
+    let report = l.report(args.rate, jitter);
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -471,6 +454,22 @@ struct Lookups {
     /// How late each request was sent after it was due.
     late: Vec<Duration>,
     errors: u64,
+}
+
+impl Lookups {
+    /// The report of lookups sent at `rate`, with the idle wake-up lateness measured
+    /// before them (none when not measured).
+    fn report(mut self, rate: u64, mut idle_late: Vec<Duration>) -> LookupsReport {
+        LookupsReport {
+            rate,
+            lookups: self.latencies.len() as u64,
+            errors: self.errors,
+            latency_ms: Percentiles::of(&mut self.latencies),
+            service_ms: Percentiles::of(&mut self.service),
+            sent_late_ms: Percentiles::of(&mut self.late),
+            idle_wakeup_late_ms: Percentiles::of(&mut idle_late),
+        }
+    }
 }
 
 /// GET /views/product_listing/rows/{sku} at `rate` per second over `connections`
