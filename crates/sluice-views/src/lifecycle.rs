@@ -11,7 +11,8 @@ use sluice_bus::Bus;
 use sluice_log::{Log, PartitionId, TopicName};
 
 use crate::plan::Plan;
-use crate::runner::{Checkpoint, Publish, Running, SourcePartition, hand_over};
+use crate::publish::hand_over;
+use crate::runner::{Checkpoint, Running, SourcePartition};
 use crate::service::{Definition, Entry, Result, State, ViewsConfig, catalog};
 use crate::view::View;
 
@@ -54,6 +55,7 @@ pub(crate) async fn reconcile_loop(
         match (def, current) {
             (None, _) => {
                 state.entries.write().remove(&name);
+                state.outlets.remove(&name);
                 if let Some(dir) = &config.state_dir {
                     let _ = std::fs::remove_dir_all(dir.join(&name));
                 }
@@ -77,12 +79,9 @@ pub(crate) async fn reconcile_loop(
                                 let still = state.defs.read().get(&def.name) == Some(&def);
                                 if still {
                                     forget_other_states(&config, &def);
-                                    if let Some(event_type) = def.publish_as.clone() {
-                                        let p = Publish {
-                                            bus: bus.clone(),
-                                            event_type,
-                                        };
-                                        hand_over(&old, &r, p).await;
+                                    if let Some(event_type) = &def.publish_as {
+                                        let p = state.outlets.publish(&bus, &def.name, event_type);
+                                        hand_over(&old, &r, p);
                                     }
                                     state.entries.write().insert(
                                         def.name.clone(),
@@ -94,6 +93,7 @@ pub(crate) async fn reconcile_loop(
                                             loading: false,
                                         },
                                     );
+                                    state.wake_leases.notify_one();
                                 }
                             });
                             if let Some(e) = state.entries.write().get_mut(&name) {
@@ -125,6 +125,7 @@ pub(crate) async fn reconcile_loop(
                     }
                 };
                 state.entries.write().insert(name, entry);
+                state.wake_leases.notify_one();
             }
         }
     }
@@ -231,14 +232,33 @@ async fn start(
         def.on_error.into(),
         checkpoint,
         loaded_from,
+        // On a shared log the lease decides who publishes (`lease.rs`).
         def.publish_as
-            .clone()
-            .filter(|_| serving)
-            .map(|event_type| Publish {
-                bus: bus.clone(),
-                event_type,
-            }),
+            .as_ref()
+            .filter(|_| serving && !state.outlets.leased())
+            .map(|event_type| state.outlets.publish(bus, &def.name, event_type)),
     ))
+}
+
+/// Whether a view has applied everything its sources hold now (or stopped).
+pub(crate) async fn is_caught_up(bus: &Bus, r: &Running) -> bool {
+    let sources: Vec<(SourcePartition, u64)> = {
+        let progress = r.progress.lock();
+        if progress.stopped.is_some() {
+            return true;
+        }
+        progress.next.iter().map(|(k, n)| (k.clone(), *n)).collect()
+    };
+    for ((t, p), next) in sources {
+        let Ok(topic) = TopicName::new(t.as_str()) else {
+            return false;
+        };
+        match bus.log().offsets(&topic, PartitionId(p)).await {
+            Ok(o) if o.latest.0 <= next => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Waits until a view has applied everything its sources held when it was asked.

@@ -4,14 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use serde_json::Value;
 use sluice_log::{FetchRequest, Log, LogError, Offset, PartitionId, TopicName};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::plan::Plan;
+use crate::publish::{Ack, Publish, Takeover, Unsent, acked};
 use crate::source::Event;
 use crate::view::{OnError, View};
 
@@ -69,136 +70,13 @@ pub struct Running {
     pub checkpoint: Option<Checkpoint>,
     /// Where the view's changes go as data change events (set while it serves).
     pub publish: Mutex<Option<Publish>>,
+    /// A takeover for the apply loop to publish before anything else (`publish.rs`).
+    takeover: Mutex<Option<Takeover>>,
+    /// Wakes the apply loop for a takeover.
+    wake: Arc<Notify>,
+    /// A takeover is being prepared or waits for the apply loop (`lease.rs`).
+    pub(crate) taking_over: AtomicBool,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// Publishing a view's changes to a derived data change event type.
-#[derive(Clone, Debug)]
-pub struct Publish {
-    pub bus: Arc<sluice_bus::Bus>,
-    pub event_type: String,
-}
-
-impl Publish {
-    /// The data change events of row changes: C, U or D keyed by the view key; a
-    /// delete carries the row it removes.
-    pub fn events(&self, plan: &Plan, changes: &[crate::engine::RowChange]) -> Vec<Value> {
-        changes
-            .iter()
-            .filter_map(|c| {
-                let (op, row) = match (&c.before, &c.row) {
-                    (None, Some(r)) => ("C", r),
-                    (Some(_), Some(r)) => ("U", r),
-                    (Some(b), None) => ("D", b),
-                    (None, None) => return None,
-                };
-                Some(change_event(&plan.name, &c.key, op, plan.row_json(row)))
-            })
-            .collect()
-    }
-
-    /// Publishes events, retrying while the log refuses them (at least once).
-    pub async fn send(&self, events: Vec<Value>) -> Result<(), String> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let body = Value::Array(events).to_string();
-        let publisher = sluice_bus::Publisher {
-            flow_id: None,
-            published_by: Some("sluice-views".into()),
-        };
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self
-                .bus
-                .publish(&self.event_type, body.as_bytes(), &publisher)
-                .await
-            {
-                Ok(sluice_bus::Published::All(_)) => return Ok(()),
-                Ok(other) => {
-                    return Err(format!(
-                        "{} refused the view's changes: {other:?}",
-                        self.event_type
-                    ));
-                }
-                Err(e @ sluice_bus::BusError::Log(_)) if wait < Duration::from_secs(10) => {
-                    tracing::warn!(event_type = %self.event_type, error = %e, "view changes not published yet; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                Err(e) => return Err(format!("publishing to {}: {e}", self.event_type)),
-            }
-        }
-    }
-}
-
-/// One data change event of a view.
-pub fn change_event(view: &str, key: &str, op: &str, data: Value) -> Value {
-    serde_json::json!({
-        "metadata": {
-            "eid": uuid::Uuid::new_v4().to_string(),
-            "occurred_at": sluice_schema::time::now_rfc3339(),
-            "partition_compaction_key": key,
-        },
-        "data_type": view,
-        "data_op": op,
-        "data": data,
-    })
-}
-
-/// The rows of a view as JSON, by key.
-fn rows_json(plan: &Plan, view: &View) -> BTreeMap<String, Value> {
-    view.output()
-        .rows
-        .iter()
-        .filter_map(|(k, rows)| Some((k.to_string(), plan.row_json(rows.visible()?))))
-        .collect()
-}
-
-/// Blue/green with a derived event type: the old view stops publishing, the new one
-/// publishes the difference between the old view's rows (what consumers were told;
-/// nothing if the old version did not publish there) and its own, then goes on
-/// publishing its changes. Consumers see one story.
-pub async fn hand_over(old: &Running, new: &Running, p: Publish) {
-    // Publishing is decided under a view's lock (`apply`): flip it there.
-    let before = {
-        let view = old.view.read();
-        // Consumers of the event type know the old rows only if it published there.
-        match old.publish.lock().take() {
-            Some(was) if was.event_type == p.event_type => rows_json(&old.plan, &view),
-            _ => BTreeMap::new(),
-        }
-    };
-    let events = {
-        let view = new.view.read();
-        let after = rows_json(&new.plan, &view);
-        *new.publish.lock() = Some(p.clone());
-        let mut events = Vec::new();
-        for (k, row) in &after {
-            match before.get(k) {
-                None => events.push(change_event(&new.plan.name, k, "C", row.clone())),
-                Some(b) if b != row => {
-                    events.push(change_event(&new.plan.name, k, "U", row.clone()))
-                }
-                Some(_) => {}
-            }
-        }
-        for (k, row) in before {
-            if !after.contains_key(&k) {
-                events.push(change_event(&new.plan.name, &k, "D", row));
-            }
-        }
-        events
-    };
-    let n = events.len() as u64;
-    for chunk in events.chunks(1000) {
-        if let Err(e) = p.send(chunk.to_vec()).await {
-            tracing::error!(view = %new.plan.name, error = %e, "view changes not published at the switch");
-            new.progress.lock().unpublished = Some(e);
-            return;
-        }
-    }
-    new.progress.lock().published += n;
 }
 
 /// Writing a view's state and offsets to disk, whole.
@@ -210,6 +88,43 @@ pub struct Checkpoint {
 }
 
 impl Running {
+    /// Starts telling consumers: the apply loop publishes the takeover next.
+    pub fn take_over(&self, t: Takeover) {
+        self.taking_over.store(true, Ordering::SeqCst);
+        *self.takeover.lock() = Some(t);
+        self.wake.notify_one();
+    }
+
+    /// Publishes a pending takeover (in the apply loop).
+    async fn publish_takeover(&self) {
+        let Some(t) = self.takeover.lock().take() else {
+            return;
+        };
+        let ack = t.run(self);
+        let result = acked(ack).await;
+        self.published(result);
+        self.taking_over.store(false, Ordering::SeqCst);
+    }
+
+    /// Counts what the outlet published, or says why it did not.
+    fn published(&self, result: Result<u64, Unsent>) {
+        match result {
+            Ok(n) => self.progress.lock().published += n,
+            // The lease moved on: consumers hear from this node again only through
+            // a takeover.
+            Err(Unsent::NotPublisher) => {
+                let mut p = self.publish.lock();
+                if p.as_ref().is_some_and(|p| !p.current()) {
+                    *p = None;
+                }
+            }
+            Err(Unsent::Failed(e)) => {
+                tracing::error!(view = %self.plan.name, error = %e, "view changes not published");
+                self.progress.lock().unpublished = Some(e);
+            }
+        }
+    }
+
     /// The view's state and the offsets it reflects, as bytes (`snapshot.rs`).
     pub fn state_bytes(&self, sql: &str) -> Vec<u8> {
         // The apply loop changes both under the view's write lock: read them together.
@@ -272,6 +187,9 @@ impl Running {
             applied: watch::channel(0).0,
             checkpoint,
             publish: Mutex::new(publish),
+            takeover: Mutex::new(None),
+            wake: Arc::new(Notify::new()),
+            taking_over: AtomicBool::new(false),
             task: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(16);
@@ -424,14 +342,23 @@ async fn apply_loop(
         .upgrade()
         .and_then(|r| r.checkpoint.as_ref().map(|c| c.every))
         .unwrap_or(Duration::from_secs(3600));
+    let Some(wake) = running.upgrade().map(|r| r.wake.clone()) else {
+        return;
+    };
     let mut last_checkpoint = tokio::time::Instant::now();
     let mut dirty = false;
     loop {
-        let first = match tokio::time::timeout_at(last_checkpoint + every, rx.recv()).await {
-            Ok(Some(chunk)) => Some(chunk),
-            Ok(None) => return,
-            Err(_) => None,
+        let first = tokio::select! {
+            c = tokio::time::timeout_at(last_checkpoint + every, rx.recv()) => match c {
+                Ok(Some(chunk)) => Some(chunk),
+                Ok(None) => return,
+                Err(_) => None,
+            },
+            _ = wake.notified() => None,
         };
+        if let Some(r) = running.upgrade() {
+            r.publish_takeover().await;
+        }
         if last_checkpoint.elapsed() >= every {
             last_checkpoint = tokio::time::Instant::now();
             if dirty && let Some(r) = running.upgrade() {
@@ -458,21 +385,14 @@ async fn apply_loop(
         if r.progress.lock().stopped.is_some() {
             continue;
         }
-        if let Some((publish, events)) = apply(&r, chunks, on_error) {
-            let n = events.len() as u64;
-            match publish.send(events).await {
-                Ok(()) => r.progress.lock().published += n,
-                Err(e) => {
-                    tracing::error!(view = %r.plan.name, error = %e, "view changes not published");
-                    r.progress.lock().unpublished = Some(e);
-                }
-            }
+        if let Some(ack) = apply(&r, chunks, on_error) {
+            r.published(acked(ack).await);
         }
     }
 }
 
 /// Applies chunks to the view; moves the offsets past what it took.
-fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publish, Vec<Value>)> {
+fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<Ack> {
     // (its chunk, event, offset)
     let mut events: Vec<(usize, Event, u64)> = Vec::new();
     let mut parse_errors = Vec::new();
@@ -493,18 +413,18 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<(Publ
         .iter()
         .map(|(c, v, _)| (chunks[*c].source.0.as_str(), v))
         .collect();
-    let (applied, publish) = {
+    let (applied, publishing) = {
         let mut view = r.view.write();
-        let applied = view.apply_events(&batch, on_error);
-        // Decided under the view's lock: a handover (blue/green) flips it there too.
-        // The events are built after it, so readers do not wait for them.
-        let publish = r.publish.lock().clone();
-        (applied, publish)
+        let mut applied = view.apply_events(&batch, on_error);
+        // Queued under the view's lock, in the order of the steps: a handover
+        // (blue/green) stops it there too. The outlet makes the events.
+        let publishing = r
+            .publish
+            .lock()
+            .as_ref()
+            .map(|p| p.queue_changes(&r.plan, std::mem::take(&mut applied.changes)));
+        (applied, publishing)
     };
-    let publishing = publish.map(|p| {
-        let events = p.events(&r.plan, &applied.changes);
-        (p, events)
-    });
     let mut progress = r.progress.lock();
     let error_of = |i: usize, message: String| {
         let (c, _, o) = &events[i];

@@ -18,8 +18,10 @@ use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
 use sluice_log::{PartitionId, Record, StoredRecord, TopicName};
 
 use crate::datum::Text;
+use crate::lease::Leases;
 use crate::lifecycle::reconcile_loop;
 use crate::plan::Plan;
+use crate::publish::Outlets;
 use crate::runner::{Progress, Running};
 use crate::sql::SqlError;
 use crate::view::OnError;
@@ -106,6 +108,9 @@ pub struct ViewsConfig {
     /// Where `snapshot` copies a view's state, and where a node without local state
     /// looks for the latest one before replaying the log.
     pub snapshot_dir: Option<PathBuf>,
+    /// On a shared log, how long a view's publisher lease lasts without renewal
+    /// (`lease.rs`): a node takes over a dead publisher after this long.
+    pub publisher_lease: Duration,
 }
 
 impl Default for ViewsConfig {
@@ -114,6 +119,7 @@ impl Default for ViewsConfig {
             state_dir: None,
             checkpoint_every: Duration::from_secs(10),
             snapshot_dir: None,
+            publisher_lease: Duration::from_secs(6),
         }
     }
 }
@@ -132,10 +138,14 @@ pub(crate) struct Entry {
     pub(crate) loading: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct State {
     pub(crate) defs: RwLock<BTreeMap<String, Definition>>,
     pub(crate) entries: RwLock<BTreeMap<String, Entry>>,
+    /// Where each view's changes go out (`publish.rs`).
+    pub(crate) outlets: Outlets,
+    /// Wakes the publisher leases (`lease.rs`): a view started, a lease record came.
+    pub(crate) wake_leases: Arc<tokio::sync::Notify>,
 }
 
 /// The views of this node.
@@ -145,12 +155,16 @@ pub struct Views {
     config: Arc<ViewsConfig>,
     state: Arc<State>,
     follower: Follower,
-    task: tokio::task::JoinHandle<()>,
+    /// On a shared log: who publishes each view (`lease.rs`).
+    leases: Option<Arc<Leases>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Views {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -179,7 +193,13 @@ impl Views {
         let config = Arc::new(config);
         let log = bus.log().clone();
         let (defs, next) = sluice_bus::replay(&log, &topic()).await?;
-        let state = Arc::new(State::default());
+        let shared = log.shared();
+        let state = Arc::new(State {
+            defs: RwLock::default(),
+            entries: RwLock::default(),
+            outlets: Outlets::new(shared),
+            wake_leases: Arc::default(),
+        });
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         for (name, value) in defs {
             if let Some(v) = value
@@ -220,19 +240,26 @@ impl Views {
                 let _ = tx.send(name);
             }
         });
-        let task = tokio::spawn(reconcile_loop(
+        let mut tasks = vec![tokio::spawn(reconcile_loop(
             bus.clone(),
             config.clone(),
             state.clone(),
             rx,
-        ));
+        ))];
+        let leases = if shared {
+            let leases = Arc::new(Leases::open(&bus, &state, config.publisher_lease).await?);
+            tasks.push(tokio::spawn(leases.clone().run(bus.clone(), state.clone())));
+            Some(leases)
+        } else {
+            None
+        };
         Ok(Views {
             bus,
             config,
             state,
             follower,
-
-            task,
+            leases,
+            tasks,
         })
     }
 
@@ -600,6 +627,15 @@ impl Views {
             out["publish_as"] = et.clone().into();
             out["published"] = progress.published.into();
             out["publish_error"] = progress.unpublished.clone().into();
+            if let Some(leases) = &self.leases {
+                let holder = leases.holder(name);
+                out["publisher"] = serde_json::json!({
+                    "node": holder.as_ref().map(|h| h.node.clone()),
+                    "epoch": holder.as_ref().map(|h| h.epoch),
+                    "this_node": holder.is_some_and(|h| h.node == leases.node),
+                    "publishing": r.publish.lock().as_ref().is_some_and(|p| p.current()),
+                });
+            }
         }
         out["sources"] = sources.into();
         let error_json = |x: &crate::runner::EventError| {

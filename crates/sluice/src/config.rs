@@ -47,6 +47,10 @@ pub struct ViewsSection {
     /// Where `POST /views/{name}/snapshots` copies a view's state, and where a node
     /// without local state looks for the latest one. Empty: no snapshots.
     pub snapshot_dir: String,
+    /// With several nodes on Kafka: how long a view's publisher lease lasts without
+    /// renewal; another node publishes the view's changes this long after its
+    /// publisher died.
+    pub publisher_lease_ms: u64,
 }
 
 impl Default for ViewsSection {
@@ -54,6 +58,7 @@ impl Default for ViewsSection {
         ViewsSection {
             checkpoint_interval_ms: 10_000,
             snapshot_dir: String::new(),
+            publisher_lease_ms: 6_000,
         }
     }
 }
@@ -66,6 +71,7 @@ impl ViewsSection {
             checkpoint_every: std::time::Duration::from_millis(self.checkpoint_interval_ms.max(1)),
             snapshot_dir: (!self.snapshot_dir.is_empty())
                 .then(|| PathBuf::from(&self.snapshot_dir)),
+            publisher_lease: std::time::Duration::from_millis(self.publisher_lease_ms.max(300)),
         }
     }
 }

@@ -134,6 +134,7 @@ impl Server {
                     state_dir: Some(data.join("views")),
                     checkpoint_every: std::time::Duration::from_millis(200),
                     snapshot_dir: Some(data.join("snapshots")),
+                    ..Default::default()
                 };
                 let views = Arc::new(
                     sluice_views::Views::open(bus.clone(), views_config)

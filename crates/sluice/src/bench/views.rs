@@ -213,6 +213,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
                 state_dir: Some(dir.join("views")),
                 checkpoint_every: Duration::from_secs(3600),
                 snapshot_dir: Some(dir.join("snapshots")),
+                ..ViewsConfig::default()
             },
         )
         .await?,

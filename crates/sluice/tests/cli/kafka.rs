@@ -45,7 +45,7 @@ fn serve_cmd(data: &Path, bootstrap: &str, settings: &[&str]) -> Command {
 }
 
 /// A `sluice serve` process, killed when dropped (a failing test leaves none behind).
-struct Node(Child);
+pub(crate) struct Node(pub(crate) Child);
 
 impl std::ops::Deref for Node {
     type Target = Child;
@@ -67,11 +67,11 @@ impl Drop for Node {
     }
 }
 
-fn serve_on_kafka(data: &Path, bootstrap: &str, settings: &[&str]) -> Node {
+pub(crate) fn serve_on_kafka(data: &Path, bootstrap: &str, settings: &[&str]) -> Node {
     Node(serve_cmd(data, bootstrap, settings).spawn().unwrap())
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
@@ -79,7 +79,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn post(url: &str, body: &Value) -> (u16, String, String) {
+pub(crate) fn post(url: &str, body: &Value) -> (u16, String, String) {
     match agent()
         .post(url)
         .header("Content-Type", "application/json")

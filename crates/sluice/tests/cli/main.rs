@@ -4,6 +4,7 @@
 mod crash;
 mod interop;
 mod kafka;
+mod publishers;
 mod tidy;
 
 use std::path::Path;
