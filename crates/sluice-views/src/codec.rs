@@ -176,15 +176,28 @@ impl<'a> Reader<'a> {
     }
 
     pub fn row(&mut self) -> Result<Row> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let read = self.row_into(&mut scratch);
+        let row = read.map(|()| Row::from(&scratch[..]));
+        scratch.clear();
+        self.scratch = scratch;
+        row
+    }
+
+    /// A row's values into `out` (cleared first): no allocation for the row.
+    pub fn row_into(&mut self, out: &mut Vec<Datum>) -> Result<()> {
+        out.clear();
         let n = self.len()?;
-        self.scratch.clear();
         for _ in 0..n {
             let d = self.datum()?;
-            self.scratch.push(d);
+            out.push(d);
         }
-        let row = Row::from(&self.scratch[..]);
-        self.scratch.clear();
-        Ok(row)
+        Ok(())
+    }
+
+    /// Where the next read starts, in bytes from the beginning.
+    pub fn position(&self) -> usize {
+        self.at
     }
 }
 

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod datum;
 pub mod engine;
 pub mod expr;
+pub mod frozen;
 mod lease;
 mod lifecycle;
 pub mod naive;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sluice_bus::Bus;
 use sluice_log::{Log, PartitionId, TopicName};
 
+use crate::frozen::Frozen;
 use crate::plan::Plan;
 use crate::publish::hand_over;
 use crate::runner::{Checkpoint, Running, SourcePartition};
@@ -91,6 +92,7 @@ pub(crate) async fn reconcile_loop(
                                             failure: None,
                                             pending: None,
                                             loading: false,
+                                            frozen: None,
                                         },
                                     );
                                     state.wake_leases.notify_one();
@@ -107,6 +109,7 @@ pub(crate) async fn reconcile_loop(
                             failure: None,
                             pending: None,
                             loading: false,
+                            frozen: None,
                         }
                     }
                     Err(e) => {
@@ -121,6 +124,7 @@ pub(crate) async fn reconcile_loop(
                             failure: Some(why),
                             pending: None,
                             loading: false,
+                            frozen: None,
                         }
                     }
                 };
@@ -152,12 +156,9 @@ fn forget_other_states(config: &ViewsConfig, def: &Definition) {
     }
 }
 
-/// A view's state from its own file, else from the latest snapshot of its SQL.
-fn load(
-    config: &ViewsConfig,
-    def: &Definition,
-    plan: &Arc<Plan>,
-) -> Option<(View, BTreeMap<SourcePartition, u64>, String)> {
+/// Where a view's state may be: its own file, then the snapshots of its SQL, newest
+/// first.
+fn state_candidates(config: &ViewsConfig, def: &Definition) -> Vec<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(dir) = &config.state_dir {
         candidates.push(state_path(dir, def));
@@ -178,18 +179,73 @@ fn load(
         snaps.sort();
         candidates.extend(snaps.into_iter().rev());
     }
-    for path in candidates {
-        let Ok(bytes) = std::fs::read(&path) else {
+    candidates
+}
+
+/// A view's state from its own file, else from the latest snapshot of its SQL. While
+/// the state loads, a view that is loading at the node's start answers reads from the
+/// file (`Frozen`).
+async fn load(
+    state: &State,
+    config: &ViewsConfig,
+    def: &Definition,
+    plan: &Arc<Plan>,
+) -> Option<(View, BTreeMap<SourcePartition, u64>, String)> {
+    for path in state_candidates(config, def) {
+        let p = path.clone();
+        let Ok(bytes) =
+            blocking(move || std::fs::read(&p).map(Arc::new).map_err(|e| e.to_string())).await
+        else {
             continue;
         };
-        match crate::snapshot::decode(plan.clone(), &def.sql, &bytes) {
-            Ok((view, offsets)) => return Some((view, offsets, path.display().to_string())),
+        let (plan2, sql, b) = (plan.clone(), def.sql.clone(), bytes.clone());
+        let frozen = blocking(move || {
+            Frozen::open(plan2, &sql, b)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let frozen = match frozen {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(view = %def.name, path = %path.display(), error = %e, "view state not used");
+                continue;
+            }
+        };
+        if let Some(e) = state.entries.write().get_mut(&def.name)
+            && e.loading
+            && e.def == *def
+        {
+            tracing::info!(view = %def.name, rows = frozen.len(), "view answers reads from its state file while it loads");
+            e.frozen = Some(frozen);
+        }
+        let (plan2, sql) = (plan.clone(), def.sql.clone());
+        let decoded = blocking(move || {
+            crate::snapshot::decode(plan2, &sql, &bytes).map_err(|e| e.to_string())
+        })
+        .await;
+        match decoded {
+            Ok((view, offsets)) => {
+                return Some((view, offsets, path.display().to_string()));
+            }
             Err(e) => {
                 tracing::warn!(view = %def.name, path = %path.display(), error = %e, "view state not used")
             }
         }
+        if let Some(e) = state.entries.write().get_mut(&def.name) {
+            e.frozen = None;
+        }
     }
     None
+}
+
+/// Runs blocking work (file reads, decoding) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// Compiles a definition and starts it: from its saved state and offsets when there
@@ -211,7 +267,7 @@ async fn start(
         }
     }
     let started = std::time::Instant::now();
-    let (view, loaded_from) = match load(config, def, &plan) {
+    let (view, loaded_from) = match load(state, config, def, &plan).await {
         Some((view, saved, path)) => {
             tracing::info!(view = %def.name, %path, rows = view.output().rows.len(), ms = started.elapsed().as_millis() as u64, "view state loaded");
             // Partitions added since start from their beginning.

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
 use sluice_log::{PartitionId, Record, StoredRecord, TopicName};
 
-use crate::datum::Text;
+use crate::datum::{Row, Text};
+use crate::frozen::Frozen;
 use crate::lease::Leases;
 use crate::lifecycle::reconcile_loop;
 use crate::plan::Plan;
@@ -136,6 +137,8 @@ pub(crate) struct Entry {
     pub(crate) pending: Option<Definition>,
     /// Its state is being loaded (at start).
     pub(crate) loading: bool,
+    /// While it loads: its rows as its state file has them (`frozen.rs`).
+    pub(crate) frozen: Option<Arc<Frozen>>,
 }
 
 #[derive(Debug)]
@@ -146,6 +149,12 @@ pub(crate) struct State {
     pub(crate) outlets: Outlets,
     /// Wakes the publisher leases (`lease.rs`): a view started, a lease record came.
     pub(crate) wake_leases: Arc<tokio::sync::Notify>,
+}
+
+/// What answers a view's reads.
+enum Readable {
+    Live(Arc<Running>),
+    Frozen(Arc<Frozen>),
 }
 
 /// The views of this node.
@@ -214,6 +223,7 @@ impl Views {
                         failure: None,
                         pending: None,
                         loading: true,
+                        frozen: None,
                     },
                 );
                 state.defs.write().insert(name.clone(), def);
@@ -510,9 +520,23 @@ impl Views {
         })
     }
 
+    /// What answers a view's reads: the view, or while it loads, its state file.
+    fn readable(&self, name: &str) -> Result<Readable> {
+        if let Some(e) = self.state.entries.read().get(name)
+            && e.loading
+            && let Some(f) = &e.frozen
+        {
+            return Ok(Readable::Frozen(f.clone()));
+        }
+        self.serving(name).map(Readable::Live)
+    }
+
     /// A row by key, as JSON.
     pub fn row(&self, name: &str, key: &str) -> Result<Option<serde_json::Value>> {
-        let r = self.serving(name)?;
+        let r = match self.readable(name)? {
+            Readable::Live(r) => r,
+            Readable::Frozen(f) => return Ok(f.get(key).map(|row| f.plan().row_json(&row))),
+        };
         let view = r.view.read();
         Ok(view.output().get(key).map(|row| r.plan.row_json(row)))
     }
@@ -526,7 +550,17 @@ impl Views {
         limit: usize,
     ) -> Result<Vec<serde_json::Value>> {
         use std::ops::Bound;
-        let r = self.serving(name)?;
+        let r = match self.readable(name)? {
+            Readable::Live(r) => r,
+            Readable::Frozen(f) => {
+                let from = match after {
+                    Some(a) if a >= prefix => Bound::Excluded(a),
+                    _ => Bound::Included(prefix),
+                };
+                let rows: Vec<Row> = f.range(from, prefix, limit);
+                return Ok(rows.iter().map(|row| f.plan().row_json(row)).collect());
+            }
+        };
         let view = r.view.read();
         let from = match after {
             Some(a) if a >= prefix => Bound::Excluded(Text::new(a)),
@@ -551,6 +585,17 @@ impl Views {
         written: &[(String, u32, u64)],
         wait: Duration,
     ) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + wait;
+        // A view loading its state answers from its file meanwhile: not caught up.
+        while self
+            .readable(name)
+            .is_ok_and(|r| matches!(r, Readable::Frozen(_)))
+        {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let r = self.serving(name)?;
         let mut applied = r.applied.subscribe();
         // A partition of a source the view does not read yet (just added) is waited
@@ -565,7 +610,6 @@ impl Views {
                         .is_some_and(|next| *next > *o)
             })
         };
-        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if done(&r) {
                 return Ok(true);
@@ -594,6 +638,11 @@ impl Views {
         }
         if e.loading {
             out["status"] = "loading".into();
+            if let Some(f) = &e.frozen {
+                // Reads are answered from the state file meanwhile.
+                out["rows"] = f.len().into();
+                out["reads_from"] = "state file".into();
+            }
             return Ok(out);
         }
         let Some(r) = e.serving else {

@@ -13,7 +13,8 @@
 //!
 //! A section is one part of the state: each source table, each join's two indexes and
 //! each aggregate's groups (operators in pre-order), and the output rows (in key
-//! order). Sections are independent, so a load decodes them on all cores.
+//! order). Sections are independent, so a load decodes them on all cores. The output
+//! section alone answers reads while the rest loads (`frozen.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -222,13 +223,11 @@ fn encode_rows<'a>(w: &mut Writer, rows: impl Iterator<Item = &'a Rows> + Clone)
     }
 }
 
-/// A view loaded from bytes, with the offsets to read its sources from. Sections are
-/// decoded on as many threads as there are cores.
-pub fn decode(
-    plan: Arc<Plan>,
-    sql: &str,
-    bytes: &[u8],
-) -> Result<(View, BTreeMap<SourcePartition, u64>)> {
+/// A state file's source offsets and its sections.
+pub(crate) type Opened<'a> = (BTreeMap<SourcePartition, u64>, Vec<&'a [u8]>);
+
+/// The offsets and the sections of a state file, checked (magic, version, SQL, CRC).
+pub(crate) fn open<'a>(sql: &str, bytes: &'a [u8]) -> Result<Opened<'a>> {
     if bytes.len() < 24 || &bytes[..8] != MAGIC {
         return Err(Damaged("not a view state file".into()));
     }
@@ -260,6 +259,17 @@ pub fn decode(
     if !r.is_empty() {
         return Err(Damaged("bytes after the state".into()));
     }
+    Ok((offsets, sections))
+}
+
+/// A view loaded from bytes, with the offsets to read its sources from. Sections are
+/// decoded on as many threads as there are cores.
+pub fn decode(
+    plan: Arc<Plan>,
+    sql: &str,
+    bytes: &[u8],
+) -> Result<(View, BTreeMap<SourcePartition, u64>)> {
+    let (offsets, sections) = open(sql, bytes)?;
     let mut view = View::empty(plan);
     let parts = parts(&mut view);
     if parts.len() != sections.len() {

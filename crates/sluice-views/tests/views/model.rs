@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use sluice_views::frozen::Frozen;
 use sluice_views::source::{Change, change};
 use sluice_views::{OnError, Row, View, compile, naive, snapshot};
 
@@ -182,12 +183,46 @@ fn run(sql: &str, seed: u64, steps: usize, restore_every: Option<usize>) {
             let (restored, read) = snapshot::decode(plan.clone(), sql, &bytes).unwrap();
             assert_eq!(read, offsets);
             assert_eq!(engine_rows(&restored), engine_rows(&view));
+            frozen_reads_as_the_view(&plan, sql, bytes, &engine_rows(&view));
             view = restored;
         }
         let (got, want) = (engine_rows(&view), expected(&view, &tables));
         assert_eq!(
             got, want,
             "{sql}\nseed {seed}, step {step}, batch {batch:?}"
+        );
+    }
+}
+
+/// The rows a state file answers while it loads are the view's, by key and by range.
+fn frozen_reads_as_the_view(
+    plan: &Arc<sluice_views::Plan>,
+    sql: &str,
+    bytes: Vec<u8>,
+    rows: &BTreeMap<String, Row>,
+) {
+    use std::ops::Bound;
+    let frozen = Frozen::open(plan.clone(), sql, Arc::new(bytes)).unwrap();
+    assert_eq!(frozen.len(), rows.len());
+    for (k, row) in rows {
+        assert_eq!(frozen.get(k).as_ref(), Some(row), "{sql}: key {k}");
+    }
+    assert_eq!(frozen.get("no such key"), None);
+    let all: Vec<Row> = rows.values().cloned().collect();
+    assert_eq!(frozen.range(Bound::Unbounded, "", usize::MAX), all);
+    for (i, k) in rows.keys().enumerate() {
+        let after: Vec<Row> = all[i + 1..].iter().take(3).cloned().collect();
+        assert_eq!(frozen.range(Bound::Excluded(k), "", 3), after, "after {k}");
+        let prefix = &k[..k.len().min(4)];
+        let want: Vec<Row> = rows
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, r)| r.clone())
+            .collect();
+        assert_eq!(
+            frozen.range(Bound::Included(prefix), prefix, usize::MAX),
+            want,
+            "prefix {prefix}"
         );
     }
 }
@@ -229,6 +264,13 @@ fn a_damaged_or_foreign_snapshot_is_refused() {
         );
     }
     assert!(snapshot::decode(plan.clone(), sql, &bytes[..bytes.len() - 3]).is_err());
+    for bad in [bytes[..bytes.len() - 3].to_vec(), {
+        let mut b = bytes.clone();
+        b[bytes.len() / 2] ^= 0x40;
+        b
+    }] {
+        assert!(Frozen::open(plan.clone(), sql, Arc::new(bad)).is_err());
+    }
     let other = snapshot::decode(plan, VIEWS[0], &bytes).unwrap_err();
     assert!(other.0.contains("other SQL"), "{other}");
 }

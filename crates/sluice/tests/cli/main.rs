@@ -319,6 +319,10 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
     // Rounded to 10 ms: zero for a view this small (the restoring process compares
     // the keys and fails on a difference).
     assert!(v["restore_seconds"].is_number(), "{v}");
+    // The rows answer from the state file before the whole state is loaded.
+    let serving = v["restore_serving_seconds"].as_f64().unwrap();
+    assert!(serving <= v["restore_seconds"].as_f64().unwrap(), "{v}");
+    assert!(v["frozen_lookup_us"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["restore_rss_mb"].as_f64().unwrap() > 0.0, "{v}");
     for key in [
         "lookup_latency_ms",
