@@ -2,14 +2,19 @@
 //!
 //! Loading a large view's state takes a while (every table, index and group is
 //! rebuilt in memory); its rows are in the file already, in key order. `Frozen`
-//! checks the file, walks its output section once to note where each key's row
-//! starts, and answers key lookups and ranges by binary search, decoding only the
-//! rows asked for. A node therefore serves a view's reads as of its state file within
-//! the time it takes to read the file once, and serves them live once the state is
-//! loaded and catching up with the log.
+//! checks the file (one streaming pass for the checksum), walks its output section
+//! once and keeps a sparse index: the first key of every block of about `BLOCK` rows
+//! and where the block starts. A lookup finds its block in memory and reads that block
+//! from the file (the page cache, mostly); a range reads blocks in turn. Nothing of
+//! the file's size is allocated, so a node serves a large view's reads as of its state
+//! within about the time it takes to read the file once.
 
 use std::collections::BTreeMap;
-use std::ops::{Bound, Range};
+use std::fs::File;
+use std::io::Read;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::codec::{Damaged, Reader, Result};
@@ -17,62 +22,220 @@ use crate::datum::{Datum, Row, Text};
 use crate::plan::Plan;
 use crate::runner::SourcePartition;
 
+/// Rows per block of the sparse index (a block also ends only where a key's rows do).
+const BLOCK: usize = 32;
+/// How much of the file one read takes while checking and indexing it.
+const CHUNK: usize = 4 << 20;
+/// How much a lookup or range reads at once (about a block of rows).
+const SCAN_CHUNK: usize = 8 << 10;
+
 /// The rows of a view as its state file holds them.
 #[derive(Debug)]
 pub struct Frozen {
     plan: Arc<Plan>,
-    bytes: Arc<Vec<u8>>,
-    /// Where the output section is in `bytes`.
-    output: Range<usize>,
-    /// Where each key's visible row starts in the output section, in key order.
-    rows: Vec<u64>,
+    file: File,
+    /// Each block's first key and where it starts in the file; the last entry's
+    /// offset is the end of the rows.
+    blocks: Vec<(Text, u64)>,
+    end: u64,
+    /// Keys with a visible row.
+    len: usize,
     /// The source offsets the rows reflect.
     pub offsets: BTreeMap<SourcePartition, u64>,
 }
 
+/// A file read from a position on, a chunk at a time.
+struct Chunks<'f> {
+    file: &'f File,
+    /// The file position of `buf[0]`.
+    at: u64,
+    buf: Vec<u8>,
+    /// Where the next read starts in `buf`.
+    pos: usize,
+    end: u64,
+    /// How much one read takes at least.
+    chunk: usize,
+}
+
+impl<'f> Chunks<'f> {
+    fn new(file: &'f File, at: u64, end: u64, chunk: usize) -> Chunks<'f> {
+        Chunks {
+            file,
+            at,
+            buf: Vec::new(),
+            pos: 0,
+            end,
+            chunk,
+        }
+    }
+
+    /// The file position of the next read.
+    fn position(&self) -> u64 {
+        self.at + self.pos as u64
+    }
+
+    fn done(&self) -> bool {
+        self.position() >= self.end
+    }
+
+    /// Keeps the unread bytes and reads more after them (at least twice as many as
+    /// are kept, so a value larger than a chunk still fits after enough calls).
+    fn refill(&mut self) -> Result<()> {
+        self.buf.drain(..self.pos);
+        self.at += self.pos as u64;
+        self.pos = 0;
+        let kept = self.buf.len();
+        let want = (self.end - self.at - kept as u64).min(self.chunk.max(2 * kept) as u64) as usize;
+        if want == 0 {
+            return Err(Damaged("the state file ends inside a row".into()));
+        }
+        self.buf.resize(kept + want, 0);
+        self.file
+            .read_exact_at(&mut self.buf[kept..], self.at + kept as u64)
+            .map_err(|e| Damaged(format!("reading the state file: {e}")))
+    }
+
+    /// Reads one value with `read`, refilling while the bytes at hand end inside it.
+    fn next<T>(&mut self, mut read: impl FnMut(&mut Reader<'_>) -> Result<T>) -> Result<T> {
+        loop {
+            let mut r = Reader::new(&self.buf[self.pos..]);
+            match read(&mut r) {
+                Ok(v) => {
+                    self.pos += r.position();
+                    return Ok(v);
+                }
+                // Cut short by the end of the chunk, not of the file: read on.
+                Err(_) if self.at + (self.buf.len() as u64) < self.end => self.refill()?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn skip(&mut self, n: u64) -> Result<()> {
+        let to = self.position() + n;
+        if to > self.end {
+            return Err(Damaged("a section past the end of the state file".into()));
+        }
+        self.buf.clear();
+        self.pos = 0;
+        self.at = to;
+        Ok(())
+    }
+}
+
+/// One output row as the file has it.
+fn output_row(r: &mut Reader<'_>, values: &mut Vec<Datum>) -> Result<i64> {
+    r.row_into(values)?;
+    r.i64()
+}
+
 impl Frozen {
     /// Checks a state file (magic, version, SQL, checksum) and indexes its rows.
-    pub fn open(plan: Arc<Plan>, sql: &str, bytes: Arc<Vec<u8>>) -> Result<Frozen> {
-        let (offsets, sections) = crate::snapshot::open(sql, &bytes)?;
-        let section = *sections
-            .last()
-            .ok_or_else(|| Damaged("a state without its rows".into()))?;
-        let start = section.as_ptr() as usize - bytes.as_ptr() as usize;
-        let output = start..start + section.len();
-        let mut r = Reader::new(section);
-        let n = r.len()?;
-        let mut rows = Vec::with_capacity(n);
-        let mut scratch = Vec::new();
+    pub fn open(plan: Arc<Plan>, sql: &str, path: &Path) -> Result<Frozen> {
+        let io = |e: std::io::Error| Damaged(format!("reading {}: {e}", path.display()));
+        let mut file = File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        if size < 24 {
+            return Err(Damaged("not a view state file".into()));
+        }
+        // The checksum first, in one pass that allocates a chunk.
+        let body = size - 4;
+        let mut crc = 0;
+        let mut buf = vec![0; CHUNK];
+        let mut left = body;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            file.read_exact(&mut buf[..n]).map_err(io)?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            left -= n as u64;
+        }
+        let mut tail = [0; 4];
+        file.read_exact(&mut tail).map_err(io)?;
+        if crc != u32::from_le_bytes(tail) {
+            return Err(Damaged("checksum mismatch".into()));
+        }
+        drop(buf);
+
+        let mut c = Chunks::new(&file, 0, body, CHUNK);
+        let head = c.next(|r| {
+            let mut head = [0u8; 20];
+            for b in &mut head {
+                *b = r.u8()?;
+            }
+            Ok(head)
+        })?;
+        crate::snapshot::check_head(&head, sql)?;
+        let offsets = c.next(|r| {
+            let mut offsets = BTreeMap::new();
+            for _ in 0..r.len()? {
+                let t = r.str()?.to_string();
+                let p = u32::try_from(r.u64()?).map_err(|_| Damaged("partition".into()))?;
+                offsets.insert((t, p), r.u64()?);
+            }
+            Ok(offsets)
+        })?;
+        // The rows are the last section.
+        let sections = c.next(|r| r.u64())?;
+        if sections == 0 {
+            return Err(Damaged("a state without its rows".into()));
+        }
+        for _ in 1..sections {
+            let n = c.next(|r| r.u64())?;
+            c.skip(n)?;
+        }
+        let n = c.next(|r| r.u64())?;
+        let end = c.position() + n;
+        if end != body {
+            return Err(Damaged("bytes after the rows".into()));
+        }
+        let mut c = Chunks::new(&file, c.position(), end, CHUNK);
+        let rows = c.next(|r| r.u64())?;
+
+        let mut blocks = Vec::new();
+        let mut len = 0;
+        let mut values = Vec::new();
         // Rows of one key are next to each other; the visible one has weight > 0.
         let mut last: Option<(Text, bool)> = None;
-        for _ in 0..n {
-            let at = r.position() as u64;
-            r.row_into(&mut scratch)?;
-            let weight = r.i64()?;
-            if scratch.len() != plan.columns.len() {
+        let mut in_block = BLOCK;
+        for _ in 0..rows {
+            let at = c.position();
+            let weight = c.next(|r| output_row(r, &mut values))?;
+            if values.len() != plan.columns.len() {
                 return Err(Damaged("an output row of another width".into()));
             }
-            let key = plan.key_text(&scratch);
-            let seen = match &mut last {
-                Some((k, seen)) if *k == key => seen,
+            let key = plan.key_text(&values);
+            let new_key = match &last {
+                Some((k, _)) if *k == key => false,
                 Some((k, _)) if *k > key => {
                     return Err(Damaged("output rows out of key order".into()));
                 }
-                _ => &mut last.insert((key, false)).1,
+                _ => true,
             };
-            if weight > 0 && !*seen {
+            if new_key {
+                if in_block >= BLOCK {
+                    blocks.push((key.clone(), at));
+                    in_block = 0;
+                }
+                last = Some((key, false));
+            }
+            in_block += 1;
+            if let Some((_, seen)) = &mut last
+                && weight > 0
+                && !*seen
+            {
                 *seen = true;
-                rows.push(at);
+                len += 1;
             }
         }
-        if !r.is_empty() {
+        if !c.done() {
             return Err(Damaged("bytes after the rows".into()));
         }
         Ok(Frozen {
             plan,
-            bytes,
-            output,
-            rows,
+            file,
+            blocks,
+            end,
+            len,
             offsets,
         })
     }
@@ -83,68 +246,94 @@ impl Frozen {
 
     /// How many keys have a row.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len == 0
     }
 
-    /// The values of the i-th row (checked when the file was opened).
-    fn values(&self, i: usize, out: &mut Vec<Datum>) {
-        let section = &self.bytes[self.output.clone()];
-        let mut r = Reader::new(&section[self.rows[i] as usize..]);
-        if r.row_into(out).is_err() {
-            out.clear();
+    /// Visible rows in key order from block `from_block` on; `take` decides on each
+    /// (key, row): keep it, skip it, or stop.
+    fn scan(&self, from_block: usize, mut take: impl FnMut(&Text, &[Datum]) -> Step) {
+        let Some((_, start)) = self.blocks.get(from_block) else {
+            return;
+        };
+        let mut c = Chunks::new(&self.file, *start, self.end, SCAN_CHUNK);
+        let mut values = Vec::new();
+        let mut last: Option<Text> = None;
+        while !c.done() {
+            let Ok(weight) = c.next(|r| output_row(r, &mut values)) else {
+                return;
+            };
+            let key = self.plan.key_text(&values);
+            if weight <= 0 || last.as_ref() == Some(&key) {
+                continue;
+            }
+            match take(&key, &values) {
+                Step::Stop => return,
+                Step::Skip | Step::Keep => last = Some(key),
+            }
         }
     }
 
-    fn key(&self, i: usize, scratch: &mut Vec<Datum>) -> Text {
-        self.values(i, scratch);
-        self.plan.key_text(scratch)
-    }
-
-    /// The index of the first key not below `from` (or above it, when excluded).
-    fn seek(&self, from: Bound<&str>) -> usize {
-        let mut scratch = Vec::new();
-        match from {
-            Bound::Unbounded => 0,
-            Bound::Included(k) => partition(self.rows.len(), |i| &*self.key(i, &mut scratch) < k),
-            Bound::Excluded(k) => partition(self.rows.len(), |i| &*self.key(i, &mut scratch) <= k),
-        }
+    /// The block where rows from `key` on start.
+    fn block_of(&self, key: &str) -> usize {
+        self.blocks
+            .partition_point(|(k, _)| &**k <= key)
+            .saturating_sub(1)
     }
 
     /// The row of a key.
     pub fn get(&self, key: &str) -> Option<Row> {
-        let i = self.seek(Bound::Included(key));
-        let mut values = Vec::new();
-        (i < self.rows.len() && &*self.key(i, &mut values) == key).then(|| Row::from(&values[..]))
+        let mut found = None;
+        self.scan(self.block_of(key), |k, values| match (**k).cmp(key) {
+            std::cmp::Ordering::Less => Step::Skip,
+            std::cmp::Ordering::Equal => {
+                found = Some(Row::from(values));
+                Step::Stop
+            }
+            std::cmp::Ordering::Greater => Step::Stop,
+        });
+        found
     }
 
     /// Rows in key order from `from`, while their key starts with `prefix`.
     pub fn range(&self, from: Bound<&str>, prefix: &str, limit: usize) -> Vec<Row> {
         let mut out = Vec::new();
-        let mut values = Vec::new();
-        for i in self.seek(from)..self.rows.len() {
-            if out.len() >= limit || !self.key(i, &mut values).starts_with(prefix) {
-                break;
-            }
-            out.push(Row::from(&values[..]));
+        if limit == 0 {
+            return out;
         }
+        let block = match from {
+            Bound::Unbounded => 0,
+            Bound::Included(k) | Bound::Excluded(k) => self.block_of(k),
+        };
+        self.scan(block, |k, values| {
+            let before = match from {
+                Bound::Unbounded => false,
+                Bound::Included(f) => &**k < f,
+                Bound::Excluded(f) => &**k <= f,
+            };
+            if before {
+                return Step::Skip;
+            }
+            if !k.starts_with(prefix) {
+                return Step::Stop;
+            }
+            out.push(Row::from(values));
+            if out.len() >= limit {
+                Step::Stop
+            } else {
+                Step::Keep
+            }
+        });
         out
     }
 }
 
-/// The first index in `0..n` for which `below` is false (`below` holds for a prefix).
-fn partition(n: usize, mut below: impl FnMut(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, n);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if below(mid) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
+/// What a scan does with a row.
+enum Step {
+    Keep,
+    Skip,
+    Stop,
 }

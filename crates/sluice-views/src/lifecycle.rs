@@ -192,15 +192,12 @@ async fn load(
     plan: &Arc<Plan>,
 ) -> Option<(View, BTreeMap<SourcePartition, u64>, String)> {
     for path in state_candidates(config, def) {
-        let p = path.clone();
-        let Ok(bytes) =
-            blocking(move || std::fs::read(&p).map(Arc::new).map_err(|e| e.to_string())).await
-        else {
+        if !path.exists() {
             continue;
-        };
-        let (plan2, sql, b) = (plan.clone(), def.sql.clone(), bytes.clone());
+        }
+        let (plan2, sql, p) = (plan.clone(), def.sql.clone(), path.clone());
         let frozen = blocking(move || {
-            Frozen::open(plan2, &sql, b)
+            Frozen::open(plan2, &sql, &p)
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         })
@@ -219,8 +216,9 @@ async fn load(
             tracing::info!(view = %def.name, rows = frozen.len(), "view answers reads from its state file while it loads");
             e.frozen = Some(frozen);
         }
-        let (plan2, sql) = (plan.clone(), def.sql.clone());
+        let (plan2, sql, p) = (plan.clone(), def.sql.clone(), path.clone());
         let decoded = blocking(move || {
+            let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
             crate::snapshot::decode(plan2, &sql, &bytes).map_err(|e| e.to_string())
         })
         .await;

@@ -522,11 +522,17 @@ impl Views {
 
     /// What answers a view's reads: the view, or while it loads, its state file.
     fn readable(&self, name: &str) -> Result<Readable> {
-        if let Some(e) = self.state.entries.read().get(name)
-            && e.loading
-            && let Some(f) = &e.frozen
         {
-            return Ok(Readable::Frozen(f.clone()));
+            let entries = self.state.entries.read();
+            let e = entries
+                .get(name)
+                .ok_or_else(|| ViewsError::NotFound(name.to_string()))?;
+            if let (true, Some(f)) = (e.loading, &e.frozen) {
+                return Ok(Readable::Frozen(f.clone()));
+            }
+            if let (false, Some(r)) = (e.loading, &e.serving) {
+                return Ok(Readable::Live(r.clone()));
+            }
         }
         self.serving(name).map(Readable::Live)
     }

@@ -223,6 +223,24 @@ fn encode_rows<'a>(w: &mut Writer, rows: impl Iterator<Item = &'a Rows> + Clone)
     }
 }
 
+/// Checks the first 20 bytes of a state file: magic, version, and the SQL's fingerprint.
+pub(crate) fn check_head(head: &[u8], sql: &str) -> Result<()> {
+    if head.len() < 20 || &head[..8] != MAGIC {
+        return Err(Damaged("not a view state file".into()));
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(Damaged(format!(
+            "state version {version}, expected {VERSION}"
+        )));
+    }
+    let print = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
+    if print != fingerprint(sql) {
+        return Err(Damaged("the state is of other SQL".into()));
+    }
+    Ok(())
+}
+
 /// A state file's source offsets and its sections.
 pub(crate) type Opened<'a> = (BTreeMap<SourcePartition, u64>, Vec<&'a [u8]>);
 
@@ -235,16 +253,7 @@ pub(crate) fn open<'a>(sql: &str, bytes: &'a [u8]) -> Result<Opened<'a>> {
     if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return Err(Damaged("checksum mismatch".into()));
     }
-    let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return Err(Damaged(format!(
-            "state version {version}, expected {VERSION}"
-        )));
-    }
-    let print = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes"));
-    if print != fingerprint(sql) {
-        return Err(Damaged("the state is of other SQL".into()));
-    }
+    check_head(&body[..20], sql)?;
     let mut r = Reader::new(&body[20..]);
     let mut offsets = BTreeMap::new();
     for _ in 0..r.len()? {

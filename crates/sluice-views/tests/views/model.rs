@@ -202,7 +202,10 @@ fn frozen_reads_as_the_view(
     rows: &BTreeMap<String, Row>,
 ) {
     use std::ops::Bound;
-    let frozen = Frozen::open(plan.clone(), sql, Arc::new(bytes)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("view.state");
+    std::fs::write(&path, bytes).unwrap();
+    let frozen = Frozen::open(plan.clone(), sql, &path).unwrap();
     assert_eq!(frozen.len(), rows.len());
     for (k, row) in rows {
         assert_eq!(frozen.get(k).as_ref(), Some(row), "{sql}: key {k}");
@@ -210,7 +213,8 @@ fn frozen_reads_as_the_view(
     assert_eq!(frozen.get("no such key"), None);
     let all: Vec<Row> = rows.values().cloned().collect();
     assert_eq!(frozen.range(Bound::Unbounded, "", usize::MAX), all);
-    for (i, k) in rows.keys().enumerate() {
+    let every = (rows.len() / 100).max(1);
+    for (i, k) in rows.keys().enumerate().step_by(every) {
         let after: Vec<Row> = all[i + 1..].iter().take(3).cloned().collect();
         assert_eq!(frozen.range(Bound::Excluded(k), "", 3), after, "after {k}");
         let prefix = &k[..k.len().min(4)];
@@ -246,6 +250,53 @@ fn a_view_restored_from_its_snapshot_goes_on_exactly_as_the_original() {
 }
 
 #[test]
+fn a_large_view_reads_from_its_state_file_across_blocks() {
+    // Thousands of keys (many blocks of the file's index), some deleted again: the
+    // file answers as the view does.
+    let sql = VIEWS[0];
+    let plan = Arc::new(compile(sql, &Shop).unwrap());
+    let mut view = View::new(plan.clone());
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut batch = Vec::new();
+    for i in 0..3000 {
+        let sku = format!("sku-{i:05}");
+        batch.push((
+            "shop.product",
+            data(
+                "C",
+                json!({"sku": sku, "name": format!("n{i}"), "brand": "b"}),
+            ),
+        ));
+        batch.push((
+            "shop.price",
+            data("C", json!({"sku": sku, "amount": 1 + rng.u32(..100)})),
+        ));
+        if i % 7 == 0 {
+            batch.push((
+                "shop.stock",
+                data(
+                    "C",
+                    json!({"sku": sku, "location": "w", "qty": rng.u32(..9)}),
+                ),
+            ));
+        }
+        if i % 11 == 0 {
+            batch.push(("shop.product", data("D", json!({"sku": sku}))));
+        }
+    }
+    let refs: Vec<(&str, &Value)> = batch.iter().map(|(t, e)| (*t, e)).collect();
+    assert!(view.apply(&refs, OnError::Skip).rejected.is_empty());
+    let rows = engine_rows(&view);
+    assert!(rows.len() > 2500, "{}", rows.len());
+    frozen_reads_as_the_view(
+        &plan,
+        sql,
+        snapshot::encode(&view, sql, &Default::default()),
+        &rows,
+    );
+}
+
+#[test]
 fn a_damaged_or_foreign_snapshot_is_refused() {
     let sql = VIEWS[1];
     let plan = Arc::new(compile(sql, &Shop).unwrap());
@@ -264,13 +315,19 @@ fn a_damaged_or_foreign_snapshot_is_refused() {
         );
     }
     assert!(snapshot::decode(plan.clone(), sql, &bytes[..bytes.len() - 3]).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("view.state");
     for bad in [bytes[..bytes.len() - 3].to_vec(), {
         let mut b = bytes.clone();
         b[bytes.len() / 2] ^= 0x40;
         b
     }] {
-        assert!(Frozen::open(plan.clone(), sql, Arc::new(bad)).is_err());
+        std::fs::write(&path, bad).unwrap();
+        assert!(Frozen::open(plan.clone(), sql, &path).is_err());
     }
+    std::fs::write(&path, &bytes).unwrap();
+    let other = Frozen::open(plan.clone(), VIEWS[0], &path).unwrap_err();
+    assert!(other.0.contains("other SQL"), "{other}");
     let other = snapshot::decode(plan, VIEWS[0], &bytes).unwrap_err();
     assert!(other.0.contains("other SQL"), "{other}");
 }

@@ -597,12 +597,8 @@ pub fn run_restore(args: &BenchViewRestoreArgs) -> anyhow::Result<()> {
     let plan =
         Arc::new(sluice_views::compile(SQL, &BenchCatalog).map_err(|e| anyhow::anyhow!("{e}"))?);
     let started = Instant::now();
-    let bytes = Arc::new(
-        std::fs::read(&args.state)
-            .with_context(|| format!("cannot read {}", args.state.display()))?,
-    );
     // First the rows from the file, as a node answers reads while the state loads.
-    let frozen = sluice_views::frozen::Frozen::open(plan.clone(), SQL, bytes.clone())?;
+    let frozen = sluice_views::frozen::Frozen::open(plan.clone(), SQL, &args.state)?;
     if frozen.len() as u64 != args.keys {
         bail!(
             "the state file has {} keys, the view had {}",
@@ -623,6 +619,8 @@ pub fn run_restore(args: &BenchViewRestoreArgs) -> anyhow::Result<()> {
     let frozen_lookup_us = probing.elapsed().as_secs_f64() * 1e6 / probes as f64;
     drop(frozen);
     let decoding = Instant::now();
+    let bytes = std::fs::read(&args.state)
+        .with_context(|| format!("cannot read {}", args.state.display()))?;
     let (restored, _) = sluice_views::snapshot::decode(plan, SQL, &bytes)?;
     let restore_seconds = serving_seconds + decoding.elapsed().as_secs_f64();
     drop(bytes);
