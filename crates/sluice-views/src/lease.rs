@@ -9,6 +9,8 @@
 //!   ignored. Claims are never rewritten, so compaction keeps them in their order and
 //!   a node replaying the topic reaches the same holder.
 //! - `{view}/renew`: the holder's renewal of its epoch, every `term / 3`.
+//! - `{view}/release`: the holder gives its epoch up (a clean stop); any caught-up
+//!   node claims the next one at once.
 //!
 //! A node that has seen no renewal for `term` (its own clock) and whose copy of the
 //! view has caught up with its sources claims the next epoch. The holder publishes only
@@ -57,6 +59,8 @@ struct Lease {
     claimed: Option<(u64, Instant)>,
     /// When this node, holding the lease, last sent a renewal that went through.
     renewed: Option<Instant>,
+    /// Its holder gave it up (a clean stop): any node may claim it at once.
+    released: bool,
 }
 
 impl Lease {
@@ -67,6 +71,7 @@ impl Lease {
             seen: Instant::now(),
             claimed: None,
             renewed: None,
+            released: false,
         }
     }
 }
@@ -87,6 +92,8 @@ pub(crate) struct Leases {
     leases: Arc<Mutex<HashMap<String, Lease>>>,
     outlets: Outlets,
     changed: Arc<Notify>,
+    /// This node stops: it neither renews nor claims any more.
+    stopping: std::sync::atomic::AtomicBool,
     _follower: Follower,
 }
 
@@ -127,6 +134,7 @@ impl Leases {
             leases,
             outlets,
             changed,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             _follower: follower,
         })
     }
@@ -157,6 +165,9 @@ impl Leases {
     }
 
     async fn pass(&self, bus: &Arc<Bus>, state: &State) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let views: Vec<(String, String, Arc<Running>)> = state
             .entries
             .read()
@@ -174,9 +185,9 @@ impl Leases {
                 let mut leases = self.leases.lock();
                 let l = leases.entry(name.clone()).or_insert_with(Lease::vacant);
                 (
-                    l.epoch > 0 && l.holder == self.node,
+                    l.epoch > 0 && l.holder == self.node && !l.released,
                     l.epoch,
-                    l.epoch == 0 || l.seen.elapsed() > self.term,
+                    l.epoch == 0 || l.released || l.seen.elapsed() > self.term,
                     l.claimed
                         .is_some_and(|(e, t)| e == l.epoch + 1 && t.elapsed() < self.term),
                     l.renewed.is_none_or(|t| t.elapsed() >= self.term / 3),
@@ -231,6 +242,33 @@ impl Leases {
         }
     }
 
+    /// Before a clean stop: stops publishing and gives up every lease this node
+    /// holds, so other nodes take over at once instead of after a term.
+    pub(crate) async fn release(&self, log: &Arc<dyn sluice_log::Log>) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let held: Vec<(String, u64)> = self
+            .leases
+            .lock()
+            .iter()
+            .filter(|(_, l)| l.epoch > 0 && l.holder == self.node && !l.released)
+            .map(|(v, l)| (v.clone(), l.epoch))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        for (view, _) in &held {
+            self.outlets.get(view).close();
+        }
+        let records = held
+            .iter()
+            .map(|(view, epoch)| self.record(view, "release", *epoch))
+            .collect();
+        if let Err(e) = log.append(&topic(), PartitionId(0), records).await {
+            tracing::warn!(error = %e, "view publisher leases not released; others take over after a term");
+        }
+    }
+
     fn record(&self, view: &str, kind: &str, epoch: u64) -> Record {
         let value = LeaseRecord {
             node: self.node.clone(),
@@ -273,6 +311,7 @@ fn apply(
         l.holder = rec.node;
         l.seen = Instant::now();
         l.renewed = None;
+        l.released = false;
         let outlet = outlets.get(view);
         if l.holder == node {
             // Counted from when the claim was sent: the others count from later.
@@ -287,6 +326,11 @@ fn apply(
         }
     } else if kind == "renew" && rec.epoch == l.epoch && rec.node == l.holder {
         l.seen = Instant::now();
+    } else if kind == "release" && rec.epoch == l.epoch && rec.node == l.holder {
+        l.released = true;
+        if l.holder == node {
+            outlets.get(view).close();
+        }
     }
 }
 

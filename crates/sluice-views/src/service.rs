@@ -459,8 +459,12 @@ impl Views {
         Ok(path)
     }
 
-    /// Before the process stops: every view writes its state.
+    /// Before the process stops: the leases this node holds go to other nodes, and
+    /// every view writes its state.
     pub async fn shutdown(&self) {
+        if let Some(leases) = &self.leases {
+            leases.release(self.bus.log()).await;
+        }
         let running: Vec<Arc<Running>> = self
             .state
             .entries

@@ -242,4 +242,42 @@ fn a_view_on_two_nodes_publishes_once_and_the_survivor_takes_over_after_a_kill()
         "events before the kill {before_kill}, after {since}; consumers held the survivor's rows {} ms after the kill",
         took.as_millis()
     );
+
+    // A clean stop hands the lease over at once: a third node takes over from the
+    // survivor stopped with SIGTERM, well before a lease term.
+    let third = start(&dir.path().join("c"), &broker.bootstrap);
+    until(
+        "the view running on the third node",
+        Duration::from_secs(15),
+        || rows(&third.url).len() == 90,
+    );
+    let mut survivor = survivor;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &survivor.node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped = Instant::now();
+    let handed = until("the third node publishes", Duration::from_secs(10), || {
+        publisher(&[&third]).is_some()
+    });
+    assert!(survivor.node.wait().unwrap().success(), "a clean stop");
+    assert!(
+        handed < Duration::from_millis(LEASE_MS),
+        "the lease came {handed:?} after a clean stop, not at once"
+    );
+    let fourth: Vec<(u64, Option<u64>)> = (1..10).map(|s| (s, Some(400 + s))).collect();
+    prices(&third.url, &fourth, &mut seq);
+    until(
+        "consumers hold the third node's rows",
+        Duration::from_secs(10),
+        || {
+            let rows = rows(&third.url);
+            rows["sku-009"]["amount"] == 409 && told(&derived(&broker.bootstrap)) == rows
+        },
+    );
+    eprintln!(
+        "after a clean stop the third node published {} ms later",
+        stopped.elapsed().as_millis()
+    );
 }
