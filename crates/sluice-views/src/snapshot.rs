@@ -13,7 +13,9 @@
 //!
 //! A section is one part of the state: each source table, each join's two indexes and
 //! each aggregate's groups (operators in pre-order), and the output rows (in key
-//! order). Sections are independent, so a load decodes them on all cores. The output
+//! order). A hash table's section starts with its hasher's seed and lists its rows in
+//! the order the table holds them, so the restored table, hashing alike, is filled
+//! front to back (`datum::Seeded`). Sections are independent, so a load decodes them on all cores. The output
 //! section alone answers reads while the rest loads (`frozen.rs`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::codec::{Damaged, Reader, Result, Writer};
-use crate::datum::{Key, Text};
+use crate::datum::{Key, Seeded, Text};
 use crate::engine::{Acc, Group, Index, Node, Output, Rows, Side, add, join_key};
 use crate::expr::Expr;
 use crate::plan::{Agg, Plan};
@@ -30,7 +32,7 @@ use crate::source::SourceTable;
 use crate::view::View;
 
 const MAGIC: &[u8; 8] = b"SLUICEVW";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// Identifies the SQL a state was computed for: state of other SQL is not loaded.
 pub fn fingerprint(sql: &str) -> u64 {
@@ -45,7 +47,7 @@ enum Part<'a> {
     Groups {
         aggs: &'a [Agg],
         started: &'a mut bool,
-        groups: &'a mut HashMap<Key, Group, foldhash::fast::RandomState>,
+        groups: &'a mut HashMap<Key, Group, Seeded>,
     },
     Output(&'a Plan, &'a mut Output),
 }
@@ -129,6 +131,7 @@ pub fn encode(view: &View, sql: &str, offsets: &BTreeMap<SourcePartition, u64>) 
     };
     for table in &view.tables {
         put(&mut w, &|s| {
+            s.buf.extend_from_slice(&table.seed().to_le_bytes());
             s.u64(table.len() as u64);
             for row in table.rows() {
                 s.row(row);
@@ -170,7 +173,10 @@ fn encode_node(node: &Node, w: &mut Writer, put: &mut Put<'_>) {
             encode_node(&j.right, w, put);
             for side in [&j.left_index, &j.right_index] {
                 if let Side::Own(index) = side {
-                    put(w, &|s| encode_rows(s, index.values()));
+                    put(w, &|s| {
+                        s.buf.extend_from_slice(&index.hasher().seed.to_le_bytes());
+                        encode_rows(s, index.values());
+                    });
                 }
             }
         }
@@ -178,6 +184,8 @@ fn encode_node(node: &Node, w: &mut Writer, put: &mut Put<'_>) {
             encode_node(&a.input, w, put);
             put(w, &|s| {
                 s.buf.push(u8::from(a.started));
+                s.buf
+                    .extend_from_slice(&a.groups.hasher().seed.to_le_bytes());
                 s.u64(a.groups.len() as u64);
                 for (key, g) in &a.groups {
                     s.row(key.values());
@@ -322,10 +330,21 @@ pub fn decode(
     Ok((view, offsets))
 }
 
+/// The seed of a table's hasher, as written (`datum::Seeded`).
+fn seed(r: &mut Reader<'_>) -> Result<u64> {
+    let mut b = [0u8; 8];
+    for x in &mut b {
+        *x = r.u8()?;
+    }
+    Ok(u64::from_le_bytes(b))
+}
+
 fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
     let mut r = Reader::new(bytes);
     match part {
         Part::Table(table) => {
+            // The written table's seed: its rows come in the order of their places.
+            table.reseed(seed(&mut r)?);
             let n = r.len()?;
             table.reserve(n);
             for _ in 0..n {
@@ -339,8 +358,9 @@ fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
             }
         }
         Part::Index(keys, index) => {
+            let s = seed(&mut r)?;
             let n = r.len()?;
-            index.reserve(n);
+            *index = Index::with_capacity_and_hasher(n, Seeded::with_seed(s));
             for _ in 0..n {
                 let row = r.row()?;
                 let weight = r.i64()?;
@@ -357,8 +377,9 @@ fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
             groups,
         } => {
             *started = r.u8()? == 1;
+            let s = seed(&mut r)?;
             let n = r.len()?;
-            groups.reserve(n);
+            *groups = HashMap::with_capacity_and_hasher(n, Seeded::with_seed(s));
             for _ in 0..n {
                 let key = Key::from_slice(&r.row()?);
                 let mut g = Group {

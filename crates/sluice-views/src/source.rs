@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::datum::{Datum, Row};
+use crate::datum::{Datum, Row, Seeded};
 use crate::plan::{Scan, SourceKind};
 
 /// What an event does to its source.
@@ -395,7 +395,7 @@ fn whole_row(event: &Value, row: &Value, data_change: bool) -> Datum {
 pub struct SourceTable {
     key_len: usize,
     rows: HashTable<Row>,
-    hasher: foldhash::fast::RandomState,
+    hasher: Seeded,
 }
 
 impl SourceTable {
@@ -403,8 +403,19 @@ impl SourceTable {
         SourceTable {
             key_len,
             rows: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: Seeded::default(),
         }
+    }
+
+    /// The seed of its hasher (kept with its state: `datum::Seeded`).
+    pub fn seed(&self) -> u64 {
+        self.hasher.seed
+    }
+
+    /// Hashes with the given seed from now on (for an empty table being restored).
+    pub fn reseed(&mut self, seed: u64) {
+        debug_assert!(self.rows.is_empty());
+        self.hasher = Seeded::with_seed(seed);
     }
 
     fn hash(&self, key: &[Datum]) -> u64 {

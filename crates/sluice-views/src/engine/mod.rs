@@ -24,7 +24,7 @@ pub(crate) use aggregate::{Acc, Aggregate, Group};
 /// Changes to a relation.
 pub type ZSet = Vec<(Row, i64)>;
 
-type Hasher = foldhash::fast::RandomState;
+pub(crate) type Hasher = crate::datum::Seeded;
 
 /// The operators of a plan with their state.
 #[derive(Debug)]
