@@ -84,6 +84,20 @@ pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Memory the kernel can give a process now without swapping (MemAvailable), in MB.
+pub fn available_mb() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(round2(kb / 1024.0))
+}
+
 /// A process's (`self` or a pid) resident memory in MB from /proc: `field` is
 /// `VmRSS:` (now) or `VmHWM:` (peak).
 pub fn memory_mb(process: &str, field: &str) -> Option<f64> {

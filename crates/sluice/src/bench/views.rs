@@ -28,7 +28,7 @@ use sluice_bus::{Bus, BusConfig, Publisher};
 use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 use sluice_views::{Views, ViewsConfig};
 
-use super::measure::{Percentiles, cpu_seconds, memory_mb, round2};
+use super::measure::{Percentiles, available_mb, cpu_seconds, memory_mb, round2};
 use crate::cli::{BenchLookupsArgs, BenchViewRestoreArgs, BenchViewsArgs};
 
 pub const SQL: &str = r#"CREATE VIEW product_listing AS
@@ -350,6 +350,20 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         } else {
             still += 1;
         }
+    }
+    // The restored view takes about as much memory as the built one: wait (at most a
+    // minute more) until the machine has it, rather than have the restoring process
+    // killed for want of it.
+    let need_mb = rss - rss_before;
+    let enough = Instant::now() + Duration::from_secs(60);
+    while available_mb().is_some_and(|a| a < need_mb * 1.1) && Instant::now() < enough {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(a) = available_mb().filter(|a| *a < need_mb * 1.1) {
+        eprintln!(
+            "warning: {a:.0} MB available for a restore that needs about {need_mb:.0} MB; this process holds {:.0} MB",
+            memory_mb("self", "VmRSS:").unwrap_or(0.0)
+        );
     }
     let mut child = std::process::Command::new(std::env::current_exe()?);
     child
