@@ -86,10 +86,17 @@ pub fn round2(x: f64) -> f64 {
 
 /// Memory the kernel can give a process now without swapping (MemAvailable), in MB.
 pub fn available_mb() -> Option<f64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: f64 = info
+    mb_field(
+        &std::fs::read_to_string("/proc/meminfo").ok()?,
+        "MemAvailable:",
+    )
+}
+
+/// A `field:  N kB` line of a /proc file, in MB.
+fn mb_field(text: &str, field: &str) -> Option<f64> {
+    let kb: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -101,16 +108,10 @@ pub fn available_mb() -> Option<f64> {
 /// A process's (`self` or a pid) resident memory in MB from /proc: `field` is
 /// `VmRSS:` (now) or `VmHWM:` (peak).
 pub fn memory_mb(process: &str, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(round2(kb / 1024.0))
+    mb_field(
+        &std::fs::read_to_string(format!("/proc/{process}/status")).ok()?,
+        field,
+    )
 }
 
 /// `--url` as the base URL (no trailing slash) and its `host:port`.
