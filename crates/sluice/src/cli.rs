@@ -47,6 +47,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run Sluice: the HTTP API on the data dir, until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Run Sluice with a simulated shop publishing to it, and show what to look at.
+    Demo(DemoArgs),
     /// Check every segment of a data dir and report damage (read-only).
     Verify(VerifyArgs),
     /// Print the effective configuration as TOML.
@@ -86,6 +88,25 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address of the HTTP API.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Data directory (default: a temporary one, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Events per second the shop publishes after its catalog.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Products in the catalog published first (with their offers and stock).
+    #[arg(long, default_value_t = 2000)]
+    pub products: usize,
+    /// The shop's random seed (the same seed, the same shop).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Data directory (overrides data_dir from the config).
     #[arg(long, value_name = "DIR")]
@@ -118,9 +139,34 @@ pub enum BenchCommand {
     /// over HTTP at a fixed rate, from this process: the client half of `bench views`,
     /// which runs it in a process of its own.
     Lookups(BenchLookupsArgs),
+    /// The simulated shop at a fraction of its measured maximum rate: the delay from
+    /// each publish's acknowledgement to a subscriber and to the enriched view.
+    Freshness(BenchFreshnessArgs),
     /// Restore `bench views`'s view from its state file in this fresh process: the
     /// restore half of `bench views`, which runs it in a process of its own.
     ViewRestore(BenchViewRestoreArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchFreshnessArgs {
+    /// A fresh directory for the server's data (a `sluice serve` of this binary).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Seconds of measurement at the fixed rate.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// The fixed rate as a fraction of the maximum measured first.
+    #[arg(long, default_value_t = 0.5)]
+    pub fraction: f64,
+    /// Seconds of publishing as fast as possible to measure the maximum.
+    #[arg(long, default_value_t = 10)]
+    pub max_seconds: u64,
+    /// Products in the catalog published first.
+    #[arg(long, default_value_t = 10_000)]
+    pub products: usize,
+    /// The shop's random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -4,9 +4,11 @@ mod bench;
 mod cli;
 mod client;
 mod config;
+mod demo;
 mod event_types;
 mod publish;
 mod serve;
+mod shop;
 mod subscriptions;
 mod verify;
 mod views;
@@ -68,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             runtime.block_on(serve::run(config))
         }
+        Command::Demo(args) => runtime.block_on(demo::run(args, config)),
         Command::Verify(args) => {
             if let Some(dir) = args.data_dir {
                 config.data_dir = dir;
@@ -92,6 +95,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Views(args)) => runtime.block_on(bench::views::run(args)),
         Command::Bench(BenchCommand::Lookups(args)) => {
             runtime.block_on(bench::views::run_lookups(args))
+        }
+        Command::Bench(BenchCommand::Freshness(args)) => {
+            runtime.block_on(bench::freshness::run(args))
         }
         Command::Bench(BenchCommand::ViewRestore(args)) => bench::views::run_restore(&args),
     }

@@ -13,12 +13,38 @@ use crate::config::{Config, Storage};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything else: a SIGTERM that arrives while the log opens must still
     // mean a clean stop, not the default action (death).
-    let mut stop = Box::pin(shutdown_signal()?);
+    match start(config, shutdown_signal()?).await? {
+        Some(node) => node.finished().await,
+        None => Ok(()),
+    }
+}
+
+/// A node serving the API, until its stop future completes.
+pub struct Node {
+    /// Where the API listens (the port the OS chose for `:0`).
+    pub addr: std::net::SocketAddr,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    /// Waits until the node has stopped: requests finished, views and the log closed.
+    pub async fn finished(self) -> anyhow::Result<()> {
+        self.serving.await?
+    }
+}
+
+/// Opens the log, the event types and the views, and serves the API until `stop`
+/// completes; `None` when `stop` completed before the node served.
+pub async fn start(
+    config: Config,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<Node>> {
+    let mut stop = Box::pin(stop);
     let options = api_options(&config)?;
     let opened = tokio::select! {
         _ = &mut stop => {
             tracing::info!("stopped before serving");
-            return Ok(());
+            return Ok(None);
         }
         opened = open_log(&config) => opened?,
     };
@@ -28,8 +54,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %addr,
         storage = %opened.description,
         event_types = bus.event_types().len(),
         "sluice is serving; stop it with Ctrl-C or SIGTERM"
@@ -40,19 +67,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .context("cannot load the views")?,
     );
-    sluice_http::serve(listener, bus.clone(), views.clone(), options, async {
-        stop.await;
-        tracing::info!("shutting down: finishing requests, then flushing and closing the log");
-    })
-    .await?;
-    views.shutdown().await;
-    bus.shutdown().await;
-    opened.log.flush().await.context("flushing the log")?;
-    if let Some(embedded) = opened.embedded {
-        tokio::task::spawn_blocking(move || embedded.close()).await??;
-    }
-    tracing::info!("stopped cleanly");
-    Ok(())
+    let serving = tokio::spawn(async move {
+        sluice_http::serve(listener, bus.clone(), views.clone(), options, async {
+            stop.await;
+            tracing::info!("shutting down: finishing requests, then flushing and closing the log");
+        })
+        .await?;
+        views.shutdown().await;
+        bus.shutdown().await;
+        opened.log.flush().await.context("flushing the log")?;
+        if let Some(embedded) = opened.embedded {
+            tokio::task::spawn_blocking(move || embedded.close()).await??;
+        }
+        tracing::info!("stopped cleanly");
+        Ok(())
+    });
+    Ok(Some(Node { addr, serving }))
 }
 
 /// The log `serve` runs on.
@@ -157,7 +187,7 @@ fn api_options(config: &Config) -> anyhow::Result<sluice_http::ApiOptions> {
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -3,11 +3,12 @@
 //! same run so that BENCHMARKS.md can state a ratio.
 
 pub mod consume;
+pub mod freshness;
 pub mod idle;
 pub mod latency;
 pub mod log;
 mod measure;
 pub mod publish;
 pub mod reopen;
-mod stream_client;
+pub(crate) mod stream_client;
 pub mod views;

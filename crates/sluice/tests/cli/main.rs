@@ -2,6 +2,7 @@
 //! and the workspace tidy checks.
 
 mod crash;
+mod demo;
 mod interop;
 mod kafka;
 mod publishers;

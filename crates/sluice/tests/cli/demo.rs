@@ -1,0 +1,172 @@
+//! `sluice demo`: it serves, the simulated shop's products appear in the enriched view
+//! with their best price and stock, orders are counted per minute, and Ctrl-C (SIGINT)
+//! stops it cleanly with a summary.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{sluice, text};
+
+fn get(url: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(url).call().unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    (
+        r.status().as_u16(),
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn the_demo_fills_the_enriched_view_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = sluice()
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "300",
+            "--products",
+            "50",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the demo never said where it serves");
+        if let Some(rest) = line.strip_prefix("sluice demo: serving on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+
+    // The catalog's products appear, complete: product + best offer + stock.
+    let listed = loop {
+        let (status, page) = get(&format!("{url}/views/product_listing/rows?limit=100"));
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if status == 200 && items.len() >= 40 {
+            break items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "product_listing: {status} {page}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for row in &listed {
+        assert!(row["sku"].as_str().unwrap().starts_with("SKU-"), "{row}");
+        assert!(row["best_price"].as_i64().unwrap() > 0, "{row}");
+        assert!(row["offers"].as_i64().unwrap() >= 1, "{row}");
+        assert!(row["available"].as_i64().unwrap() >= 0, "{row}");
+        assert!(
+            row["title"].is_string() && row["brand"].is_string(),
+            "{row}"
+        );
+    }
+    let (status, one) = get(&format!("{url}/views/product_listing/rows/SKU-000001"));
+    assert_eq!(status, 200, "{one}");
+    // Orders arrive and are counted per minute.
+    loop {
+        let (_, per_minute) = get(&format!("{url}/views/orders_per_minute/rows"));
+        let orders: i64 = per_minute["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["orders"].as_i64().unwrap_or(0))
+            .sum();
+        if orders > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no orders counted: {per_minute}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = demo.wait_with_output().unwrap();
+    let said: Vec<String> = lines.iter().collect();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary = said
+        .iter()
+        .find(|l| l.contains("the shop published"))
+        .unwrap_or_else(|| panic!("no summary in {said:?}"));
+    assert!(summary.contains("0 refused"), "{summary}");
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("sluice demo: stopped")
+    );
+}
+
+#[test]
+fn bench_freshness_measures_the_shop_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+    let out = sluice()
+        .args([
+            "bench",
+            "freshness",
+            "--duration",
+            "2",
+            "--max-seconds",
+            "2",
+        ])
+        .args(["--products", "100", "--fraction", "0.1", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // Every event published at the fixed rate reached the subscriber; the view's
+    // reads all saw their batch applied.
+    let events = v["events"].as_u64().unwrap();
+    assert!(events > 0, "{v}");
+    assert_eq!(v["received"], events, "{v}");
+    assert_eq!(v["refused"], 0, "{v}");
+    assert!(v["view_reads"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["view_reads_not_caught_up"], 0, "{v}");
+    assert!(v["max_events_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    for key in ["publish_to_subscriber_ms", "publish_to_view_ms"] {
+        for p in ["p50", "p99", "p999"] {
+            assert!(v[key][p].as_f64().is_some(), "{key}.{p}: {v}");
+        }
+        assert!(v[key]["p50"].as_f64() <= v[key]["p999"].as_f64(), "{v}");
+    }
+    // A second run refuses a used dir rather than measuring on top of old data.
+    let again = sluice()
+        .args(["bench", "freshness", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not empty"),
+        "{}",
+        text(&again.stderr)
+    );
+}
