@@ -77,6 +77,9 @@ pub struct Running {
     /// A takeover is being prepared or waits for the apply loop (`lease.rs`).
     pub(crate) taking_over: AtomicBool,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held while the state file is encoded and written: one write at a time, and
+    /// the last to take it writes the newest state.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Writing a view's state and offsets to disk, whole.
@@ -133,16 +136,41 @@ impl Running {
         crate::snapshot::encode(&view, sql, &offsets)
     }
 
-    /// Writes the state now (also on a clean shutdown).
+    /// Writes the state now (also on a clean shutdown), after a write under way.
     pub async fn write_checkpoint(&self) -> std::io::Result<()> {
         let Some(c) = &self.checkpoint else {
             return Ok(());
         };
+        let _writing = self.writing.lock().await;
         let bytes = self.state_bytes(&c.sql);
         let path = c.path.clone();
         tokio::task::spawn_blocking(move || crate::snapshot::write_file(&path, &bytes))
             .await
             .map_err(std::io::Error::other)?
+    }
+}
+
+impl Running {
+    /// Encodes the state and writes it in the background: the apply loop goes on
+    /// while the file is written and synced (a sync behind a busy log took ~0.3 s,
+    /// and every read waiting for the view with it). False while the previous write
+    /// is under way.
+    fn checkpoint_in_background(&self) -> bool {
+        let Some(c) = &self.checkpoint else {
+            return true;
+        };
+        let Ok(writing) = self.writing.clone().try_lock_owned() else {
+            return false;
+        };
+        let bytes = self.state_bytes(&c.sql);
+        let (path, name) = (c.path.clone(), self.plan.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let _writing = writing;
+            if let Err(e) = crate::snapshot::write_file(&path, &bytes) {
+                tracing::error!(view = %name, error = %e, "view state not written");
+            }
+        });
+        true
     }
 }
 
@@ -191,6 +219,7 @@ impl Running {
             wake: Arc::new(Notify::new()),
             taking_over: AtomicBool::new(false),
             task: Mutex::new(None),
+            writing: Arc::default(),
         });
         let (tx, rx) = mpsc::channel(16);
         for (source, from) in start {
@@ -360,12 +389,19 @@ async fn apply_loop(
             r.publish_takeover().await;
         }
         if last_checkpoint.elapsed() >= every {
-            last_checkpoint = tokio::time::Instant::now();
-            if dirty && let Some(r) = running.upgrade() {
-                dirty = false;
-                if let Err(e) = r.write_checkpoint().await {
-                    tracing::error!(view = %r.plan.name, error = %e, "view state not written");
+            match running.upgrade() {
+                Some(r) if dirty => {
+                    let now = tokio::time::Instant::now();
+                    if r.checkpoint_in_background() {
+                        last_checkpoint = now;
+                        dirty = false;
+                    } else {
+                        // The previous write is under way: look again in 50 ms.
+                        let retry = (now + Duration::from_millis(50)).checked_sub(every);
+                        last_checkpoint = retry.unwrap_or(now);
+                    }
                 }
+                _ => last_checkpoint = tokio::time::Instant::now(),
             }
         }
         let Some(first) = first else { continue };
