@@ -44,6 +44,10 @@ struct Report {
     /// Reads that timed out before the view applied the batch (10 s).
     view_reads_not_caught_up: u64,
     publish_to_view_ms: Percentiles,
+    /// How late a thread of this process that only sleeps (1 ms steps) woke up
+    /// during the measurement: the machine's scheduling delay under this load, a
+    /// floor under both delays.
+    wakeup_late_ms: Percentiles,
     catalog_products: usize,
     durability: &'static str,
 }
@@ -286,6 +290,9 @@ async fn measure(
         .context("the subscription stream sent nothing for 30 s")?
         .context("the subscription stream ended")?;
     let d = Driver::start(authority, Some(on_ack)).await?;
+    let for_ = Duration::from_secs_f64(total as f64 / rate as f64);
+    let sleeper =
+        std::thread::spawn(move || super::views::sleep_jitter(Duration::from_millis(1), for_));
     let stats = d.stats.clone();
     let progress = driver::progress(stats.clone(), Duration::from_secs(5));
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -308,6 +315,9 @@ async fn measure(
         }
     }
     let mut view_ms = view_ms;
+    let mut late = sleeper
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sleeping thread panicked"))?;
     Ok(Report {
         max_events_per_sec: 0.0,
         fraction: 0.0,
@@ -320,6 +330,7 @@ async fn measure(
         view_reads: view_ms.len() as u64,
         view_reads_not_caught_up: not_caught_up,
         publish_to_view_ms: Percentiles::of(&mut view_ms),
+        wakeup_late_ms: Percentiles::of(&mut late),
         catalog_products: 0,
         durability: "fsync",
     })

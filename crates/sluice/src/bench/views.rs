@@ -431,7 +431,7 @@ struct LookupsReport {
 }
 
 /// How late a thread sleeping until each due time of a schedule wakes up.
-fn sleep_jitter(interval: Duration, for_: Duration) -> Vec<Duration> {
+pub(super) fn sleep_jitter(interval: Duration, for_: Duration) -> Vec<Duration> {
     let started = Instant::now();
     let mut late = Vec::new();
     for n in 0u32.. {
