@@ -151,24 +151,19 @@ impl Running {
 }
 
 impl Running {
-    /// Encodes the state on a blocking thread (the apply loop waits for it, the async
-    /// workers do not: two views encoding at once blocked every stream of the node
-    /// for ~0.2 s) and writes it in the background (the loop goes on while the file
-    /// is written and synced: a sync behind a busy log took ~0.3 s). False while the
-    /// previous write is under way.
-    async fn checkpoint_in_background(self: Arc<Self>) -> bool {
+    /// Encodes the state and writes it in the background: the apply loop goes on
+    /// while the file is written and synced (a sync behind a busy log took ~0.3 s,
+    /// and every read waiting for the view with it). False while the previous write
+    /// is under way.
+    fn checkpoint_in_background(&self) -> bool {
         let Some(c) = &self.checkpoint else {
             return true;
         };
         let Ok(writing) = self.writing.clone().try_lock_owned() else {
             return false;
         };
-        let (path, name, sql) = (c.path.clone(), self.plan.name.clone(), c.sql.clone());
-        let me = self.clone();
-        let encoded = tokio::task::spawn_blocking(move || me.state_bytes(&sql)).await;
-        let Ok(bytes) = encoded else {
-            return true;
-        };
+        let bytes = self.state_bytes(&c.sql);
+        let (path, name) = (c.path.clone(), self.plan.name.clone());
         tokio::task::spawn_blocking(move || {
             let _writing = writing;
             if let Err(e) = crate::snapshot::write_file(&path, &bytes) {
@@ -397,7 +392,7 @@ async fn apply_loop(
             match running.upgrade() {
                 Some(r) if dirty => {
                     let now = tokio::time::Instant::now();
-                    if r.checkpoint_in_background().await {
+                    if r.checkpoint_in_background() {
                         last_checkpoint = now;
                         dirty = false;
                     } else {
