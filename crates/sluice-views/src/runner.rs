@@ -174,6 +174,12 @@ impl Running {
     }
 }
 
+/// At most this share of a view's time goes to encoding its checkpoints (the apply
+/// loop pauses meanwhile): a state that takes 0.25 s to encode is written every 25 s
+/// at the most, whatever `every` says. Reads waiting for the view see the pause, so
+/// this bounds how many of them do.
+const CHECKPOINT_SHARE: f64 = 0.01;
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(t) = self.task.lock().take() {
@@ -375,10 +381,13 @@ async fn apply_loop(
         return;
     };
     let mut last_checkpoint = tokio::time::Instant::now();
+    // The interval between checkpoints: `every`, or longer when encoding the state
+    // pauses the view for longer than CHECKPOINT_SHARE of it.
+    let mut interval = every;
     let mut dirty = false;
     loop {
         let first = tokio::select! {
-            c = tokio::time::timeout_at(last_checkpoint + every, rx.recv()) => match c {
+            c = tokio::time::timeout_at(last_checkpoint + interval, rx.recv()) => match c {
                 Ok(Some(chunk)) => Some(chunk),
                 Ok(None) => return,
                 Err(_) => None,
@@ -388,16 +397,17 @@ async fn apply_loop(
         if let Some(r) = running.upgrade() {
             r.publish_takeover().await;
         }
-        if last_checkpoint.elapsed() >= every {
+        if last_checkpoint.elapsed() >= interval {
             match running.upgrade() {
                 Some(r) if dirty => {
                     let now = tokio::time::Instant::now();
                     if r.checkpoint_in_background() {
                         last_checkpoint = now;
                         dirty = false;
+                        interval = every.max(now.elapsed().mul_f64(1.0 / CHECKPOINT_SHARE));
                     } else {
                         // The previous write is under way: look again in 50 ms.
-                        let retry = (now + Duration::from_millis(50)).checked_sub(every);
+                        let retry = (now + Duration::from_millis(50)).checked_sub(interval);
                         last_checkpoint = retry.unwrap_or(now);
                     }
                 }
