@@ -23,7 +23,7 @@ use hyper::Request;
 use serde::Serialize;
 
 use super::measure::Percentiles;
-use super::stream_client::{self, Line, StreamClient, connect};
+use super::stream_client::{Committer, Line, StreamClient, connect};
 use crate::cli::BenchFreshnessArgs;
 use crate::shop::driver::{self, Acked, Driver, OnAck};
 use crate::shop::{EVENT_TYPES, OFFER, PRODUCT, STOCK, Shop};
@@ -218,9 +218,8 @@ async fn measure(
         );
         let expected = expected.clone();
         tokio::spawn(async move {
-            let mut committer = connect(&authority).await?;
-            let (mut count, mut latest) = (0u64, std::collections::BTreeMap::new());
-            let mut last_commit = Instant::now();
+            let mut committer = Committer::new(&authority, &sub, COMMIT_EVERY).await?;
+            let mut count = 0u64;
             let mut give_up = Instant::now() + Duration::from_secs(3600);
             let mut attached = Some(attached);
             while count < expected.load(Ordering::Relaxed) && Instant::now() < give_up {
@@ -239,10 +238,7 @@ async fn measure(
                             count += 1;
                         }
                     }
-                    if l.events.is_some() {
-                        let key = format!("{}/{}", l.cursor.event_type, l.cursor.partition);
-                        latest.insert(key, l.cursor.to_json());
-                    }
+                    committer.note(&l);
                 });
                 match tokio::time::timeout(Duration::from_secs(2), read).await {
                     Ok(more) => {
@@ -256,12 +252,7 @@ async fn measure(
                     }
                     Err(_) => {}
                 }
-                if last_commit.elapsed() >= Duration::from_millis(200) && !latest.is_empty() {
-                    let cursors = std::mem::take(&mut latest).into_values().collect();
-                    stream_client::commit(&mut committer, &authority, &sub, &stream.id, cursors)
-                        .await?;
-                    last_commit = Instant::now();
-                }
+                committer.commit_if_due(&stream.id).await?;
             }
             anyhow::Ok(count)
         })
@@ -368,6 +359,9 @@ struct ViewReads {
     delays: Mutex<Vec<Duration>>,
     not_caught_up: AtomicU64,
 }
+
+/// How often the subscriber commits its cursors.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 const MAX_READS: u32 = 64;
 

@@ -79,10 +79,9 @@ pub async fn run(args: BenchLatencyArgs) -> anyhow::Result<()> {
     let subscriber = {
         let (received, authority, sub) = (received.clone(), authority.clone(), sub.clone());
         tokio::spawn(async move {
-            let mut committer = stream_client::connect(&authority).await?;
+            let mut committer =
+                stream_client::Committer::new(&authority, &sub, Duration::from_millis(200)).await?;
             let mut count = 0u64;
-            let mut latest = std::collections::BTreeMap::new();
-            let mut last_commit = Instant::now();
             let give_up = Instant::now() + Duration::from_secs(args.duration + 30);
             while count < total && Instant::now() < give_up {
                 let more = tokio::time::timeout(
@@ -98,9 +97,7 @@ pub async fn run(args: BenchLatencyArgs) -> anyhow::Result<()> {
                                 count += 1;
                             }
                         }
-                        if l.events.is_some() {
-                            latest.insert(l.cursor.partition.to_string(), l.cursor.to_json());
-                        }
+                        committer.note(&l);
                     }),
                 )
                 .await;
@@ -109,12 +106,7 @@ pub async fn run(args: BenchLatencyArgs) -> anyhow::Result<()> {
                 {
                     break;
                 }
-                if last_commit.elapsed() >= Duration::from_millis(200) && !latest.is_empty() {
-                    let cursors = std::mem::take(&mut latest).into_values().collect();
-                    stream_client::commit(&mut committer, &authority, &sub, &stream.id, cursors)
-                        .await?;
-                    last_commit = Instant::now();
-                }
+                committer.commit_if_due(&stream.id).await?;
             }
             anyhow::Ok(count)
         })

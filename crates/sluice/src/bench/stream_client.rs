@@ -110,6 +110,54 @@ impl StreamClient {
     }
 }
 
+/// Commits a stream's cursors from beside its reading: remembers the latest cursor of
+/// each partition and commits them at most every `every`, over a connection of its own.
+pub struct Committer {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: String,
+    subscription: String,
+    latest: std::collections::BTreeMap<(String, String), serde_json::Value>,
+    last: std::time::Instant,
+    every: std::time::Duration,
+}
+
+impl Committer {
+    pub async fn new(
+        authority: &str,
+        subscription: &str,
+        every: std::time::Duration,
+    ) -> anyhow::Result<Committer> {
+        Ok(Committer {
+            sender: connect(authority).await?,
+            authority: authority.to_string(),
+            subscription: subscription.to_string(),
+            latest: Default::default(),
+            last: std::time::Instant::now(),
+            every,
+        })
+    }
+
+    /// Remembers the cursor of a line that carried events.
+    pub fn note(&mut self, line: &Line<'_>) {
+        if line.events.is_some() {
+            let key = (line.cursor.event_type.into(), line.cursor.partition.into());
+            self.latest.insert(key, line.cursor.to_json());
+        }
+    }
+
+    /// Commits what was noted when `every` has passed since the last commit.
+    pub async fn commit_if_due(&mut self, stream: &str) -> anyhow::Result<()> {
+        if self.last.elapsed() < self.every || self.latest.is_empty() {
+            return Ok(());
+        }
+        let cursors = std::mem::take(&mut self.latest).into_values().collect();
+        let (authority, subscription) = (&self.authority, &self.subscription);
+        commit(&mut self.sender, authority, subscription, stream, cursors).await?;
+        self.last = std::time::Instant::now();
+        Ok(())
+    }
+}
+
 /// Commits cursors for a stream over `sender`.
 pub async fn commit(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
