@@ -206,9 +206,9 @@ async fn measure(
     let mut stream = StreamClient::open(authority, &sub, &params).await?;
     // How many events the subscriber waits for: known once the publishing ended.
     let expected = Arc::new(AtomicU64::new(u64::MAX));
-    // The stream's first line (a keep-alive after batch_flush_timeout): it is attached
-    // to its partitions. Events published before that wait for the session to start
-    // (~0.2 s), which is not what this measures.
+    // The stream's first line (a keep-alive after batch_flush_timeout): it is under
+    // way. Events published before that wait for the first line, which the server
+    // holds back ~0.2 s (see sluice-http's streaming.rs): not what this measures.
     let (attached, ready) = tokio::sync::oneshot::channel::<()>();
     let subscriber = {
         let (received, authority, prefix) = (
