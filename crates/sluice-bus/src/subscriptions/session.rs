@@ -38,6 +38,51 @@ pub(crate) struct Sent {
     pub at: Instant,
 }
 
+/// The batches a partition's owner sent and did not get committed, oldest first,
+/// and how many events they hold (asked on every turn of a stream, so kept as a
+/// count: with batches of one event, summing them cost a stream more than sending).
+#[derive(Debug, Default)]
+pub(crate) struct Inflight {
+    batches: VecDeque<Sent>,
+    events: u64,
+}
+
+impl Inflight {
+    pub fn push(&mut self, sent: Sent) {
+        self.events += sent.count;
+        self.batches.push_back(sent);
+    }
+
+    /// Forgets the batches that end at or before `offset`.
+    pub fn committed_through(&mut self, offset: u64) {
+        while let Some(s) = self.batches.front().filter(|s| s.last <= offset) {
+            self.events -= s.count;
+            self.batches.pop_front();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.batches.clear();
+        self.events = 0;
+    }
+
+    pub fn front(&self) -> Option<&Sent> {
+        self.batches.front()
+    }
+
+    pub fn back(&self) -> Option<&Sent> {
+        self.batches.back()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+}
+
 /// One partition of the subscription, as the streams share it.
 #[derive(Debug, Default)]
 pub(crate) struct Part {
@@ -46,7 +91,7 @@ pub(crate) struct Part {
     /// Where a rebalance moves it once `owner` has nothing uncommitted.
     pub target: Option<Arc<StreamCtl>>,
     /// Sent by `owner`, not committed, oldest first.
-    pub inflight: VecDeque<Sent>,
+    pub inflight: Inflight,
     /// Dead letters: how often delivery starting at `failed_from` ended uncommitted.
     pub failures: u32,
     pub failed_from: Option<u64>,
@@ -61,7 +106,7 @@ pub(crate) struct Part {
 
 impl Part {
     pub fn uncommitted(&self) -> u64 {
-        self.inflight.iter().map(|s| s.count).sum()
+        self.inflight.events()
     }
 
     /// The owner may send from it (not being handed over, and held in the cluster).
@@ -315,16 +360,14 @@ impl State {
     /// Marks `count` events up to `last` as sent by the owner of `key`.
     pub fn sent(&mut self, key: &PartKey, sent: Sent) {
         if let Some(p) = self.parts.get_mut(key) {
-            p.inflight.push_back(sent);
+            p.inflight.push(sent);
         }
     }
 
     /// Everything up to `offset` of `key` is committed.
     pub fn committed(&mut self, key: &PartKey, offset: u64) {
         if let Some(p) = self.parts.get_mut(key) {
-            while p.inflight.front().is_some_and(|s| s.last <= offset) {
-                p.inflight.pop_front();
-            }
+            p.inflight.committed_through(offset);
             if p.isolate_until.is_some_and(|until| offset >= until) {
                 p.isolate_until = None;
             }
@@ -410,6 +453,24 @@ mod tests {
 
     fn keys(n: u32) -> Vec<PartKey> {
         (0..n).map(|p| ("et".to_string(), p)).collect()
+    }
+
+    #[test]
+    fn inflight_counts_the_events_of_its_batches() {
+        let (mut f, t) = (Inflight::default(), Instant::now());
+        f.push(sent(0, 9, t));
+        f.push(sent(10, 10, t));
+        f.push(sent(11, 14, t));
+        assert_eq!(f.events(), 15);
+        f.committed_through(9);
+        assert_eq!((f.events(), f.front().map(|s| s.first)), (5, Some(10)));
+        f.committed_through(12); // inside the last batch: it stays whole
+        assert_eq!(f.events(), 4);
+        f.committed_through(14);
+        assert_eq!((f.events(), f.is_empty()), (0, true));
+        f.push(sent(15, 16, t));
+        f.clear();
+        assert_eq!((f.events(), f.back().is_none()), (0, true));
     }
 
     fn sent(first: u64, last: u64, at: Instant) -> Sent {

@@ -665,11 +665,9 @@ fn write_line(
         r#"{{"cursor":{{"partition":"{partition}","offset":"{offset}""#
     );
     if subscription {
-        let _ = write!(
-            out,
-            r#","event_type":"{event_type}","cursor_token":"{}""#,
-            token()
-        );
+        let _ = write!(out, r#","event_type":"{event_type}","cursor_token":""#);
+        write_token(out);
+        out.push(b'"');
     }
     out.push(b'}');
     if let Some(events) = events {
@@ -690,17 +688,29 @@ fn write_line(
     out.extend_from_slice(b"}\n");
 }
 
-/// A cursor token: random, in UUID form (clients echo it; it is not checked).
+/// A random UUID (version 4): a cursor token (clients echo it; it is not checked).
 fn token() -> String {
+    let mut out = Vec::with_capacity(36);
+    write_token(&mut out);
+    String::from_utf8(out).expect("hex digits and dashes")
+}
+
+/// Appends a random version-4 UUID to `out`, without formatting machinery: a stream
+/// writes one per line.
+fn write_token(out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        (b >> 48) & 0x3fff | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
+    // Version 4 in the 13th digit, variant 10 in the top bits of the 17th.
+    let a = (a & !0xf000) | 0x4000;
+    let b = (b & !(0xc000 << 48)) | (0x8000 << 48);
+    let digits = (0..16).map(|i| (a >> (60 - 4 * i)) & 0xf);
+    let digits = digits.chain((0..16).map(|i| (b >> (60 - 4 * i)) & 0xf));
+    for (i, d) in digits.enumerate() {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push(b'-');
+        }
+        out.push(HEX[d as usize]);
+    }
 }
 
 /// Starts Nakadi's low-level read of `starts` (partition, cursor to read after).
@@ -719,4 +729,19 @@ pub(crate) fn spawn_direct(
     };
     tokio::spawn(task.run());
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cursor_tokens_are_random_version_4_uuids() {
+        let (a, b) = (super::token(), super::token());
+        for t in [&a, &b] {
+            let u = uuid::Uuid::parse_str(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert_eq!(u.get_version_num(), 4, "{t}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{t}");
+            assert_eq!(u.hyphenated().to_string(), *t);
+        }
+        assert_ne!(a, b);
+    }
 }
