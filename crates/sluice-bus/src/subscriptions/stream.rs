@@ -259,14 +259,23 @@ impl StreamTask {
         now: Instant,
         sent_total: &mut u64,
     ) -> (u64, Option<Instant>) {
-        // Room for every buffered event up front: growing the buffer line by line
-        // would copy it again and again.
-        let buffered_bytes: usize = locals
-            .values()
-            .flat_map(|l| &l.buffer)
-            .map(|r| r.value.as_ref().map_or(0, |v| v.len() + 1))
+        // Room for every buffered event and every line's cursor up front: growing the
+        // buffer line by line would copy it again and again (with batch_limit 1 a line
+        // is one event, and its cursor can be half of the line).
+        let batch = self.params.batch_limit.max(1) as usize;
+        let room: usize = locals
+            .iter()
+            .map(|((event_type, _), l)| {
+                let events: usize = l
+                    .buffer
+                    .iter()
+                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() + 1))
+                    .sum();
+                let lines = l.buffer.len().div_ceil(batch) + 1; // + a keep-alive
+                events + lines * (LINE_OVERHEAD + event_type.len())
+            })
             .sum();
-        out.reserve(buffered_bytes + 256 * locals.len());
+        out.reserve(room);
         let Owner::Subscription { session, ctl, .. } = &self.owner else {
             for (key, local) in locals.iter_mut() {
                 for batch in self.emit(key, local, out, now, 0, *sent_total, None) {
@@ -650,6 +659,11 @@ fn take_fetched(
     }
 }
 
+/// The bytes of a line besides its events and event type name, at most (without
+/// `info`): `{"cursor":{"partition":"4294967295","offset":"001-0001-` + 18 digits +
+/// `","event_type":"","cursor_token":"` + 36 + `"},"events":[]}` and a newline.
+const LINE_OVERHEAD: usize = 160;
+
 /// One line of the stream: `{"cursor":{...},"events":[...],"info":{"debug":...}}`.
 fn write_line(
     out: &mut Vec<u8>,
@@ -743,5 +757,18 @@ mod tests {
             assert_eq!(u.hyphenated().to_string(), *t);
         }
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn line_overhead_covers_the_longest_cursor() {
+        let (event, mut out) = (bytes::Bytes::from_static(b"{}"), Vec::new());
+        let key = ("shop.product".to_string(), u32::MAX);
+        let offset = crate::CursorOffset::At(u64::MAX / 100);
+        super::write_line(&mut out, &key, offset, true, Some(&[&event]), None);
+        assert!(
+            out.len() <= super::LINE_OVERHEAD + key.0.len() + event.len(),
+            "{}",
+            out.len()
+        );
     }
 }
