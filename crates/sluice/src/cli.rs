@@ -145,6 +145,22 @@ pub enum BenchCommand {
     /// Restore `bench views`'s view from its state file in this fresh process: the
     /// restore half of `bench views`, which runs it in a process of its own.
     ViewRestore(BenchViewRestoreArgs),
+    /// `bench views`'s view built in this one thread from events in memory (no log,
+    /// no server): decoding and applying, per core.
+    ViewApply(BenchViewApplyArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchViewApplyArgs {
+    /// Products, each with a price and two stock rows.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Random price and stock updates after them.
+    #[arg(long, default_value_t = 200_000)]
+    pub updates: u64,
+    /// Events per apply (the apply loop takes at most 1024).
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
 }
 
 #[derive(Debug, Args, Clone)]

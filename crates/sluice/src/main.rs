@@ -100,5 +100,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(bench::freshness::run(args))
         }
         Command::Bench(BenchCommand::ViewRestore(args)) => bench::views::run_restore(&args),
+        Command::Bench(BenchCommand::ViewApply(args)) => bench::view_apply::run(&args),
     }
 }

@@ -115,14 +115,81 @@ pub(crate) struct Join {
     pub(crate) right_index: Side,
 }
 
-/// One side of a join's state: an index of its own, or the source table of a bare
-/// scan joined on its whole (one-column) key, which already holds exactly those rows,
-/// with weight 1, by that key. Tables are updated before the operators step, so a
-/// table side is the side's new state.
+/// One side of a join's state: an index of its own, or rows looked up in the source
+/// tables by the join key (no state of its own). Tables are updated before the
+/// operators step, so a looked-up side is the side's new state.
 #[derive(Debug)]
 pub(crate) enum Side {
     Own(Index),
+    Table(Lookup),
+}
+
+/// A relation whose rows for a key come straight from source tables: a bare scan of
+/// a table with a one-column key, or an inner join of two such relations on their
+/// keys (`product JOIN price ON price.sku = product.sku`, by sku).
+#[derive(Debug)]
+pub(crate) enum Lookup {
     Table(usize),
+    Join(Box<Lookup>, Box<Lookup>),
+}
+
+impl Lookup {
+    /// Calls `f` with each row under a key (weight 1: tables hold each row once).
+    fn each(&self, tables: &[SourceTable], key: &Datum, f: &mut dyn FnMut(&Row)) {
+        match self {
+            Lookup::Table(s) => {
+                let table = &tables[*s];
+                if let Some(r) = table.get(std::slice::from_ref(key)) {
+                    f(r);
+                }
+                // Join keys are normalized (2.0 joins as 2): a table keyed by the
+                // double finds it under the double.
+                if let Datum::Int(i) = key
+                    && i.unsigned_abs() < 9_000_000_000_000_000
+                    && let Some(r) = table.get(&[Datum::Float(*i as f64)])
+                {
+                    f(r);
+                }
+            }
+            Lookup::Join(l, r) => l.each(tables, key, &mut |left| {
+                r.each(tables, key, &mut |right| f(&concat(left, right)));
+            }),
+        }
+    }
+
+    /// The lookup a relation's rows can come from, and the columns of its rows that
+    /// hold the key.
+    fn of(rel: &Rel, plan: &Plan) -> Option<(Lookup, Vec<usize>)> {
+        let key_col = |keys: &[Expr], cols: &[usize]| matches!(keys, [Expr::Col(c)] if cols.contains(c));
+        match rel {
+            Rel::Scan(s) => {
+                let scan = &plan.scans[*s];
+                (matches!(scan.info.kind, crate::plan::SourceKind::Table { .. })
+                    && scan.key_len == 1)
+                    .then(|| (Lookup::Table(*s), vec![0]))
+            }
+            Rel::Join {
+                left,
+                right,
+                kind: JoinKind::Inner,
+                left_keys,
+                right_keys,
+            } => {
+                let (l, l_cols) = Lookup::of(left, plan)?;
+                let (r, r_cols) = Lookup::of(right, plan)?;
+                if !key_col(left_keys, &l_cols) || !key_col(right_keys, &r_cols) {
+                    return None;
+                }
+                let offset = width(left, plan);
+                let cols = l_cols
+                    .into_iter()
+                    .chain(r_cols.into_iter().map(|c| c + offset))
+                    .collect();
+                Some((Lookup::Join(Box::new(l), Box::new(r)), cols))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Side {
@@ -134,25 +201,12 @@ impl Side {
                     f(r, *w);
                 }
             }
-            (Side::Table(s), Key::One(d)) => {
-                let table = &tables[*s];
-                if let Some(r) = table.get(std::slice::from_ref(d)) {
-                    f(r, 1);
-                }
-                // Join keys are normalized (2.0 joins as 2): a table keyed by the
-                // double finds it under the double.
-                if let Datum::Int(i) = d
-                    && i.unsigned_abs() < 9_000_000_000_000_000
-                    && let Some(r) = table.get(&[Datum::Float(*i as f64)])
-                {
-                    f(r, 1);
-                }
-            }
+            (Side::Table(lookup), Key::One(d)) => lookup.each(tables, d, &mut |r| f(r, 1)),
             (Side::Table(_), Key::Many(_)) => {}
         }
     }
 
-    /// Adds rows to an index of its own (a table already has them).
+    /// Adds rows to an index of its own (tables already have them).
     fn add(&mut self, key: Key, row: Row, w: i64) {
         if let Side::Own(index) = self {
             add(index, key, row, w);
@@ -167,15 +221,11 @@ impl Side {
     }
 }
 
-/// The table a join side can use as its index: a bare scan of a table with a
-/// one-column key, joined on exactly that column.
-fn table_side(rel: &Rel, keys: &[Expr], plan: &Plan) -> Option<usize> {
-    let Rel::Scan(s) = rel else { return None };
-    let scan = &plan.scans[*s];
-    (matches!(scan.info.kind, crate::plan::SourceKind::Table { .. })
-        && scan.key_len == 1
-        && matches!(keys, [Expr::Col(0)]))
-    .then_some(*s)
+/// The tables a join side can be looked up in instead of an index of its own: its
+/// relation's rows come from tables by a key (`Lookup::of`) and it is joined on it.
+fn table_side(rel: &Rel, keys: &[Expr], plan: &Plan) -> Option<Lookup> {
+    let (lookup, cols) = Lookup::of(rel, plan)?;
+    matches!(keys, [Expr::Col(c)] if cols.contains(c)).then_some(lookup)
 }
 
 /// Errors met while stepping: the message of each row left out.
@@ -201,7 +251,7 @@ impl Node {
                 // The right side of a left join counts its rows per key (padding):
                 // it keeps its own index.
                 let side =
-                    |table: Option<usize>| table.map_or(Side::Own(Index::default()), Side::Table);
+                    |table: Option<Lookup>| table.map_or(Side::Own(Index::default()), Side::Table);
                 let right_table = match kind {
                     JoinKind::Inner => table_side(right, right_keys, plan),
                     JoinKind::Left => None,

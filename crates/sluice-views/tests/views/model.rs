@@ -21,6 +21,13 @@ const VIEWS: &[&str] = &[
        JOIN "shop.price" pr ON pr.sku = p.sku
        LEFT JOIN (SELECT sku, SUM(qty) AS qty FROM "shop.stock" GROUP BY sku) s ON s.sku = p.sku
        WHERE pr.amount > 0"#,
+    // The same without a filter, the stock joined on the price's sku: the left side of
+    // the second join is looked up in the product and price tables, not indexed.
+    r#"CREATE VIEW listing_by_price AS
+       SELECT p.sku, p.name, pr.amount AS price, COALESCE(s.qty, 0) AS stock
+       FROM "shop.product" p
+       JOIN "shop.price" pr ON pr.sku = p.sku
+       LEFT JOIN (SELECT sku, SUM(qty) AS qty FROM "shop.stock" GROUP BY sku) s ON s.sku = pr.sku"#,
     r#"CREATE VIEW stock AS
        SELECT sku, SUM(qty) AS qty, COUNT(*) AS locations, COUNT(qty) AS counted,
               MIN(qty) AS least, MAX(qty) AS most, AVG(qty) AS mean

@@ -70,7 +70,11 @@ pub fn rss_mb() -> f64 {
 /// CPU seconds this process used so far (user + system, all threads), from
 /// /proc/self/stat (clock ticks of 1/100 s).
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    stat_cpu_seconds("/proc/self/stat")
+}
+
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // After the command name (in parentheses), utime and stime are fields 12 and 13.
@@ -78,6 +82,11 @@ pub fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The calling thread's CPU seconds (user and system; 10 ms ticks).
+pub fn thread_cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/thread-self/stat")
 }
 
 pub fn round2(x: f64) -> f64 {

@@ -11,4 +11,5 @@ mod measure;
 pub mod publish;
 pub mod reopen;
 pub(crate) mod stream_client;
+pub mod view_apply;
 pub mod views;

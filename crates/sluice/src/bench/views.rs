@@ -589,7 +589,7 @@ struct RestoreReport {
 
 /// The bench's event types as view sources: data change tables keyed as
 /// `bench views` creates them (its SQL compiles to the same plan here, without a bus).
-struct BenchCatalog;
+pub(super) struct BenchCatalog;
 
 impl sluice_views::Catalog for BenchCatalog {
     fn source(&self, event_type: &str) -> Option<sluice_views::SourceInfo> {

@@ -1,0 +1,151 @@
+//! `sluice bench view-apply`: `bench views`'s view built in one thread from events
+//! held in memory, no log, no server: what one core of the engine does. Decoding
+//! (the readers' part) and applying (the apply loop's part) are timed apart; the
+//! thread's CPU time over the whole build checks that it ran on a core of its own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::bail;
+use serde::Serialize;
+use sluice_views::{OnError, View};
+
+use super::measure::{memory_mb, round2, thread_cpu_seconds};
+use super::views::{BenchCatalog, SQL};
+use crate::cli::BenchViewApplyArgs;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    keys: u64,
+    events: u64,
+    /// Events per apply, as the apply loop takes them at most.
+    batch: usize,
+    decode_us_per_event: f64,
+    apply_us_per_event: f64,
+    /// Events per second of decoding and applying (wall clock, one thread).
+    events_per_core_sec: f64,
+    /// The thread's CPU seconds over its wall-clock seconds (1.0: never preempted).
+    cpu_share: f64,
+    view_rows: u64,
+    rss_mb: f64,
+}
+
+/// The events `bench views` publishes, in its order, as the log stores them.
+fn events(keys: u64, updates: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = Vec::with_capacity((4 * keys + updates) as usize);
+    let mut seq = 0u64;
+    let mut push = |t: &'static str, data: String| {
+        seq += 1;
+        let bytes = format!(
+            r#"{{"metadata":{{"eid":"00000000-0000-4000-8000-{seq:012x}","occurred_at":"2026-11-23T10:00:00Z","received_at":"2026-11-23T10:00:00.001Z","event_type":"{t}","partition":"0","version":"1.0.0"}},"data_type":"x","data_op":"U","data":{data}}}"#
+        );
+        out.push((t, bytes.into_bytes()));
+    };
+    let chunk = 2000;
+    for from in (0..keys).step_by(chunk) {
+        let to = (from + chunk as u64).min(keys);
+        for i in from..to {
+            let brand = i % 50;
+            push(
+                "bench.product",
+                format!(r#"{{"sku":"sku-{i:09}","name":"Product {i}","brand":"brand-{brand}"}}"#),
+            );
+        }
+        for i in from..to {
+            let amount = 1000 + i % 9000;
+            push(
+                "bench.price",
+                format!(r#"{{"sku":"sku-{i:09}","amount":{amount}}}"#),
+            );
+        }
+        for i in from..to {
+            let (b, p) = (i % 20, i % 7);
+            push(
+                "bench.stock",
+                format!(r#"{{"sku":"sku-{i:09}","location":"berlin","qty":{b}}}"#),
+            );
+            push(
+                "bench.stock",
+                format!(r#"{{"sku":"sku-{i:09}","location":"paris","qty":{p}}}"#),
+            );
+        }
+    }
+    let mut rng = fastrand::Rng::with_seed(42);
+    for _ in 0..updates {
+        let i = rng.u64(..keys);
+        if rng.bool() {
+            let amount = 500 + i % 700;
+            push(
+                "bench.price",
+                format!(r#"{{"sku":"sku-{i:09}","amount":{amount}}}"#),
+            );
+        } else {
+            let qty = i % 11;
+            push(
+                "bench.stock",
+                format!(r#"{{"sku":"sku-{i:09}","location":"berlin","qty":{qty}}}"#),
+            );
+        }
+    }
+    out
+}
+
+pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
+    if args.keys == 0 || args.batch == 0 {
+        bail!("--keys and --batch must be positive");
+    }
+    let plan =
+        Arc::new(sluice_views::compile(SQL, &BenchCatalog).map_err(|e| anyhow::anyhow!("{e}"))?);
+    eprintln!(
+        "making {} keys and {} updates...",
+        args.keys, args.updates
+    );
+    let raw = events(args.keys, args.updates);
+    let mut view = View::new(plan);
+    let decoders = view.decoders();
+    eprintln!("decoding and applying {} events...", raw.len());
+    let (mut decoding, mut applying) = (0.0, 0.0);
+    let (started, cpu) = (Instant::now(), thread_cpu_seconds());
+    for chunk in raw.chunks(args.batch) {
+        let at = Instant::now();
+        let decoded = chunk
+            .iter()
+            .map(|(t, bytes)| match decoders.decode(t, Some(bytes), None) {
+                Some(Ok(event)) => Ok((*t, event)),
+                Some(Err(e)) => bail!("{t}: {e}"),
+                None => bail!("the view does not read {t}"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let decoded_at = Instant::now();
+        let batch: Vec<(&str, &sluice_views::source::Event)> =
+            decoded.iter().map(|(t, e)| (*t, e)).collect();
+        let applied = view.apply_events(&batch, OnError::Stop);
+        if let Some(r) = applied.rejected.first() {
+            bail!("the view rejected an event: {}", r.message);
+        }
+        decoding += (decoded_at - at).as_secs_f64();
+        applying += decoded_at.elapsed().as_secs_f64();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu_seconds() - cpu;
+    eprintln!("took {wall:.2} s");
+    let events = raw.len() as u64;
+    let view_rows = view.output().rows.len() as u64;
+    if view_rows != args.keys {
+        bail!("the view has {view_rows} rows, {} expected", args.keys);
+    }
+    let per_event_us = |secs: f64| round2(secs * 1e6 / events as f64);
+    let report = Report {
+        keys: args.keys,
+        events,
+        batch: args.batch,
+        decode_us_per_event: per_event_us(decoding),
+        apply_us_per_event: per_event_us(applying),
+        events_per_core_sec: (events as f64 / (decoding + applying)).round(),
+        cpu_share: round2(cpu / wall),
+        view_rows,
+        rss_mb: memory_mb("self", "VmRSS:").unwrap_or(0.0),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
