@@ -196,17 +196,46 @@ impl<C> Expr<C> {
     }
 }
 
+/// The columns an expression reads: a row, or a join's two rows read as one.
+pub trait Cols {
+    fn col(&self, i: usize) -> &Datum;
+}
+
+impl Cols for [Datum] {
+    fn col(&self, i: usize) -> &Datum {
+        &self[i]
+    }
+}
+
+/// Two rows read as their concatenation, without making it.
+#[derive(Debug)]
+pub struct Pair<'a>(pub &'a [Datum], pub &'a [Datum]);
+
+impl Cols for Pair<'_> {
+    fn col(&self, i: usize) -> &Datum {
+        match self.0.get(i) {
+            Some(d) => d,
+            None => &self.1[i - self.0.len()],
+        }
+    }
+}
+
 impl Expr<usize> {
     pub fn eval(&self, row: &[Datum]) -> Result<Datum> {
+        self.eval_in(row)
+    }
+
+    /// `eval` over any columns (a join's pair).
+    pub fn eval_in<R: Cols + ?Sized>(&self, row: &R) -> Result<Datum> {
         match self {
-            Expr::Col(i) => Ok(row[*i].clone()),
+            Expr::Col(i) => Ok(row.col(*i).clone()),
             Expr::Lit(d) => Ok(d.clone()),
-            Expr::Not(e) => match e.eval(row)? {
+            Expr::Not(e) => match e.eval_in(row)? {
                 Datum::Null => Ok(Datum::Null),
                 Datum::Bool(b) => Ok(Datum::Bool(!b)),
                 other => err(format!("NOT needs a boolean, got {}", other.type_name())),
             },
-            Expr::Neg(e) => match e.eval(row)? {
+            Expr::Neg(e) => match e.eval_in(row)? {
                 Datum::Null => Ok(Datum::Null),
                 Datum::Int(i) => i
                     .checked_neg()
@@ -216,15 +245,15 @@ impl Expr<usize> {
                 other => err(format!("cannot negate {}", other.type_name())),
             },
             Expr::Binary(op, l, r) => binary(*op, l, r, row),
-            Expr::IsNull(e, negated) => Ok(Datum::Bool(e.eval(row)?.is_null() != *negated)),
+            Expr::IsNull(e, negated) => Ok(Datum::Bool(e.eval_in(row)?.is_null() != *negated)),
             Expr::InList(e, list, negated) => {
-                let v = e.eval(row)?;
+                let v = e.eval_in(row)?;
                 if v.is_null() {
                     return Ok(Datum::Null);
                 }
                 let mut saw_null = false;
                 for x in list {
-                    match compare(&v, &x.eval(row)?)? {
+                    match compare(&v, &x.eval_in(row)?)? {
                         Some(std::cmp::Ordering::Equal) => return Ok(Datum::Bool(!negated)),
                         None => saw_null = true,
                         Some(_) => {}
@@ -236,7 +265,7 @@ impl Expr<usize> {
                     Datum::Bool(*negated)
                 })
             }
-            Expr::Like(e, p, negated) => match (e.eval(row)?, p.eval(row)?) {
+            Expr::Like(e, p, negated) => match (e.eval_in(row)?, p.eval_in(row)?) {
                 (Datum::Null, _) | (_, Datum::Null) => Ok(Datum::Null),
                 (Datum::Str(s), Datum::Str(p)) => Ok(Datum::Bool(like(&s, &p) != *negated)),
                 (a, b) => err(format!(
@@ -250,20 +279,22 @@ impl Expr<usize> {
                 whens,
                 otherwise,
             } => {
-                let subject = operand.as_ref().map(|o| o.eval(row)).transpose()?;
+                let subject = operand.as_ref().map(|o| o.eval_in(row)).transpose()?;
                 for (when, then) in whens {
-                    let w = when.eval(row)?;
+                    let w = when.eval_in(row)?;
                     let hit = match &subject {
                         Some(s) => compare(s, &w)? == Some(std::cmp::Ordering::Equal),
                         None => truthy(&w)?,
                     };
                     if hit {
-                        return then.eval(row);
+                        return then.eval_in(row);
                     }
                 }
-                otherwise.as_ref().map_or(Ok(Datum::Null), |o| o.eval(row))
+                otherwise
+                    .as_ref()
+                    .map_or(Ok(Datum::Null), |o| o.eval_in(row))
             }
-            Expr::Cast(e, t) => cast(e.eval(row)?, *t),
+            Expr::Cast(e, t) => cast(e.eval_in(row)?, *t),
             Expr::Func(f, args) => func(*f, args, row),
         }
     }
@@ -298,17 +329,17 @@ pub fn compare(a: &Datum, b: &Datum) -> Result<Option<std::cmp::Ordering>> {
     }))
 }
 
-fn binary(op: BinOp, l: &Expr, r: &Expr, row: &[Datum]) -> Result<Datum> {
+fn binary<R: Cols + ?Sized>(op: BinOp, l: &Expr, r: &Expr, row: &R) -> Result<Datum> {
     use std::cmp::Ordering::*;
     if matches!(op, BinOp::And | BinOp::Or) {
-        let a = logic(l.eval(row)?)?;
+        let a = logic(l.eval_in(row)?)?;
         // Short circuit where SQL's three-valued logic allows.
         match (op, a) {
             (BinOp::And, Some(false)) => return Ok(Datum::Bool(false)),
             (BinOp::Or, Some(true)) => return Ok(Datum::Bool(true)),
             _ => {}
         }
-        let b = logic(r.eval(row)?)?;
+        let b = logic(r.eval_in(row)?)?;
         return Ok(match (a, b) {
             (Some(x), Some(y)) => Datum::Bool(if op == BinOp::And { x && y } else { x || y }),
             (_, Some(false)) if op == BinOp::And => Datum::Bool(false),
@@ -316,7 +347,7 @@ fn binary(op: BinOp, l: &Expr, r: &Expr, row: &[Datum]) -> Result<Datum> {
             _ => Datum::Null,
         });
     }
-    let (a, b) = (l.eval(row)?, r.eval(row)?);
+    let (a, b) = (l.eval_in(row)?, r.eval_in(row)?);
     let cmp = |want: &dyn Fn(std::cmp::Ordering) -> bool| -> Result<Datum> {
         Ok(compare(&a, &b)?.map_or(Datum::Null, |o| Datum::Bool(want(o))))
     };
@@ -449,18 +480,18 @@ fn int_arg(d: &Datum, f: &str) -> Result<Option<i64>> {
     }
 }
 
-fn func(f: Func, args: &[Expr], row: &[Datum]) -> Result<Datum> {
+fn func<R: Cols + ?Sized>(f: Func, args: &[Expr], row: &R) -> Result<Datum> {
     // COALESCE evaluates lazily: a later argument may fail where an earlier one holds.
     if f == Func::Coalesce {
         for a in args {
-            let v = a.eval(row)?;
+            let v = a.eval_in(row)?;
             if !v.is_null() {
                 return Ok(v);
             }
         }
         return Ok(Datum::Null);
     }
-    let v: Vec<Datum> = args.iter().map(|a| a.eval(row)).collect::<Result<_>>()?;
+    let v: Vec<Datum> = args.iter().map(|a| a.eval_in(row)).collect::<Result<_>>()?;
     let str_fn = |name: &str, g: &dyn Fn(&str) -> String| -> Result<Datum> {
         Ok(text(&v[0], name)?.map_or(Datum::Null, |s| Datum::str(&g(&s))))
     };

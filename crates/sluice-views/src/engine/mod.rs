@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::datum::{Datum, Key, Row, Text};
-use crate::expr::{Expr, truthy};
+use crate::expr::{Expr, Pair, truthy};
 use crate::plan::{JoinKind, Plan, Rel};
 use crate::source::SourceTable;
 
@@ -113,6 +113,36 @@ pub(crate) struct Join {
     pub(crate) right_width: usize,
     pub(crate) left_index: Side,
     pub(crate) right_index: Side,
+    /// The `SELECT` list over the join, fused into it: each output row is made from
+    /// the pair of rows directly (no joined row in between).
+    pub(crate) project: Option<Vec<Expr>>,
+}
+
+/// Where a join's rows go: each pair made one row, or the projection over it.
+struct Emit<'a> {
+    project: Option<&'a [Expr]>,
+    out: ZSet,
+    values: Vec<Datum>,
+    errors: &'a mut Errors,
+}
+
+impl Emit<'_> {
+    fn push(&mut self, l: &[Datum], r: &[Datum], w: i64) {
+        let Some(exprs) = self.project else {
+            self.out.push((concat(l, r), w));
+            return;
+        };
+        let pair = Pair(l, r);
+        self.values.clear();
+        for e in exprs {
+            match e.eval_in(&pair) {
+                Ok(v) => self.values.push(v),
+                // Left out, as a projection leaves out a row it fails on.
+                Err(e) => return self.errors.push(e.0),
+            }
+        }
+        self.out.push((Row::from(&self.values[..]), w));
+    }
 }
 
 /// One side of a join's state: an index of its own, or rows looked up in the source
@@ -160,7 +190,8 @@ impl Lookup {
     /// The lookup a relation's rows can come from, and the columns of its rows that
     /// hold the key.
     fn of(rel: &Rel, plan: &Plan) -> Option<(Lookup, Vec<usize>)> {
-        let key_col = |keys: &[Expr], cols: &[usize]| matches!(keys, [Expr::Col(c)] if cols.contains(c));
+        let key_col =
+            |keys: &[Expr], cols: &[usize]| matches!(keys, [Expr::Col(c)] if cols.contains(c));
         match rel {
             Rel::Scan(s) => {
                 let scan = &plan.scans[*s];
@@ -238,9 +269,13 @@ impl Node {
             Rel::Filter { input, pred } => {
                 Node::Filter(Box::new(Node::build(input, plan)), pred.clone())
             }
-            Rel::Map { input, exprs, .. } => {
-                Node::Map(Box::new(Node::build(input, plan)), exprs.clone())
-            }
+            Rel::Map { input, exprs, .. } => match Node::build(input, plan) {
+                Node::Join(mut j) if j.project.is_none() => {
+                    j.project = Some(exprs.clone());
+                    Node::Join(j)
+                }
+                input => Node::Map(Box::new(input), exprs.clone()),
+            },
             Rel::Join {
                 left,
                 right,
@@ -265,6 +300,7 @@ impl Node {
                     right_width: width(right, plan),
                     left_index: side(table_side(left, left_keys, plan)),
                     right_index: side(right_table),
+                    project: None,
                 }))
             }
             Rel::Aggregate {
@@ -438,27 +474,32 @@ impl Join {
         tables: &[SourceTable],
         errors: &mut Errors,
     ) -> ZSet {
-        let mut out = Vec::new();
+        let mut emit = Emit {
+            project: self.project.as_deref(),
+            out: Vec::new(),
+            values: Vec::new(),
+            errors,
+        };
         let pad = nulls(self.right_width);
         let right = self.right_index.own().expect("an index of its own");
         // dL x R, and the padded rows of a left join for keys R lacks.
         for (l, w) in dl {
-            let Some(key) = keyed(&self.left_keys, &l, errors) else {
+            let Some(key) = keyed(&self.left_keys, &l, emit.errors) else {
                 continue;
             };
             let Some(key) = key else {
                 if self.kind == JoinKind::Left {
-                    out.push((concat(&l, &pad), w));
+                    emit.push(&l, &pad, w);
                 }
                 continue;
             };
             match right.get(&key) {
                 Some(rows) => {
                     for (r, rw) in rows {
-                        out.push((concat(&l, r), w * rw));
+                        emit.push(&l, r, w * rw);
                     }
                 }
-                _ if self.kind == JoinKind::Left => out.push((concat(&l, &pad), w)),
+                _ if self.kind == JoinKind::Left => emit.push(&l, &pad, w),
                 _ => {}
             }
             self.left_index.add(key, l, w);
@@ -466,13 +507,13 @@ impl Join {
         // L' x dR, and the padding that appears or goes with R's keys, row by row:
         // the padding's changes per row add up to its change per key.
         for (r, w) in dr {
-            let Some(Some(key)) = keyed(&self.right_keys, &r, errors) else {
+            let Some(Some(key)) = keyed(&self.right_keys, &r, emit.errors) else {
                 continue;
             };
             let mut any_left = false;
             self.left_index.each(tables, &key, |l, lw| {
                 any_left = true;
-                out.push((concat(l, &r), lw * w));
+                emit.push(l, &r, lw * w);
             });
             let Side::Own(right) = &mut self.right_index else {
                 unreachable!("an index of its own")
@@ -488,7 +529,7 @@ impl Join {
                 };
                 if sign != 0 {
                     self.left_index.each(tables, &key, |l, lw| {
-                        out.push((concat(l, &pad), sign * lw));
+                        emit.push(l, &pad, sign * lw);
                     });
                 }
             } else {
@@ -496,7 +537,7 @@ impl Join {
             }
         }
         // Not consolidated: every consumer sums weights per row or key anyway.
-        out
+        emit.out
     }
 
     /// An inner join whose right side is a table (already R'): L x dR (L as it was)
@@ -509,26 +550,29 @@ impl Join {
         tables: &[SourceTable],
         errors: &mut Errors,
     ) -> ZSet {
-        let mut out = Vec::new();
+        let mut emit = Emit {
+            project: self.project.as_deref(),
+            out: Vec::new(),
+            values: Vec::new(),
+            errors,
+        };
         let mut dr_keyed = Vec::with_capacity(dr.len());
         for (r, w) in dr {
-            let Some(Some(key)) = keyed(&self.right_keys, &r, errors) else {
+            let Some(Some(key)) = keyed(&self.right_keys, &r, emit.errors) else {
                 continue;
             };
-            self.left_index.each(tables, &key, |l, lw| {
-                out.push((concat(l, &r), lw * w));
-            });
+            self.left_index
+                .each(tables, &key, |l, lw| emit.push(l, &r, lw * w));
             dr_keyed.push((key, r, w));
         }
         let mut dl_by_key: HashMap<Key, Vec<(Row, i64)>, Hasher> = HashMap::default();
         let left_is_table = matches!(self.left_index, Side::Table(_));
         for (l, w) in dl {
-            let Some(Some(key)) = keyed(&self.left_keys, &l, errors) else {
+            let Some(Some(key)) = keyed(&self.left_keys, &l, emit.errors) else {
                 continue;
             };
-            self.right_index.each(tables, &key, |r, rw| {
-                out.push((concat(&l, r), w * rw));
-            });
+            self.right_index
+                .each(tables, &key, |r, rw| emit.push(&l, r, w * rw));
             if left_is_table {
                 if !dr_keyed.is_empty() {
                     dl_by_key.entry(key).or_default().push((l, w));
@@ -541,11 +585,11 @@ impl Join {
         if !dl_by_key.is_empty() {
             for (key, r, rw) in &dr_keyed {
                 for (l, lw) in dl_by_key.get(key).into_iter().flatten() {
-                    out.push((concat(l, r), -(lw * rw)));
+                    emit.push(l, r, -(lw * rw));
                 }
             }
         }
-        out
+        emit.out
     }
 }
 

@@ -96,10 +96,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
     }
     let plan =
         Arc::new(sluice_views::compile(SQL, &BenchCatalog).map_err(|e| anyhow::anyhow!("{e}"))?);
-    eprintln!(
-        "making {} keys and {} updates...",
-        args.keys, args.updates
-    );
+    eprintln!("making {} keys and {} updates...", args.keys, args.updates);
     let raw = events(args.keys, args.updates);
     let mut view = View::new(plan);
     let decoders = view.decoders();
