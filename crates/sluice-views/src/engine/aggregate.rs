@@ -174,15 +174,17 @@ fn group_key(exprs: &[Expr], row: &[Datum]) -> Result<Key, crate::expr::EvalErro
     ))
 }
 
-impl Aggregate {
-    fn row(&self, key: &Key, g: &Group) -> Result<Row, String> {
-        let mut out = key.values().to_vec();
-        for (a, acc) in self.aggs.iter().zip(&g.accs) {
-            out.push(acc.value(a.func)?);
-        }
-        Ok(Row::from(out))
+/// A group's row: its key, then each aggregate's value.
+fn group_row(aggs: &[Agg], key: &Key, g: &Group) -> Result<Row, String> {
+    let mut out = Vec::with_capacity(key.values().len() + aggs.len());
+    out.extend_from_slice(key.values());
+    for (a, acc) in aggs.iter().zip(&g.accs) {
+        out.push(acc.value(a.func)?);
     }
+    Ok(Row::from(out))
+}
 
+impl Aggregate {
     pub(super) fn step(
         &mut self,
         scans: &[ZSet],
@@ -190,6 +192,7 @@ impl Aggregate {
         errors: &mut Errors,
     ) -> ZSet {
         let input = self.input.step(scans, tables, errors);
+        // Each group touched, with its row before the step.
         let mut touched: Vec<(Key, Option<Row>)> = Vec::new();
         let mut seen: HashMap<Key, (), Hasher> = HashMap::default();
         if !self.started && self.global {
@@ -199,7 +202,8 @@ impl Aggregate {
             seen.insert(none, ());
         }
         self.started = true;
-        let mut args: Vec<Option<Datum>> = Vec::with_capacity(self.aggs.len());
+        let (aggs, global) = (&self.aggs, self.global);
+        let mut args: Vec<Option<Datum>> = Vec::with_capacity(aggs.len());
         for (row, w) in input {
             let key = match group_key(&self.group, &row) {
                 Ok(k) => k,
@@ -209,32 +213,30 @@ impl Aggregate {
                 }
             };
             args.clear();
-            if let Err(e) = self.aggs.iter().try_for_each(|a| {
+            if let Err(e) = aggs.iter().try_for_each(|a| {
                 args.push(a.arg.as_ref().map(|e| e.eval(&row)).transpose()?);
                 Ok::<_, crate::expr::EvalError>(())
             }) {
                 errors.push(e.0);
                 continue;
             }
+            // A group made here has no rows: it had no row before (unless global).
+            let g = self
+                .groups
+                .entry(key.clone())
+                .or_insert_with(|| fresh(aggs));
             if seen.insert(key.clone(), ()).is_none() {
-                let before = self
-                    .groups
-                    .get(&key)
-                    .filter(|g| g.rows > 0 || self.global)
-                    .map(|g| self.row(&key, g));
-                let before = match before.transpose() {
-                    Ok(b) => b,
-                    Err(e) => {
+                let before = (g.rows > 0 || global)
+                    .then(|| group_row(aggs, &key, g))
+                    .transpose()
+                    .unwrap_or_else(|e| {
                         errors.push(e);
                         None
-                    }
-                };
-                touched.push((key.clone(), before));
+                    });
+                touched.push((key, before));
             }
-            let aggs = &self.aggs;
-            let g = self.groups.entry(key).or_insert_with(|| fresh(aggs));
             g.rows += w;
-            for ((a, acc), v) in self.aggs.iter().zip(g.accs.iter_mut()).zip(&args) {
+            for ((a, acc), v) in aggs.iter().zip(g.accs.iter_mut()).zip(&args) {
                 if let Err(e) = acc.add(a.func, v.as_ref(), w) {
                     errors.push(e);
                 }
@@ -242,17 +244,17 @@ impl Aggregate {
         }
         let mut out = Vec::new();
         for (key, before) in touched {
-            if let Some(g) = self.groups.get_mut(&key) {
-                g.accs.iter_mut().for_each(Acc::settle);
-            }
-            let after = match self.groups.get(&key) {
-                Some(g) if g.rows > 0 || self.global => match self.row(&key, g) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        errors.push(e);
-                        None
-                    }
-                },
+            let after = match self.groups.get_mut(&key) {
+                Some(g) if g.rows > 0 || global => {
+                    g.accs.iter_mut().for_each(Acc::settle);
+                    group_row(aggs, &key, g).map_or_else(
+                        |e| {
+                            errors.push(e);
+                            None
+                        },
+                        Some,
+                    )
+                }
                 _ => {
                     self.groups.remove(&key);
                     None

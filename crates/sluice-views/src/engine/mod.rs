@@ -439,10 +439,26 @@ pub(crate) fn add(index: &mut Index, key: Key, row: Row, w: i64) {
     }
 }
 
-fn count(index: &Index, key: &Key) -> i64 {
-    index
-        .get(key)
-        .map_or(0, |rows| rows.iter().map(|(_, w)| w).sum())
+/// `add`, with how many rows (by weight) the key had before and has after.
+fn add_counting(index: &mut Index, key: Key, row: Row, w: i64) -> (i64, i64) {
+    use std::collections::hash_map::Entry;
+    let total = |rows: &Rows| rows.iter().map(|(_, w)| w).sum::<i64>();
+    match index.entry(key) {
+        Entry::Vacant(v) => {
+            if w != 0 {
+                v.insert(Rows::One((row, w)));
+            }
+            (0, w)
+        }
+        Entry::Occupied(mut o) => {
+            let before = total(o.get());
+            if o.get_mut().add(row, w) {
+                o.remove();
+                return (before, 0);
+            }
+            (before, total(o.get()))
+        }
+    }
 }
 
 /// A row's join key; errors are collected and the row left out.
@@ -519,9 +535,7 @@ impl Join {
                 unreachable!("an index of its own")
             };
             if self.kind == JoinKind::Left && any_left {
-                let before = count(right, &key);
-                add(right, key.clone(), r, w);
-                let after = count(right, &key);
+                let (before, after) = add_counting(right, key.clone(), r, w);
                 let sign = match (before > 0, after > 0) {
                     (false, true) => -1,
                     (true, false) => 1,
