@@ -335,6 +335,32 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
 }
 
 #[test]
+fn bench_view_apply_builds_the_view_in_one_thread() {
+    let out = run(&["bench", "view-apply", "--keys", "500", "--updates", "700"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // Every product has its row (the command fails otherwise).
+    assert_eq!(v["view_rows"], 500, "{v}");
+    assert_eq!(v["events"], 500 * 4 + 700, "{v}");
+    for key in [
+        "decode_us_per_event",
+        "apply_us_per_event",
+        "events_per_core_sec",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+
+    let out = run(&["bench", "view-apply", "--batch", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--batch"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn event_types_and_publish_commands_drive_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_serve(&dir.path().join("data"));
