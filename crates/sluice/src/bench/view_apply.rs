@@ -11,7 +11,7 @@ use serde::Serialize;
 use sluice_views::{OnError, View};
 
 use super::measure::{memory_mb, round2, thread_cpu_seconds};
-use super::views::{BenchCatalog, SQL};
+use super::views::{BenchCatalog, SQL, source_batches};
 use crate::cli::BenchViewApplyArgs;
 
 #[derive(Debug, Serialize)]
@@ -32,62 +32,17 @@ struct Report {
 
 /// The events `bench views` publishes, in its order, as the log stores them.
 fn events(keys: u64, updates: u64) -> Vec<(&'static str, Vec<u8>)> {
-    let mut out = Vec::with_capacity((4 * keys + updates) as usize);
     let mut seq = 0u64;
-    let mut push = |t: &'static str, data: String| {
-        seq += 1;
-        let bytes = format!(
-            r#"{{"metadata":{{"eid":"00000000-0000-4000-8000-{seq:012x}","occurred_at":"2026-11-23T10:00:00Z","received_at":"2026-11-23T10:00:00.001Z","event_type":"{t}","partition":"0","version":"1.0.0"}},"data_type":"x","data_op":"U","data":{data}}}"#
-        );
-        out.push((t, bytes.into_bytes()));
-    };
-    let chunk = 2000;
-    for from in (0..keys).step_by(chunk) {
-        let to = (from + chunk as u64).min(keys);
-        for i in from..to {
-            let brand = i % 50;
-            push(
-                "bench.product",
-                format!(r#"{{"sku":"sku-{i:09}","name":"Product {i}","brand":"brand-{brand}"}}"#),
+    source_batches(keys, updates)
+        .flat_map(|(t, batch)| batch.into_iter().map(move |data| (t, data)))
+        .map(|(t, data)| {
+            seq += 1;
+            let stored = format!(
+                r#"{{"metadata":{{"eid":"00000000-0000-4000-8000-{seq:012x}","occurred_at":"2026-11-23T10:00:00Z","received_at":"2026-11-23T10:00:00.001Z","event_type":"{t}","partition":"0","version":"1.0.0"}},"data_type":"x","data_op":"U","data":{data}}}"#
             );
-        }
-        for i in from..to {
-            let amount = 1000 + i % 9000;
-            push(
-                "bench.price",
-                format!(r#"{{"sku":"sku-{i:09}","amount":{amount}}}"#),
-            );
-        }
-        for i in from..to {
-            let (b, p) = (i % 20, i % 7);
-            push(
-                "bench.stock",
-                format!(r#"{{"sku":"sku-{i:09}","location":"berlin","qty":{b}}}"#),
-            );
-            push(
-                "bench.stock",
-                format!(r#"{{"sku":"sku-{i:09}","location":"paris","qty":{p}}}"#),
-            );
-        }
-    }
-    let mut rng = fastrand::Rng::with_seed(42);
-    for _ in 0..updates {
-        let i = rng.u64(..keys);
-        if rng.bool() {
-            let amount = 500 + i % 700;
-            push(
-                "bench.price",
-                format!(r#"{{"sku":"sku-{i:09}","amount":{amount}}}"#),
-            );
-        } else {
-            let qty = i % 11;
-            push(
-                "bench.stock",
-                format!(r#"{{"sku":"sku-{i:09}","location":"berlin","qty":{qty}}}"#),
-            );
-        }
-    }
-    out
+            (t, stored.into_bytes())
+        })
+        .collect()
 }
 
 pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {

@@ -97,6 +97,65 @@ fn event(n: u64, op: &str, data: &serde_json::Value) -> String {
     )
 }
 
+/// The sources' events in the order `bench views` publishes them, in batches of one
+/// event type: per 2,000 keys their products, their prices and two stock rows each;
+/// then the updates, per 2,000 random picks the price updates among them and the
+/// stock updates. Made as they are taken (10M keys do not fit in memory as JSON).
+pub(super) fn source_batches(
+    keys: u64,
+    updates: u64,
+) -> impl Iterator<Item = (&'static str, Vec<serde_json::Value>)> {
+    const CHUNK: u64 = 2000;
+    let sku = |i: u64| format!("sku-{i:09}");
+    let catalog = (0..keys).step_by(CHUNK as usize).flat_map(move |from| {
+        let to = (from + CHUNK).min(keys);
+        let products = (from..to)
+            .map(|i| json!({"sku": sku(i), "name": format!("Product {i}"), "brand": format!("brand-{}", i % 50)}))
+            .collect();
+        let prices = (from..to)
+            .map(|i| json!({"sku": sku(i), "amount": 1000 + i % 9000}))
+            .collect();
+        let stock = (from..to)
+            .flat_map(|i| {
+                [
+                    json!({"sku": sku(i), "location": "berlin", "qty": i % 20}),
+                    json!({"sku": sku(i), "location": "paris", "qty": i % 7}),
+                ]
+            })
+            .collect();
+        [
+            ("bench.product", products),
+            ("bench.price", prices),
+            ("bench.stock", stock),
+        ]
+    });
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut left = updates;
+    let changes = std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(CHUNK);
+        left -= n;
+        let picks: Vec<(u64, bool)> = (0..n).map(|_| (rng.u64(..keys), rng.bool())).collect();
+        let prices = picks
+            .iter()
+            .filter(|x| x.1)
+            .map(|&(i, _)| json!({"sku": sku(i), "amount": 500 + i % 700}))
+            .collect();
+        let stock = picks
+            .iter()
+            .filter(|x| !x.1)
+            .map(|&(i, _)| json!({"sku": sku(i), "location": "berlin", "qty": i % 11}))
+            .collect();
+        Some([("bench.price", prices), ("bench.stock", stock)])
+    })
+    .flatten();
+    catalog
+        .chain(changes)
+        .filter(|(_, batch): &(_, Vec<_>)| !batch.is_empty())
+}
+
 struct Publishing {
     bus: Arc<Bus>,
     seq: AtomicU64,
@@ -156,58 +215,13 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         bus: bus.clone(),
         seq: AtomicU64::new(1),
     });
-    let sku = |i: u64| format!("sku-{i:09}");
     eprintln!(
         "publishing the sources ({} keys, {} updates)...",
         args.keys, args.updates
     );
     let mut source_events = 0;
-    let chunk = 2000;
-    for from in (0..args.keys).step_by(chunk) {
-        let to = (from + chunk as u64).min(args.keys);
-        source_events += p.send("bench.product", (from..to).map(|i| json!({"sku": sku(i), "name": format!("Product {i}"), "brand": format!("brand-{}", i % 50)}))).await?;
-        source_events += p
-            .send(
-                "bench.price",
-                (from..to).map(|i| json!({"sku": sku(i), "amount": 1000 + i % 9000})),
-            )
-            .await?;
-        source_events += p
-            .send(
-                "bench.stock",
-                (from..to).flat_map(|i| {
-                    [
-                        json!({"sku": sku(i), "location": "berlin", "qty": i % 20}),
-                        json!({"sku": sku(i), "location": "paris", "qty": i % 7}),
-                    ]
-                }),
-            )
-            .await?;
-    }
-    let mut rng = fastrand::Rng::with_seed(42);
-    let mut left = args.updates;
-    while left > 0 {
-        let n = left.min(chunk as u64);
-        let picks: Vec<(u64, bool)> = (0..n).map(|_| (rng.u64(..args.keys), rng.bool())).collect();
-        let prices: Vec<u64> = picks.iter().filter(|x| x.1).map(|x| x.0).collect();
-        let stock: Vec<u64> = picks.iter().filter(|x| !x.1).map(|x| x.0).collect();
-        source_events += p
-            .send(
-                "bench.price",
-                prices
-                    .into_iter()
-                    .map(|i| json!({"sku": sku(i), "amount": 500 + i % 700})),
-            )
-            .await?;
-        source_events += p
-            .send(
-                "bench.stock",
-                stock
-                    .into_iter()
-                    .map(|i| json!({"sku": sku(i), "location": "berlin", "qty": i % 11})),
-            )
-            .await?;
-        left -= n;
+    for (event_type, batch) in source_batches(args.keys, args.updates) {
+        source_events += p.send(event_type, batch.into_iter()).await?;
     }
 
     // Build: the view reads everything from the log.
