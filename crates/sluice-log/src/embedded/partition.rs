@@ -314,15 +314,18 @@ impl Partition {
                 continue;
             }
             let mut pos = seg.position_for(from)?;
+            let mut first = None;
             while pos < len {
                 let h = seg.header_at(pos)?;
                 if h.last_offset() >= from {
+                    first = Some(h);
                     break;
                 }
                 pos += h.total_len() as u64;
             }
-            if pos < len {
-                let batches = seg.read_batches(pos, req.max_bytes)?;
+            if let Some(h) = first {
+                let budget = read_budget(&h, from, max_records - records.len(), req.max_bytes);
+                let batches = seg.read_batches(pos, budget)?;
                 let count: usize = batches.iter().map(|(h, _)| h.record_count as usize).sum();
                 records.reserve(count.min(max_records - records.len()));
                 for (h, bytes) in batches {
@@ -429,5 +432,19 @@ impl Partition {
             .read()
             .last()
             .map_or(0, |s| s.live_index_len())
+    }
+}
+
+/// How many bytes a fetch reads from the batch `h` on: that batch alone when it holds
+/// every record still wanted (reading the age of one event reads one batch, not a
+/// megabyte of them), else up to `max_bytes`. A batch compaction left gaps in may
+/// hold fewer records than its offsets span: it is not counted on.
+fn read_budget(h: &batch::BatchHeader, from: u64, wanted: usize, max_bytes: usize) -> usize {
+    let dense = u64::from(h.record_count) == u64::from(h.last_offset_delta) + 1;
+    let in_batch = h.last_offset() + 1 - from.max(h.base_offset);
+    if dense && in_batch >= wanted as u64 {
+        h.total_len()
+    } else {
+        max_bytes
     }
 }

@@ -35,6 +35,7 @@ struct State {
     fail_syncs: bool,
     space_limit: Option<u64>,
     syncs: u64,
+    bytes_read: u64,
     capture_at: Option<u64>,
     captured: Option<MemFs>,
     torn_seed: u64,
@@ -60,6 +61,11 @@ impl MemFs {
     /// then fails with "no space left on device".
     pub fn set_space_limit(&self, limit: Option<u64>) {
         self.state.lock().space_limit = limit;
+    }
+
+    /// The bytes all reads of files returned so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.state.lock().bytes_read
     }
 
     /// The number of sync points passed so far.
@@ -177,6 +183,8 @@ impl FsFile for MemFile {
         }
         let n = buf.len().min(i.data.len() - pos);
         buf[..n].copy_from_slice(&i.data[pos..pos + n]);
+        drop(i);
+        self.fs.state.lock().bytes_read += n as u64;
         Ok(n)
     }
 

@@ -1,5 +1,5 @@
 //! What happens without being asked: rolling by age, the interval flusher, the
-//! background cleaner; and a damaged topic file.
+//! background cleaner; a damaged topic file; and what a fetch reads to answer.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -247,4 +247,43 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_fetch_of_one_record_reads_its_batch_only() {
+    let fs = MemFs::new();
+    let log = open(&fs, EmbeddedConfig::default());
+    log.create_topic(&topic(), TopicConfig::with_partitions(1))
+        .await
+        .unwrap();
+    // Ten batches of 100 records of ~100 bytes: ~10 KB each.
+    let value = "x".repeat(100);
+    for _ in 0..10 {
+        let batch = (0..100).map(|_| Record::value(value.clone())).collect();
+        log.append(&topic(), P0, batch).await.unwrap();
+    }
+    let before = fs.bytes_read();
+    let one = log
+        .fetch(&topic(), P0, FetchRequest::new(Offset(250)).max_records(1))
+        .await
+        .unwrap();
+    assert_eq!(one.records.len(), 1);
+    assert_eq!(one.records[0].offset, Offset(250));
+    let read = fs.bytes_read() - before;
+    assert!(
+        (10_000..20_000).contains(&read),
+        "one batch of ~10 KB (and its header twice), not the 75 KB after it: {read}"
+    );
+    // Records wanted past the batch: read on up to max_bytes, as before.
+    let before = fs.bytes_read();
+    let more = log
+        .fetch(
+            &topic(),
+            P0,
+            FetchRequest::new(Offset(250)).max_records(200),
+        )
+        .await
+        .unwrap();
+    assert_eq!(more.records.len(), 200);
+    assert!(fs.bytes_read() - before > 70_000);
 }
