@@ -156,6 +156,34 @@ pub(super) fn source_batches(
         .filter(|(_, batch): &(_, Vec<_>)| !batch.is_empty())
 }
 
+/// The sources, with their keys.
+const SOURCES: &[(&str, &[&str])] = &[
+    ("bench.product", &["sku"]),
+    ("bench.price", &["sku"]),
+    ("bench.stock", &["sku", "location"]),
+];
+
+/// The offset of the last event in every partition of the sources.
+async fn last_offsets(bus: &Bus) -> anyhow::Result<Vec<(String, u32, u64)>> {
+    let log = bus.log();
+    let mut out = Vec::new();
+    for (name, _) in SOURCES {
+        let topic = sluice_log::TopicName::new(*name)?;
+        let partitions = log.topic(&topic).await?.config.partitions;
+        for p in 0..partitions {
+            let latest = log
+                .offsets(&topic, sluice_log::PartitionId(p))
+                .await?
+                .latest
+                .0;
+            if latest > 0 {
+                out.push((name.to_string(), p, latest - 1));
+            }
+        }
+    }
+    Ok(out)
+}
+
 struct Publishing {
     bus: Arc<Bus>,
     seq: AtomicU64,
@@ -204,11 +232,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open a log in {}", dir.display()))?;
     let log: Arc<dyn Log> = Arc::new(embedded.clone());
     let bus = Arc::new(Bus::open(log.clone(), BusConfig::default()).await?);
-    for (name, keys) in [
-        ("bench.product", &["sku"][..]),
-        ("bench.price", &["sku"][..]),
-        ("bench.stock", &["sku", "location"][..]),
-    ] {
+    for (name, keys) in SOURCES {
         bus.create_event_type(data_type(name, keys)).await?;
     }
     let p = Arc::new(Publishing {
@@ -245,16 +269,15 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         .create(SQL, sluice_views::Policy::Skip, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    loop {
-        let st = views
-            .status("product_listing")
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if st["status"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Built once it has applied the last event of every source partition: waited for
+    // as a read-your-writes read does (polling the status would read the log for
+    // each partition's lag on every poll, on the view's cores).
+    let written = last_offsets(&bus).await?;
+    while !views
+        .wait_for("product_listing", &written, Duration::from_secs(1))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {}
     let build = started.elapsed().as_secs_f64();
     let build_cpu = cpu_seconds() - cpu_before;
     let keys = views
@@ -607,11 +630,7 @@ pub(super) struct BenchCatalog;
 
 impl sluice_views::Catalog for BenchCatalog {
     fn source(&self, event_type: &str) -> Option<sluice_views::SourceInfo> {
-        let keys: &[&str] = match event_type {
-            "bench.product" | "bench.price" => &["sku"],
-            "bench.stock" => &["sku", "location"],
-            _ => return None,
-        };
+        let (_, keys) = SOURCES.iter().find(|(name, _)| *name == event_type)?;
         Some(sluice_views::SourceInfo {
             kind: sluice_views::SourceKind::Table {
                 key: keys.iter().map(|k| vec![k.to_string()]).collect(),
