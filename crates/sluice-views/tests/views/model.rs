@@ -401,7 +401,25 @@ fn fails_on_one_event(sql: &str) {
 fn tables_joined_on_their_keys_match_numbers_by_value() {
     // Both sides are read through their source tables (joined on their whole keys);
     // a key written 2.0 on one side joins 2 on the other, as in an index of its own.
-    let sql = r#"CREATE VIEW v AS SELECT o.offer_id, o.seller, p.name FROM "shop.offer" o JOIN "shop.product" p ON p.sku = o.offer_id"#;
+    // The second view looks the pair up in both tables by the stock's sku.
+    let views = [
+        r#"CREATE VIEW v AS SELECT o.offer_id, o.seller, p.name FROM "shop.offer" o JOIN "shop.product" p ON p.sku = o.offer_id"#,
+        r#"CREATE VIEW v AS SELECT o.offer_id, o.seller, p.name, s.qty
+           FROM "shop.offer" o JOIN "shop.product" p ON p.sku = o.offer_id
+           LEFT JOIN (SELECT sku, SUM(qty) AS qty FROM "shop.stock" GROUP BY sku) s ON s.sku = p.sku"#,
+    ];
+    for sql in views {
+        numbers_join_by_value(sql);
+    }
+}
+
+fn numbers_join_by_value(sql: &str) {
+    let stock = |sku: Value, qty: i64| {
+        (
+            "shop.stock",
+            data("U", json!({"sku": sku, "location": "l", "qty": qty})),
+        )
+    };
     let plan = Arc::new(compile(sql, &Shop).unwrap());
     let mut view = View::new(plan.clone());
     let mut tables = Tables::default();
@@ -432,6 +450,9 @@ fn tables_joined_on_their_keys_match_numbers_by_value() {
             "shop.offer",
             data("U", json!({"offer_id": 2, "seller": "u"})),
         )],
+        // The stock of 2 finds product 2.0 (and offer 2) through the lookup.
+        vec![stock(json!(2), 5), stock(json!(3.5), 1)],
+        vec![stock(json!(2), 7)],
     ];
     for batch in batches {
         let refs: Vec<(&str, &Value)> = batch.iter().map(|(t, e)| (*t, e)).collect();
