@@ -190,8 +190,6 @@ impl Lookup {
     /// The lookup a relation's rows can come from, and the columns of its rows that
     /// hold the key.
     fn of(rel: &Rel, plan: &Plan) -> Option<(Lookup, Vec<usize>)> {
-        let key_col =
-            |keys: &[Expr], cols: &[usize]| matches!(keys, [Expr::Col(c)] if cols.contains(c));
         match rel {
             Rel::Scan(s) => {
                 let scan = &plan.scans[*s];
@@ -208,7 +206,7 @@ impl Lookup {
             } => {
                 let (l, l_cols) = Lookup::of(left, plan)?;
                 let (r, r_cols) = Lookup::of(right, plan)?;
-                if !key_col(left_keys, &l_cols) || !key_col(right_keys, &r_cols) {
+                if !on_key(left_keys, &l_cols) || !on_key(right_keys, &r_cols) {
                     return None;
                 }
                 let offset = width(left, plan);
@@ -256,7 +254,12 @@ impl Side {
 /// relation's rows come from tables by a key (`Lookup::of`) and it is joined on it.
 fn table_side(rel: &Rel, keys: &[Expr], plan: &Plan) -> Option<Lookup> {
     let (lookup, cols) = Lookup::of(rel, plan)?;
-    matches!(keys, [Expr::Col(c)] if cols.contains(c)).then_some(lookup)
+    on_key(keys, &cols).then_some(lookup)
+}
+
+/// Whether join keys are one of the columns that hold a lookup's key.
+fn on_key(keys: &[Expr], cols: &[usize]) -> bool {
+    matches!(keys, [Expr::Col(c)] if cols.contains(c))
 }
 
 /// Errors met while stepping: the message of each row left out.
