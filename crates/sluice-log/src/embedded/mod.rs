@@ -605,8 +605,12 @@ impl Log for EmbeddedLog {
         loop {
             let latest = *hw.borrow_and_update();
             if request.from.0 < latest || request.max_wait.is_zero() || Instant::now() >= deadline {
-                let p = part.clone();
-                let read = blocking(move || p.read(&request)).await?;
+                let read = if part.reads_hot(request.from.0) {
+                    part.read(&request)?
+                } else {
+                    let p = part.clone();
+                    blocking(move || p.read(&request)).await?
+                };
                 return Ok(Fetched {
                     records: read.records,
                     next: read.next,

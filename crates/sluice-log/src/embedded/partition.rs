@@ -288,7 +288,23 @@ impl Partition {
         self.hw.subscribe()
     }
 
-    /// Reads records at or after `req.from`. Blocking I/O.
+    /// Whether a read from `from` starts in the last [`HOT_BYTES`] of the active
+    /// segment: bytes written moments ago, still in the page cache, which the
+    /// caller's thread copies faster than a hand-over to a blocking thread and back
+    /// (two wake-ups, each a scheduling delay on a busy machine).
+    pub fn reads_hot(&self, from: u64) -> bool {
+        let segs = self.segments.read();
+        let Some(active) = segs.last() else {
+            return false;
+        };
+        from >= active.base
+            && active
+                .live_position_for(from)
+                .is_some_and(|pos| active.len().saturating_sub(pos) <= HOT_BYTES)
+    }
+
+    /// Reads records at or after `req.from`. Blocking I/O: callers on a runtime
+    /// read here directly only what [`Partition::reads_hot`] says is hot.
     pub fn read(&self, req: &FetchRequest) -> Result<Read> {
         let segs = self.segments.read().clone();
         let earliest = segs.first().map_or(0, |s| s.base);
@@ -434,6 +450,11 @@ impl Partition {
             .map_or(0, |s| s.live_index_len())
     }
 }
+
+/// How far back from the end of the active segment a read counts as hot
+/// ([`Partition::reads_hot`]): a few group commits' worth, read at most `max_bytes`
+/// at a time.
+const HOT_BYTES: u64 = 8 << 20;
 
 /// How many bytes a fetch reads from the batch `h` on: that batch alone when it holds
 /// every record still wanted (reading the age of one event reads one batch, not a

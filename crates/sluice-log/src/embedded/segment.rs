@@ -249,6 +249,15 @@ impl Segment {
         }
     }
 
+    /// [`Segment::position_for`] answered from memory: none for a sealed segment
+    /// (whose index is a file).
+    pub fn live_position_for(&self, offset: u64) -> Option<u64> {
+        match &self.index {
+            SegmentIndex::Live(_) => self.position_for(offset).ok(),
+            SegmentIndex::Sealed { .. } => None,
+        }
+    }
+
     /// Byte position from which to scan for the first record with timestamp >= `at`.
     pub fn position_for_time(&self, at: i64) -> Result<u64> {
         let rel = match &self.index {

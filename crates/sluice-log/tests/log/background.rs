@@ -287,3 +287,52 @@ async fn a_fetch_of_one_record_reads_its_batch_only() {
     assert_eq!(more.records.len(), 200);
     assert!(fs.bytes_read() - before > 70_000);
 }
+
+/// A reader at the tail reads on its own thread; one further back goes to the
+/// blocking pool (its bytes may be on disk only). Shown with a pool of one thread
+/// held busy: the tail is read anyway, an old offset waits for the pool.
+#[test]
+fn a_fetch_at_the_tail_does_not_wait_for_the_blocking_pool() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fs = MemFs::new();
+        let log = open(&fs, EmbeddedConfig::default());
+        log.create_topic(&topic(), TopicConfig::with_partitions(1))
+            .await
+            .unwrap();
+        // 12 MB: the first records lie further back than a hot read reaches.
+        let value = "x".repeat(1000);
+        for _ in 0..12 {
+            let batch = (0..1000).map(|_| Record::value(value.clone())).collect();
+            log.append(&topic(), P0, batch).await.unwrap();
+        }
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::task::spawn_blocking(move || held.recv());
+        let fetch = |from: u64| {
+            let log = log.clone();
+            async move {
+                let request = FetchRequest::new(Offset(from)).max_records(10);
+                log.fetch(&topic(), P0, request).await.unwrap()
+            }
+        };
+        let wait = Duration::from_millis(300);
+        let tail = tokio::time::timeout(Duration::from_secs(10), fetch(11_995))
+            .await
+            .expect("the tail is read while the pool is busy");
+        assert_eq!(tail.records.len(), 5);
+        assert_eq!(tail.records[0].offset, Offset(11_995));
+        let old = tokio::spawn(fetch(0));
+        tokio::time::sleep(wait).await;
+        assert!(!old.is_finished(), "an old offset is read on the pool");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        let old = old.await.unwrap();
+        assert_eq!(old.records.len(), 10);
+        assert_eq!(old.records[0].offset, Offset(0));
+    });
+}
