@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use serde::Serialize;
 
-use super::measure::Percentiles;
+use super::measure::{Percentiles, context_switches, process_cpu_seconds, round2};
 use super::stream_client::{Committer, Line, StreamClient, connect};
 use crate::cli::BenchFreshnessArgs;
 use crate::shop::driver::{self, Acked, Driver, OnAck};
@@ -48,6 +48,11 @@ struct Report {
     /// during the measurement: the machine's scheduling delay under this load, a
     /// floor under both delays.
     wakeup_late_ms: Percentiles,
+    /// The server's CPU (all threads) per event during the measurement.
+    server_cpu_us_per_event: f64,
+    /// The server's threads going off a core (to wait or preempted) per 1,000 events
+    /// during the measurement (threads that exited meanwhile are not counted).
+    server_context_switches_per_1k_events: f64,
     catalog_products: usize,
     durability: &'static str,
 }
@@ -170,7 +175,11 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         "publishing {rate} events/s ({} of {max:.0}) for {} s...",
         args.fraction, args.duration
     );
+    let pid = server.child.id();
+    let (cpu, switches) = (process_cpu_seconds(pid), context_switches(pid));
     let measured = measure(&mut shop, &authority, &url, rate, total).await?;
+    let cpu = process_cpu_seconds(pid) - cpu;
+    let switches = context_switches(pid).saturating_sub(switches);
     server.stop()?;
     let report = Report {
         max_events_per_sec: max.round(),
@@ -179,6 +188,8 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         seconds: args.duration,
         catalog_products: args.products,
         durability: "fsync",
+        server_cpu_us_per_event: round2(cpu * 1e6 / total as f64),
+        server_context_switches_per_1k_events: round2(switches as f64 * 1e3 / total as f64),
         ..measured
     };
     println!("{}", serde_json::to_string(&report)?);
@@ -322,6 +333,8 @@ async fn measure(
         view_reads_not_caught_up: not_caught_up,
         publish_to_view_ms: Percentiles::of(&mut view_ms),
         wakeup_late_ms: Percentiles::of(&mut late),
+        server_cpu_us_per_event: 0.0,
+        server_context_switches_per_1k_events: 0.0,
         catalog_products: 0,
         durability: "fsync",
     })

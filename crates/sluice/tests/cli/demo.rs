@@ -151,6 +151,12 @@ fn bench_freshness_measures_the_shop_end_to_end() {
     assert!(v["view_reads"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["view_reads_not_caught_up"], 0, "{v}");
     assert!(v["max_events_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    // The server's cost of the measured events, read from its /proc entries.
+    assert!(v["server_cpu_us_per_event"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["server_context_switches_per_1k_events"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
     for key in ["publish_to_subscriber_ms", "publish_to_view_ms"] {
         for p in ["p50", "p99", "p999"] {
             assert!(v[key][p].as_f64().is_some(), "{key}.{p}: {v}");
