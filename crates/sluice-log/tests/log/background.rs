@@ -249,19 +249,25 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-#[tokio::test]
-async fn a_fetch_of_one_record_reads_its_batch_only() {
-    let fs = MemFs::new();
-    let log = open(&fs, EmbeddedConfig::default());
+/// A one-partition topic of `batches` appends of `records` records of `bytes` bytes.
+async fn log_of_batches(fs: &MemFs, batches: usize, records: usize, bytes: usize) -> EmbeddedLog {
+    let log = open(fs, EmbeddedConfig::default());
     log.create_topic(&topic(), TopicConfig::with_partitions(1))
         .await
         .unwrap();
-    // Ten batches of 100 records of ~100 bytes: ~10 KB each.
-    let value = "x".repeat(100);
-    for _ in 0..10 {
-        let batch = (0..100).map(|_| Record::value(value.clone())).collect();
+    let value = "x".repeat(bytes);
+    for _ in 0..batches {
+        let batch = (0..records).map(|_| Record::value(value.clone())).collect();
         log.append(&topic(), P0, batch).await.unwrap();
     }
+    log
+}
+
+#[tokio::test]
+async fn a_fetch_of_one_record_reads_its_batch_only() {
+    let fs = MemFs::new();
+    // Ten batches of 100 records of ~100 bytes: ~10 KB each.
+    let log = log_of_batches(&fs, 10, 100, 100).await;
     let before = fs.bytes_read();
     let one = log
         .fetch(&topic(), P0, FetchRequest::new(Offset(250)).max_records(1))
@@ -300,17 +306,8 @@ fn a_fetch_at_the_tail_does_not_wait_for_the_blocking_pool() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let fs = MemFs::new();
-        let log = open(&fs, EmbeddedConfig::default());
-        log.create_topic(&topic(), TopicConfig::with_partitions(1))
-            .await
-            .unwrap();
         // 12 MB: the first records lie further back than a hot read reaches.
-        let value = "x".repeat(1000);
-        for _ in 0..12 {
-            let batch = (0..1000).map(|_| Record::value(value.clone())).collect();
-            log.append(&topic(), P0, batch).await.unwrap();
-        }
+        let log = log_of_batches(&MemFs::new(), 12, 1000, 1000).await;
         let (release, held) = std::sync::mpsc::channel::<()>();
         let busy = tokio::task::spawn_blocking(move || held.recv());
         let fetch = |from: u64| {
