@@ -43,6 +43,9 @@ pub struct Progress {
     /// Per source partition, the offset of the next event to apply.
     pub next: BTreeMap<SourcePartition, u64>,
     pub events: u64,
+    /// Keys whose visible row the applied events changed (added, replaced or
+    /// removed), counted once per step: how much the view churns.
+    pub row_changes: u64,
     /// Events left out (policy skip) since the view started here.
     pub skipped: u64,
     pub errors: Vec<EventError>,
@@ -459,9 +462,10 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<Ack> 
         .iter()
         .map(|(c, v, _)| (chunks[*c].source.0.as_str(), v))
         .collect();
-    let (applied, publishing) = {
+    let (applied, changed, publishing) = {
         let mut view = r.view.write();
         let mut applied = view.apply_events(&batch, on_error);
+        let changed = applied.changes.len() as u64;
         // Queued under the view's lock, in the order of the steps: a handover
         // (blue/green) stops it there too. The outlet makes the events.
         let publishing = r
@@ -469,7 +473,7 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<Ack> 
             .lock()
             .as_ref()
             .map(|p| p.queue_changes(&r.plan, std::mem::take(&mut applied.changes)));
-        (applied, publishing)
+        (applied, changed, publishing)
     };
     let mut progress = r.progress.lock();
     let error_of = |i: usize, message: String| {
@@ -487,6 +491,7 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<Ack> 
         .map(|x| error_of(x.index, x.message.clone()))
         .collect();
     progress.events += applied.taken as u64;
+    progress.row_changes += changed;
     if applied.taken < events.len() {
         // Stopped before an event: each partition advances to its first event not taken.
         let stop = error_of(

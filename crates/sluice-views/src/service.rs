@@ -681,6 +681,7 @@ impl Views {
             .collect::<Vec<_>>()
             .into();
         out["events_applied"] = progress.events.into();
+        out["row_changes"] = progress.row_changes.into();
         out["loaded_from"] = progress.loaded_from.clone().into();
         if let Some(et) = &e.def.publish_as {
             out["publish_as"] = et.clone().into();

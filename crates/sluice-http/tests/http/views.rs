@@ -147,6 +147,8 @@ fn a_joined_view_follows_every_change_and_reads_its_own_writes() {
         r.json(),
         json!({"sku": "sku-1", "name": "Boot", "brand": "ACME", "price": 4999, "stock": 3})
     );
+    // A product and stock without a price changed no visible row; the price made one.
+    assert_eq!(s.get("/views/product_listing").json()["row_changes"], 1);
 
     // Stock summed over locations; updates and deletes on any side.
     change(
@@ -216,6 +218,10 @@ fn a_joined_view_follows_every_change_and_reads_its_own_writes() {
     let status = s.get("/views/product_listing").json();
     assert_eq!(status["status"], "running", "{status}");
     assert_eq!(status["rows"], 5);
+    // 1, then 1 or 2 (the paris stock and the new price, in one step or two), the
+    // berlin delete, the product delete, and the five new keys.
+    let changes = status["row_changes"].as_u64().unwrap();
+    assert!((9..=10).contains(&changes), "{status}");
     let sources = status["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 6, "3 event types x 2 partitions: {status}");
     assert!(sources.iter().all(|x| x["lag_events"] == 0), "{status}");

@@ -27,6 +27,8 @@ struct Report {
     /// The thread's CPU seconds over its wall-clock seconds (1.0: never preempted).
     cpu_share: f64,
     view_rows: u64,
+    /// Visible row changes the events made (as `bench views`'s `build_row_changes`).
+    view_row_changes: u64,
     rss_mb: f64,
 }
 
@@ -57,6 +59,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
     let decoders = view.decoders();
     eprintln!("decoding and applying {} events...", raw.len());
     let (mut decoding, mut applying) = (0.0, 0.0);
+    let mut view_row_changes = 0;
     let (started, cpu) = (Instant::now(), thread_cpu_seconds());
     for chunk in raw.chunks(args.batch) {
         let at = Instant::now();
@@ -75,6 +78,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
         if let Some(r) = applied.rejected.first() {
             bail!("the view rejected an event: {}", r.message);
         }
+        view_row_changes += applied.changes.len() as u64;
         decoding += (decoded_at - at).as_secs_f64();
         applying += decoded_at.elapsed().as_secs_f64();
     }
@@ -96,6 +100,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
         events_per_core_sec: (events as f64 / (decoding + applying)).round(),
         cpu_share: round2(cpu / wall),
         view_rows,
+        view_row_changes,
         rss_mb: memory_mb("self", "VmRSS:").unwrap_or(0.0),
     };
     println!("{}", serde_json::to_string(&report)?);

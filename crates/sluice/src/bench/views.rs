@@ -46,6 +46,9 @@ struct Report {
     /// Process CPU seconds (all threads) while the view was built.
     build_cpu_seconds: f64,
     source_events_per_cpu_sec: f64,
+    /// Visible row changes the build made (the order the sources' partitions are
+    /// read in decides how many intermediate rows a key goes through).
+    build_row_changes: u64,
     lookup_rate: u64,
     /// Where the lookups were sent from.
     lookup_client: &'static str,
@@ -280,12 +283,12 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     {}
     let build = started.elapsed().as_secs_f64();
     let build_cpu = cpu_seconds() - cpu_before;
-    let keys = views
+    let status = views
         .status("product_listing")
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?["rows"]
-        .as_u64()
-        .unwrap_or(0);
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let keys = status["rows"].as_u64().unwrap_or(0);
+    let build_row_changes = status["row_changes"].as_u64().unwrap_or(0);
     let rss = memory_mb("self", "VmRSS:").unwrap_or(0.0);
 
     // Lookups over HTTP while prices change.
@@ -428,6 +431,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         source_events_per_sec: (source_events as f64 / build).round(),
         build_cpu_seconds: round2(build_cpu),
         source_events_per_cpu_sec: (source_events as f64 / build_cpu.max(0.01)).round(),
+        build_row_changes,
         lookup_rate: args.lookup_rate,
         lookup_client: client,
         lookups: lookup.lookups,

@@ -309,6 +309,9 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
     assert_eq!(v["lookup_client"], "own process", "{v}");
     assert_eq!(v["lookup_errors"], 0, "{v}");
     assert!(v["lookups"].as_u64().unwrap() >= 290, "{v}");
+    // Each key's row appeared once at least; no more changes than events.
+    let changes = v["build_row_changes"].as_u64().unwrap();
+    assert!((300..=300 * 4 + 300).contains(&changes), "{v}");
     for key in [
         "source_events_per_sec",
         "source_events_per_cpu_sec",
@@ -343,6 +346,8 @@ fn bench_view_apply_builds_the_view_in_one_thread() {
     // Every product has its row (the command fails otherwise).
     assert_eq!(v["view_rows"], 500, "{v}");
     assert_eq!(v["events"], 500 * 4 + 700, "{v}");
+    let changes = v["view_row_changes"].as_u64().unwrap();
+    assert!((500..=500 * 4 + 700).contains(&changes), "{v}");
     for key in [
         "decode_us_per_event",
         "apply_us_per_event",
