@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use crate::datum::{Datum, Row};
 
+/// The bytes of a number filled in later (63 bits).
+const RESERVED_LEN: usize = 9;
+
 #[derive(Debug, Default)]
 pub struct Writer {
     pub buf: Vec<u8>,
@@ -40,6 +43,37 @@ impl Writer {
         self.bytes(s.as_bytes());
     }
 
+    /// Room for a number known only later (`fill_u64`).
+    pub fn reserve_u64(&mut self) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; RESERVED_LEN]);
+        at
+    }
+
+    /// Writes `v` into the room `reserve_u64` made at `at`: a varint padded to
+    /// `RESERVED_LEN` bytes (each but the last says another follows), read as any.
+    pub fn fill_u64(&mut self, at: usize, v: u64) {
+        for (i, b) in self.buf[at..at + RESERVED_LEN].iter_mut().enumerate() {
+            let bits = ((v >> (7 * i)) & 0x7f) as u8;
+            *b = if i + 1 < RESERVED_LEN {
+                bits | 0x80
+            } else {
+                bits
+            };
+        }
+    }
+
+    /// Starts a part written in place that `bytes` would have written from a copy.
+    pub fn begin_part(&mut self) -> usize {
+        self.reserve_u64()
+    }
+
+    /// Fills in the length of the part begun at `at`.
+    pub fn end_part(&mut self, at: usize) {
+        let len = self.buf.len() - at - RESERVED_LEN;
+        self.fill_u64(at, len as u64);
+    }
+
     pub fn datum(&mut self, d: &Datum) {
         match d {
             Datum::Null => self.buf.push(0),
@@ -55,7 +89,7 @@ impl Writer {
             }
             Datum::Str(s) => {
                 self.buf.push(5);
-                self.str(s);
+                self.bytes(s.as_bytes());
             }
             Datum::Json(v) => {
                 self.buf.push(6);
@@ -230,5 +264,25 @@ mod tests {
         }
         assert!(Reader::new(&[1, 9]).row().is_err(), "unknown tag");
         assert!(Reader::new(&[0xff; 11]).u64().is_err());
+    }
+
+    #[test]
+    fn a_part_written_in_place_reads_as_length_prefixed_bytes() {
+        let sizes = [0, 1, 127, 128, 16_383, 16_384, 300_000];
+        let mut w = Writer::default();
+        for n in sizes {
+            let at = w.begin_part();
+            w.buf.extend((0..n).map(|i| i as u8));
+            w.end_part(at);
+            w.u64(7);
+        }
+        let mut r = Reader::new(&w.buf);
+        for n in sizes {
+            let part = r.bytes().unwrap();
+            assert_eq!(part.len(), n);
+            assert!(part.iter().enumerate().all(|(i, b)| *b == i as u8));
+            assert_eq!(r.u64().unwrap(), 7);
+        }
+        assert!(r.is_empty());
     }
 }

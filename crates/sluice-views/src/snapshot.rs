@@ -115,7 +115,21 @@ fn parts(view: &mut View) -> Vec<Part<'_>> {
 
 /// The bytes of a view's state and the offsets it reflects.
 pub fn encode(view: &View, sql: &str, offsets: &BTreeMap<SourcePartition, u64>) -> Vec<u8> {
-    let mut w = Writer::default();
+    encode_into(view, sql, offsets, Vec::new())
+}
+
+/// `encode` into `buf` (cleared first). A buffer kept from the last state saves
+/// most of the time: a fresh one is memory the kernel must fault in and zero, and
+/// grown as it fills it copies what it holds at each step (together about as long
+/// as the encoding itself; the apply loop waits meanwhile).
+pub fn encode_into(
+    view: &View,
+    sql: &str,
+    offsets: &BTreeMap<SourcePartition, u64>,
+    mut buf: Vec<u8>,
+) -> Vec<u8> {
+    buf.clear();
+    let mut w = Writer { buf };
     w.buf.extend_from_slice(MAGIC);
     w.buf.extend_from_slice(&VERSION.to_le_bytes());
     w.buf.extend_from_slice(&fingerprint(sql).to_le_bytes());
@@ -126,11 +140,11 @@ pub fn encode(view: &View, sql: &str, offsets: &BTreeMap<SourcePartition, u64>) 
         w.u64(*next);
     }
     w.u64((view.tables.len() + node_parts(&view.root) + 1) as u64);
-    let mut section = Writer::default();
+    // Each section written in place, its length filled in after.
     let mut put = |w: &mut Writer, f: &dyn Fn(&mut Writer)| {
-        section.buf.clear();
-        f(&mut section);
-        w.bytes(&section.buf);
+        let at = w.begin_part();
+        f(w);
+        w.end_part(at);
     };
     for table in &view.tables {
         put(&mut w, &|s| {
@@ -226,12 +240,16 @@ fn encode_acc(w: &mut Writer, acc: &Acc) {
     }
 }
 
-fn encode_rows<'a>(w: &mut Writer, rows: impl Iterator<Item = &'a Rows> + Clone) {
-    w.u64(rows.clone().map(Rows::len).sum::<usize>() as u64);
+fn encode_rows<'a>(w: &mut Writer, rows: impl Iterator<Item = &'a Rows>) {
+    // Counted as they are written: one walk over the rows, not two.
+    let count = w.reserve_u64();
+    let mut n = 0;
     for (row, weight) in rows.flatten() {
         w.row(row);
         w.i64(*weight);
+        n += 1;
     }
+    w.fill_u64(count, n);
 }
 
 /// Checks the first 20 bytes of a state file: magic, version, and the SQL's fingerprint.

@@ -29,6 +29,11 @@ struct Report {
     view_rows: u64,
     /// Visible row changes the events made (as `bench views`'s `build_row_changes`).
     view_row_changes: u64,
+    /// Encoding the state (what a checkpoint pauses the view for): into fresh
+    /// memory, then again into the buffer kept from the first.
+    state_encode_ms: f64,
+    state_encode_again_ms: f64,
+    state_mb: f64,
     rss_mb: f64,
 }
 
@@ -86,6 +91,13 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
     let cpu = thread_cpu_seconds() - cpu;
     eprintln!("took {wall:.2} s");
     let events = raw.len() as u64;
+    let encode = |buf: Vec<u8>| {
+        let at = Instant::now();
+        let bytes = sluice_views::snapshot::encode_into(&view, "", &Default::default(), buf);
+        (bytes, round2(at.elapsed().as_secs_f64() * 1e3))
+    };
+    let (bytes, state_encode_ms) = encode(Vec::new());
+    let (bytes, state_encode_again_ms) = encode(bytes);
     let view_rows = view.output().rows.len() as u64;
     if view_rows != args.keys {
         bail!("the view has {view_rows} rows, {} expected", args.keys);
@@ -101,6 +113,9 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
         cpu_share: round2(cpu / wall),
         view_rows,
         view_row_changes,
+        state_encode_ms,
+        state_encode_again_ms,
+        state_mb: round2(bytes.len() as f64 / 1e6),
         rss_mb: memory_mb("self", "VmRSS:").unwrap_or(0.0),
     };
     println!("{}", serde_json::to_string(&report)?);

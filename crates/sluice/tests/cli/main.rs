@@ -352,6 +352,8 @@ fn bench_view_apply_builds_the_view_in_one_thread() {
         "decode_us_per_event",
         "apply_us_per_event",
         "events_per_core_sec",
+        "state_encode_ms",
+        "state_mb",
     ] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
