@@ -162,29 +162,35 @@ impl Running {
 }
 
 impl Running {
-    /// Encodes the state and writes it in the background: the apply loop goes on
-    /// while the file is written and synced (a sync behind a busy log took ~0.3 s,
-    /// and every read waiting for the view with it). False while the previous write
-    /// is under way.
-    fn checkpoint_in_background(&self) -> bool {
-        let Some(c) = &self.checkpoint else {
+    /// Encodes the state and writes it in the background: the apply loop waits for
+    /// the encoding (on the blocking pool: a runtime worker busy for ~0.1 s would hold
+    /// up the tasks queued behind it, HTTP and streams too), then goes on while the
+    /// file is written and synced (a sync behind a busy log took ~0.3 s, and every
+    /// read waiting for the view with it). False while the previous write is under way.
+    async fn checkpoint_in_background(self: &Arc<Self>) -> bool {
+        let Some(c) = self.checkpoint.clone() else {
             return true;
         };
         let Ok(writing) = self.writing.clone().try_lock_owned() else {
             return false;
         };
-        let started = std::time::Instant::now();
-        let bytes = self.state_bytes(&c.sql);
-        let ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(view = %self.plan.name, bytes = bytes.len(), ms, "view state encoded (the view waited)");
-        let (path, name, spare) = (c.path.clone(), self.plan.name.clone(), self.spare.clone());
-        tokio::task::spawn_blocking(move || {
-            let _writing = writing;
-            if let Err(e) = crate::snapshot::write_file(&path, &bytes) {
-                tracing::error!(view = %name, error = %e, "view state not written");
-            }
-            *spare.lock() = bytes;
+        let r = self.clone();
+        let encoding = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let bytes = r.state_bytes(&c.sql);
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(view = %r.plan.name, bytes = bytes.len(), ms, "view state encoded (the view waited)");
+            let (name, spare) = (r.plan.name.clone(), r.spare.clone());
+            tokio::task::spawn_blocking(move || {
+                let _writing = writing;
+                if let Err(e) = crate::snapshot::write_file(&c.path, &bytes) {
+                    tracing::error!(view = %name, error = %e, "view state not written");
+                }
+                *spare.lock() = bytes;
+            });
         });
+        // Only a panic ends it early; the view goes on without this checkpoint then.
+        let _ = encoding.await;
         true
     }
 }
@@ -393,10 +399,18 @@ async fn apply_loop(
         .upgrade()
         .and_then(|r| r.checkpoint.as_ref().map(|c| c.every))
         .unwrap_or(Duration::from_secs(3600));
-    let Some(wake) = running.upgrade().map(|r| r.wake.clone()) else {
+    let Some((wake, name)) = running
+        .upgrade()
+        .map(|r| (r.wake.clone(), r.plan.name.clone()))
+    else {
         return;
     };
-    let mut last_checkpoint = tokio::time::Instant::now();
+    // Views started together (a server's start) do not checkpoint together: each
+    // view's first one comes at its own point of the interval, by its name. (Three
+    // views encoding at once on two cores took twice as long each.)
+    let phase = f64::from(crc32c::crc32c(name.as_bytes())) / f64::from(u32::MAX);
+    let now = tokio::time::Instant::now();
+    let mut last_checkpoint = now.checked_sub(every.mul_f64(phase)).unwrap_or(now);
     // The interval between checkpoints: `every`, or longer when encoding the state
     // pauses the view for longer than CHECKPOINT_SHARE of it.
     let mut interval = every;
@@ -417,7 +431,7 @@ async fn apply_loop(
             match running.upgrade() {
                 Some(r) if dirty => {
                     let now = tokio::time::Instant::now();
-                    if r.checkpoint_in_background() {
+                    if r.checkpoint_in_background().await {
                         last_checkpoint = now;
                         dirty = false;
                         interval = every.max(now.elapsed().mul_f64(1.0 / CHECKPOINT_SHARE));
