@@ -83,6 +83,8 @@ pub struct Running {
     /// The buffer the last state was encoded into, kept for the next (about a
     /// tenth of the state's memory; encoding into fresh memory took twice as long).
     spare: Arc<Mutex<Vec<u8>>>,
+    /// The last checkpoint taken by the apply loop, if any yet.
+    pub last_checkpoint: Mutex<Option<LastCheckpoint>>,
     /// Held while the state file is encoded and written: one write at a time, and
     /// the last to take it writes the newest state.
     writing: Arc<tokio::sync::Mutex<()>>,
@@ -94,6 +96,17 @@ pub struct Checkpoint {
     pub path: std::path::PathBuf,
     pub every: Duration,
     pub sql: String,
+}
+
+/// The last checkpoint: what the view waited for, and when the next one comes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LastCheckpoint {
+    /// The state's size.
+    pub bytes: u64,
+    /// How long the view stopped applying while its state was encoded.
+    pub pause: Duration,
+    /// Until the next one (`every`, or longer for a state slow to encode).
+    pub interval: Duration,
 }
 
 impl Running {
@@ -166,13 +179,14 @@ impl Running {
     /// the encoding (on the blocking pool: a runtime worker busy for ~0.1 s would hold
     /// up the tasks queued behind it, HTTP and streams too), then goes on while the
     /// file is written and synced (a sync behind a busy log took ~0.3 s, and every
-    /// read waiting for the view with it). False while the previous write is under way.
-    async fn checkpoint_in_background(self: &Arc<Self>) -> bool {
+    /// read waiting for the view with it). The state's size (0 for a view without a
+    /// state file); none while the previous write is under way.
+    async fn checkpoint_in_background(self: &Arc<Self>) -> Option<u64> {
         let Some(c) = self.checkpoint.clone() else {
-            return true;
+            return Some(0);
         };
         let Ok(writing) = self.writing.clone().try_lock_owned() else {
-            return false;
+            return None;
         };
         let r = self.clone();
         let encoding = tokio::task::spawn_blocking(move || {
@@ -180,7 +194,7 @@ impl Running {
             let bytes = r.state_bytes(&c.sql);
             let ms = started.elapsed().as_millis() as u64;
             tracing::debug!(view = %r.plan.name, bytes = bytes.len(), ms, "view state encoded (the view waited)");
-            let (name, spare) = (r.plan.name.clone(), r.spare.clone());
+            let (name, spare, len) = (r.plan.name.clone(), r.spare.clone(), bytes.len());
             tokio::task::spawn_blocking(move || {
                 let _writing = writing;
                 if let Err(e) = crate::snapshot::write_file(&c.path, &bytes) {
@@ -188,10 +202,10 @@ impl Running {
                 }
                 *spare.lock() = bytes;
             });
+            len as u64
         });
         // Only a panic ends it early; the view goes on without this checkpoint then.
-        let _ = encoding.await;
-        true
+        Some(encoding.await.unwrap_or(0))
     }
 }
 
@@ -250,6 +264,7 @@ impl Running {
             task: Mutex::new(None),
             writing: Arc::default(),
             spare: Arc::default(),
+            last_checkpoint: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(16);
         for (source, from) in start {
@@ -433,10 +448,18 @@ async fn apply_loop(
             match running.upgrade() {
                 Some(r) if dirty => {
                     let now = tokio::time::Instant::now();
-                    if r.checkpoint_in_background().await {
+                    if let Some(bytes) = r.checkpoint_in_background().await {
                         last_checkpoint = now;
                         dirty = false;
-                        interval = every.max(now.elapsed().mul_f64(1.0 / CHECKPOINT_SHARE));
+                        let pause = now.elapsed();
+                        interval = every.max(pause.mul_f64(1.0 / CHECKPOINT_SHARE));
+                        if r.checkpoint.is_some() {
+                            *r.last_checkpoint.lock() = Some(LastCheckpoint {
+                                bytes,
+                                pause,
+                                interval,
+                            });
+                        }
                     } else {
                         // The previous write is under way: look again in 50 ms.
                         let retry = (now + Duration::from_millis(50)).checked_sub(interval);

@@ -682,6 +682,17 @@ impl Views {
             .into();
         out["events_applied"] = progress.events.into();
         out["row_changes"] = progress.row_changes.into();
+        out["checkpoint"] = r
+            .last_checkpoint
+            .lock()
+            .map(|c| {
+                serde_json::json!({
+                    "bytes": c.bytes,
+                    "pause_ms": (c.pause.as_secs_f64() * 1e5).round() / 100.0,
+                    "interval_ms": c.interval.as_millis() as u64,
+                })
+            })
+            .into();
         out["loaded_from"] = progress.loaded_from.clone().into();
         if let Some(et) = &e.def.publish_as {
             out["publish_as"] = et.clone().into();

@@ -81,6 +81,25 @@ fn a_restarted_view_goes_on_from_its_state_without_counting_anything_twice() {
         units(&s),
         [("s0".into(), 100), ("s1".into(), 100), ("s2".into(), 100)]
     );
+    // The status says what the last checkpoint (every 200 ms here) cost the view.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let checkpoint = loop {
+        let st = s.get("/views/orders_per_sku").json();
+        if !st["checkpoint"].is_null() {
+            break st["checkpoint"].clone();
+        }
+        assert!(Instant::now() < deadline, "no checkpoint: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(checkpoint["bytes"].as_u64().unwrap() > 0, "{checkpoint}");
+    assert!(
+        checkpoint["pause_ms"].as_f64().unwrap() >= 0.0,
+        "{checkpoint}"
+    );
+    assert!(
+        checkpoint["interval_ms"].as_u64().unwrap() >= 200,
+        "{checkpoint}"
+    );
     s.stop();
 
     // The view is back at once, from its state, not from the log.
