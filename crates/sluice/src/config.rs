@@ -36,6 +36,10 @@ pub struct Config {
     pub http: HttpConfig,
     pub bus: BusConfig,
     pub views: ViewsSection,
+    /// Whether the process may use transparent huge pages (Linux). Off by default:
+    /// a huge page is zeroed whole by the thread whose write first touches it, a
+    /// stall in the middle of a request (BENCHMARKS.md, "Huge pages").
+    pub huge_pages: bool,
 }
 
 /// SQL views: where their state goes.
@@ -135,6 +139,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             bus: BusConfig::default(),
             views: ViewsSection::default(),
+            huge_pages: false,
         }
     }
 }

@@ -161,6 +161,43 @@ fn serve_answers_http_until_sigterm_and_stops_cleanly() {
     assert!(text(&out.stdout).contains("ok"));
 }
 
+/// `THP_enabled` of a process's status: whether it may use transparent huge pages.
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    line.expect("THP_enabled in /proc/PID/status")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_uses_small_pages_unless_huge_pages_are_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |extra: &[&str], data: &str| {
+        let mut server = sluice()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join(data))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_listen_address(&mut server);
+        let thp = thp_enabled(server.id());
+        server.kill().unwrap();
+        server.wait().unwrap();
+        thp
+    };
+    assert_eq!(start(&[], "default"), "0");
+    // Asked for, the process keeps what it was started with (this test's own).
+    let inherited = thp_enabled(std::process::id());
+    assert_eq!(start(&["--set", "huge_pages=true"], "asked"), inherited);
+}
+
 #[test]
 fn serve_on_an_unusable_data_dir_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
