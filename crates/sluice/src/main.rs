@@ -110,9 +110,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Turns transparent huge pages off for this process and those it starts (the
 /// `huge_pages` setting). The allocator asks for huge pages for its arenas; the kernel
 /// then zeroes 2 MB at once in the fault of whichever thread first writes to one, in
-/// the middle of a request. On the machine of BENCHMARKS.md that put publish p99 at
-/// 9-92 ms in a fresh server's first seconds at 100,000 events/s (4-6 ms without),
-/// and a stream's p99 at 4-8 ms at half load (3.7-4.1 ms without).
+/// the middle of a request. On the machine of BENCHMARKS.md that put publish p99 in
+/// a fresh server's first 10 s at 100,000 events/s at 9-92 ms (4-11 ms without),
+/// and a stream's p99 at half load at 4.2-9.5 ms (2.6-5.2 ms without).
 fn small_pages_only() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
