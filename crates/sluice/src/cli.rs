@@ -183,6 +183,11 @@ pub struct BenchFreshnessArgs {
     /// The shop's random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The server's log filter (its `RUST_LOG`, e.g. `info,sluice_views=debug` for
+    /// each checkpoint's pause), every line shown on stderr after `server: `.
+    /// Without it: `info`, and only errors shown.
+    #[arg(long, value_name = "FILTER")]
+    pub server_log: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

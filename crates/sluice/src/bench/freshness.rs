@@ -64,12 +64,15 @@ struct Server {
 }
 
 impl Server {
-    fn spawn(dir: &std::path::Path) -> anyhow::Result<Server> {
+    /// With `log`, the server logs at that filter and every line is shown; without,
+    /// at `info` and only errors are shown.
+    fn spawn(dir: &std::path::Path, log: Option<&str>) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
+        let show_all = log.is_some();
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log.unwrap_or("info"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -78,11 +81,12 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if show_all || line.contains("ERROR") {
+                    eprintln!("server: {line}");
+                }
                 if let Some(rest) = line.split("listen=").nth(1) {
                     let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
                     let _ = tx.send(addr);
-                } else if line.contains("ERROR") {
-                    eprintln!("server: {line}");
                 }
             }
         });
@@ -142,7 +146,7 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(dir)?;
-    let server = Server::spawn(dir)?;
+    let server = Server::spawn(dir, args.server_log.as_deref())?;
     let authority = server.authority.clone();
     let url = format!("http://{authority}");
     let u = url.clone();

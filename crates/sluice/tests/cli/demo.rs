@@ -137,9 +137,18 @@ fn bench_freshness_measures_the_shop_end_to_end() {
         ])
         .args(["--products", "100", "--fraction", "0.1", "--data-dir"])
         .arg(&data)
+        .args(["--server-log", "info"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The server's own log is shown when asked for.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("server: ") && l.contains("listen=")),
+        "{stderr}"
+    );
     let stdout = text(&out.stdout);
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     // Every event published at the fixed rate reached the subscriber; the view's
