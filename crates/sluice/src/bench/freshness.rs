@@ -138,6 +138,10 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     {
         bail!("--duration must be positive, --max-seconds at least 2, --fraction in (0, 1]");
     }
+    if let Some(filter) = &args.server_log {
+        tracing_subscriber::EnvFilter::try_new(filter)
+            .map_err(|e| anyhow::anyhow!("--server-log {filter:?} is not a log filter: {e}"))?;
+    }
     let dir = &args.data_dir;
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!(

@@ -172,6 +172,25 @@ fn bench_freshness_measures_the_shop_end_to_end() {
         }
         assert!(v[key]["p50"].as_f64() <= v[key]["p999"].as_f64(), "{v}");
     }
+    // A log filter that does not parse is refused before anything starts.
+    let bad = sluice()
+        .args([
+            "bench",
+            "freshness",
+            "--server-log",
+            "sluice=loud",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("unused"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("not a log filter"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(!dir.path().join("unused").exists());
     // A second run refuses a used dir rather than measuring on top of old data.
     let again = sluice()
         .args(["bench", "freshness", "--data-dir"])
