@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{sluice, text};
+use super::{assert_refused, sluice, text};
 
 fn get(url: &str) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -184,12 +184,7 @@ fn bench_freshness_measures_the_shop_end_to_end() {
         .arg(dir.path().join("unused"))
         .output()
         .unwrap();
-    assert!(!bad.status.success());
-    assert!(
-        text(&bad.stderr).contains("not a log filter"),
-        "{}",
-        text(&bad.stderr)
-    );
+    assert_refused(&bad, "not a log filter");
     assert!(!dir.path().join("unused").exists());
     // A second run refuses a used dir rather than measuring on top of old data.
     let again = sluice()
@@ -197,10 +192,5 @@ fn bench_freshness_measures_the_shop_end_to_end() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("not empty"),
-        "{}",
-        text(&again.stderr)
-    );
+    assert_refused(&again, "not empty");
 }

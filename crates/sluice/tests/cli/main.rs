@@ -26,6 +26,12 @@ pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A command that failed and said why.
+pub(crate) fn assert_refused(out: &Output, says: &str) {
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+}
+
 #[test]
 fn help_lists_the_commands() {
     let out = run(&["--help"]);
@@ -136,12 +142,7 @@ fn serve_answers_http_until_sigterm_and_stops_cleanly() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(!second.status.success());
-    assert!(
-        text(&second.stderr).contains("in use by another process"),
-        "{}",
-        text(&second.stderr)
-    );
+    assert_refused(&second, "in use by another process");
 
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
