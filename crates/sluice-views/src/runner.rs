@@ -46,6 +46,8 @@ pub struct Progress {
     /// Keys whose visible row the applied events changed (added, replaced or
     /// removed), counted once per step: how much the view churns.
     pub row_changes: u64,
+    /// The engine's changes behind them (`Applied::engine_changes`): its work.
+    pub engine_changes: u64,
     /// Events left out (policy skip) since the view started here.
     pub skipped: u64,
     pub errors: Vec<EventError>,
@@ -544,6 +546,7 @@ fn apply(r: &Running, mut chunks: Vec<Chunk>, on_error: OnError) -> Option<Ack> 
         .collect();
     progress.events += applied.taken as u64;
     progress.row_changes += changed;
+    progress.engine_changes += applied.engine_changes;
     if applied.taken < events.len() {
         // Stopped before an event: each partition advances to its first event not taken.
         let stop = error_of(

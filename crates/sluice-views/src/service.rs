@@ -682,6 +682,7 @@ impl Views {
             .into();
         out["events_applied"] = progress.events.into();
         out["row_changes"] = progress.row_changes.into();
+        out["engine_changes"] = progress.engine_changes.into();
         out["checkpoint"] = r
             .last_checkpoint
             .lock()

@@ -38,6 +38,10 @@ pub struct Applied {
     pub rejected: Vec<Rejected>,
     /// How many events of the batch were taken (all of them unless the view stopped).
     pub taken: usize,
+    /// The weighted rows the engine's last operator produced, before they were summed
+    /// per key: the work the batch made (a replaced row is two, its retraction and
+    /// its new value).
+    pub engine_changes: u64,
 }
 
 /// The decoder of each event type a view reads.
@@ -145,17 +149,21 @@ impl View {
 
     /// Applies a batch of (event type, decoded event) in order.
     pub fn apply_events(&mut self, batch: &[(&str, &Event)], policy: OnError) -> Applied {
-        if let Ok(changes) = self.try_apply(batch) {
+        if let Ok((changes, engine_changes)) = self.try_apply(batch) {
             return Applied {
                 changes,
                 rejected: Vec::new(),
                 taken: batch.len(),
+                engine_changes,
             };
         }
         let mut out = Applied::default();
         for (i, event) in batch.iter().enumerate() {
             match self.try_apply(std::slice::from_ref(event)) {
-                Ok(changes) => out.changes.extend(changes),
+                Ok((changes, engine_changes)) => {
+                    out.changes.extend(changes);
+                    out.engine_changes += engine_changes;
+                }
                 Err(message) => {
                     out.rejected.push(Rejected { index: i, message });
                     if policy == OnError::Stop {
@@ -169,8 +177,9 @@ impl View {
         out
     }
 
-    /// Applies a batch, or nothing and the first error.
-    fn try_apply(&mut self, batch: &[(&str, &Event)]) -> Result<Vec<RowChange>, String> {
+    /// Applies a batch, or nothing and the first error; the keys whose row changed,
+    /// and the engine's changes.
+    fn try_apply(&mut self, batch: &[(&str, &Event)]) -> Result<(Vec<RowChange>, u64), String> {
         let mut deltas = vec![ZSet::new(); self.plan.scans.len()];
         let mut journal: Vec<(usize, Undo)> = Vec::new();
         let mut failure = None;
@@ -217,6 +226,7 @@ impl View {
             self.root.step(&inverse, &self.tables, &mut again);
             return Err(first);
         }
-        Ok(self.output.apply(&self.plan, z))
+        let engine_changes = z.len() as u64;
+        Ok((self.output.apply(&self.plan, z), engine_changes))
     }
 }

@@ -442,26 +442,11 @@ pub(crate) fn add(index: &mut Index, key: Key, row: Row, w: i64) {
     }
 }
 
-/// `add`, with how many rows (by weight) the key had before and has after.
-fn add_counting(index: &mut Index, key: Key, row: Row, w: i64) -> (i64, i64) {
-    use std::collections::hash_map::Entry;
-    let total = |rows: &Rows| rows.iter().map(|(_, w)| w).sum::<i64>();
-    match index.entry(key) {
-        Entry::Vacant(v) => {
-            if w != 0 {
-                v.insert(Rows::One((row, w)));
-            }
-            (0, w)
-        }
-        Entry::Occupied(mut o) => {
-            let before = total(o.get());
-            if o.get_mut().add(row, w) {
-                o.remove();
-                return (before, 0);
-            }
-            (before, total(o.get()))
-        }
-    }
+/// How many rows (by weight) a key has.
+fn count(index: &Index, key: &Key) -> i64 {
+    index
+        .get(key)
+        .map_or(0, |rows| rows.iter().map(|(_, w)| w).sum())
 }
 
 /// A row's join key; errors are collected and the row left out.
@@ -523,8 +508,10 @@ impl Join {
             }
             self.left_index.add(key, l, w);
         }
-        // L' x dR, and the padding that appears or goes with R's keys, row by row:
-        // the padding's changes per row add up to its change per key.
+        // L' x dR; for a left join, each key's count of R rows before its first
+        // change, in the order the keys came.
+        let mut counted: Vec<(Key, i64)> = Vec::new();
+        let mut seen: HashMap<Key, (), Hasher> = HashMap::default();
         for (r, w) in dr {
             let Some(Some(key)) = keyed(&self.right_keys, &r, emit.errors) else {
                 continue;
@@ -538,19 +525,30 @@ impl Join {
                 unreachable!("an index of its own")
             };
             if self.kind == JoinKind::Left && any_left {
-                let (before, after) = add_counting(right, key.clone(), r, w);
-                let sign = match (before > 0, after > 0) {
-                    (false, true) => -1,
-                    (true, false) => 1,
-                    _ => 0,
-                };
-                if sign != 0 {
-                    self.left_index.each(tables, &key, |l, lw| {
-                        emit.push(l, &pad, sign * lw);
-                    });
+                // A changed group comes as its old row and its new one, one after
+                // the other: mostly the key counted last.
+                let known =
+                    counted.last().is_some_and(|(k, _)| *k == key) || seen.contains_key(&key);
+                if !known {
+                    seen.insert(key.clone(), ());
+                    counted.push((key.clone(), count(right, &key)));
                 }
-            } else {
-                add(right, key, r, w);
+            }
+            add(right, key, r, w);
+        }
+        // The padding that appears or goes with R's keys, once per key for the step's
+        // net change: a key whose rows were replaced keeps no padding in between.
+        let right = self.right_index.own().expect("an index of its own");
+        for (key, before) in counted {
+            let sign = match (before > 0, count(right, &key) > 0) {
+                (false, true) => -1,
+                (true, false) => 1,
+                _ => 0,
+            };
+            if sign != 0 {
+                self.left_index.each(tables, &key, |l, lw| {
+                    emit.push(l, &pad, sign * lw);
+                });
             }
         }
         // Not consolidated: every consumer sums weights per row or key anyway.

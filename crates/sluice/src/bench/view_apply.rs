@@ -29,6 +29,8 @@ struct Report {
     view_rows: u64,
     /// Visible row changes the events made (as `bench views`'s `build_row_changes`).
     view_row_changes: u64,
+    /// The engine's changes behind them (as `bench views`'s `build_engine_changes`).
+    engine_changes: u64,
     /// Encoding the state (what a checkpoint pauses the view for): into fresh
     /// memory, then again into the buffer kept from the first.
     state_encode_ms: f64,
@@ -64,7 +66,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
     let decoders = view.decoders();
     eprintln!("decoding and applying {} events...", raw.len());
     let (mut decoding, mut applying) = (0.0, 0.0);
-    let mut view_row_changes = 0;
+    let (mut view_row_changes, mut engine_changes) = (0, 0);
     let (started, cpu) = (Instant::now(), thread_cpu_seconds());
     for chunk in raw.chunks(args.batch) {
         let at = Instant::now();
@@ -84,6 +86,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
             bail!("the view rejected an event: {}", r.message);
         }
         view_row_changes += applied.changes.len() as u64;
+        engine_changes += applied.engine_changes;
         decoding += (decoded_at - at).as_secs_f64();
         applying += decoded_at.elapsed().as_secs_f64();
     }
@@ -113,6 +116,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
         cpu_share: round2(cpu / wall),
         view_rows,
         view_row_changes,
+        engine_changes,
         state_encode_ms,
         state_encode_again_ms,
         state_mb: round2(bytes.len() as f64 / 1e6),

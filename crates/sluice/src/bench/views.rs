@@ -49,6 +49,9 @@ struct Report {
     /// Visible row changes the build made (the order the sources' partitions are
     /// read in decides how many intermediate rows a key goes through).
     build_row_changes: u64,
+    /// The engine's changes behind them (retractions and insertions before they are
+    /// summed per key): the build's work, which the same read order makes the same.
+    build_engine_changes: u64,
     lookup_rate: u64,
     /// Where the lookups were sent from.
     lookup_client: &'static str,
@@ -289,6 +292,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let keys = status["rows"].as_u64().unwrap_or(0);
     let build_row_changes = status["row_changes"].as_u64().unwrap_or(0);
+    let build_engine_changes = status["engine_changes"].as_u64().unwrap_or(0);
     let rss = memory_mb("self", "VmRSS:").unwrap_or(0.0);
 
     // Lookups over HTTP while prices change.
@@ -432,6 +436,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         build_cpu_seconds: round2(build_cpu),
         source_events_per_cpu_sec: (source_events as f64 / build_cpu.max(0.01)).round(),
         build_row_changes,
+        build_engine_changes,
         lookup_rate: args.lookup_rate,
         lookup_client: client,
         lookups: lookup.lookups,

@@ -350,6 +350,9 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
     // Each key's row appeared once at least; no more changes than events.
     let changes = v["build_row_changes"].as_u64().unwrap();
     assert!((300..=300 * 4 + 300).contains(&changes), "{v}");
+    // A changed row is its retraction and its insertion, at least.
+    let work = v["build_engine_changes"].as_u64().unwrap();
+    assert!((changes..=4 * changes).contains(&work), "{v}");
     for key in [
         "source_events_per_sec",
         "source_events_per_cpu_sec",
@@ -386,6 +389,8 @@ fn bench_view_apply_builds_the_view_in_one_thread() {
     assert_eq!(v["events"], 500 * 4 + 700, "{v}");
     let changes = v["view_row_changes"].as_u64().unwrap();
     assert!((500..=500 * 4 + 700).contains(&changes), "{v}");
+    let work = v["engine_changes"].as_u64().unwrap();
+    assert!((changes..=4 * changes).contains(&work), "{v}");
     for key in [
         "decode_us_per_event",
         "apply_us_per_event",
