@@ -59,10 +59,10 @@ struct PathNode {
 }
 
 impl PathNode {
-    fn child(&self, name: &str) -> Option<&PathNode> {
+    fn child(&self, name: &[u8]) -> Option<&PathNode> {
         self.children
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.as_bytes() == name)
             .map(|(_, c)| c)
     }
 
@@ -261,7 +261,7 @@ impl<'de> Visitor<'de> for Members<'_> {
             if let Some(s) = self.has_data
                 && self
                     .node
-                    .child("data")
+                    .child(b"data")
                     .is_some_and(|d| std::ptr::eq(child, d))
             {
                 self.out[s] = Some(Datum::Bool(true));
@@ -309,13 +309,15 @@ impl<'de> Visitor<'de> for Members<'_> {
     }
 }
 
-/// A member's name, looked up among a node's children without allocating.
+/// A member's name, looked up among a node's children without allocating. Read as
+/// bytes: only names the view asks for are compared, so the name's UTF-8 need not
+/// be checked (a name that is not UTF-8 matches none of them).
 struct MemberName<'a>(&'a PathNode);
 
 impl<'de, 'a> DeserializeSeed<'de> for MemberName<'a> {
     type Value = Option<&'a PathNode>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
+        d.deserialize_bytes(self)
     }
 }
 
@@ -324,8 +326,11 @@ impl<'de, 'a> Visitor<'de> for MemberName<'a> {
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a member name")
     }
-    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+    fn visit_bytes<E>(self, name: &[u8]) -> Result<Self::Value, E> {
         Ok(self.0.child(name))
+    }
+    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(self.0.child(name.as_bytes()))
     }
 }
 

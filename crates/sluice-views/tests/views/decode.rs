@@ -101,3 +101,23 @@ fn bytes_that_are_not_json_are_an_error() {
     }
     assert!(matches!(decoder.decode(b"{}"), Ok(Event::Fields(_))));
 }
+
+/// Member names are matched after their escapes are read, and a name that is not
+/// UTF-8 matches nothing (and is no error: the view does not ask for it).
+#[test]
+fn escaped_member_names_are_the_names_they_spell() {
+    let plan = compile(
+        r#"CREATE VIEW v AS SELECT sku, amount FROM "shop.price""#,
+        &Shop,
+    )
+    .unwrap();
+    let decoder = Decoder::new([(0, &plan.scans[0])]);
+    let plain = br#"{"data_op": "U", "data": {"sku": "a", "amount": 7}}"#;
+    let escaped =
+        br#"{"data_op": "U", "d\u0061ta": {"\u0073ku": "a", "am\u006funt": 7, "x\ud800": 1}}"#;
+    let from_plain = decoder.decode(plain).unwrap();
+    assert_eq!(decoder.decode(escaped).unwrap(), from_plain);
+    let mut raw = br#"{"data_op": "U", "data": {"sku": "a", "amount": 7, ""#.to_vec();
+    raw.extend_from_slice(b"\xff\xfe\": 1}}");
+    assert_eq!(decoder.decode(&raw).unwrap(), from_plain);
+}
