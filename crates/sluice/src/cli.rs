@@ -286,6 +286,10 @@ pub struct BenchViewsArgs {
     /// Send the lookups from this process instead of a process of their own.
     #[arg(long)]
     pub lookups_in_process: bool,
+    /// Build the view with every thread of the process on this one CPU: the work
+    /// of one core, without the other cores' load slowing it.
+    #[arg(long, value_name = "CPU")]
+    pub build_cpu: Option<usize>,
 }
 
 #[derive(Debug, Args, Clone)]

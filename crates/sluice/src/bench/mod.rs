@@ -3,6 +3,7 @@
 //! same run so that BENCHMARKS.md can state a ratio.
 
 pub mod consume;
+mod cpus;
 pub mod freshness;
 pub mod idle;
 pub mod latency;

@@ -28,7 +28,8 @@ use sluice_bus::{Bus, BusConfig, Publisher};
 use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 use sluice_views::{Views, ViewsConfig};
 
-use super::measure::{Percentiles, available_mb, cpu_seconds, memory_mb, round2};
+use super::cpus::{self, OnOneCpu};
+use super::measure::{Percentiles, available_mb, context_switches, cpu_seconds, memory_mb, round2};
 use crate::cli::{BenchLookupsArgs, BenchViewRestoreArgs, BenchViewsArgs};
 
 pub const SQL: &str = r#"CREATE VIEW product_listing AS
@@ -43,9 +44,13 @@ struct Report {
     source_events: u64,
     build_seconds: f64,
     source_events_per_sec: f64,
+    /// The CPUs the build's threads could run on (1 with `--build-cpu`).
+    build_cpus: u32,
     /// Process CPU seconds (all threads) while the view was built.
     build_cpu_seconds: f64,
     source_events_per_cpu_sec: f64,
+    /// Times a thread of the process went off a core during the build.
+    build_context_switches: u64,
     /// Visible row changes the build made (the order the sources' partitions are
     /// read in decides how many intermediate rows a key goes through).
     build_row_changes: u64,
@@ -226,6 +231,9 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     if args.keys == 0 || args.lookup_rate == 0 || args.lookup_seconds == 0 {
         bail!("--keys, --lookup-rate and --lookup-seconds must be positive");
     }
+    if let Some(cpu) = args.build_cpu {
+        cpus::check(cpu).context("--build-cpu")?;
+    }
     let dir = &args.data_dir;
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!(
@@ -269,7 +277,10 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     );
     let rss_before = memory_mb("self", "VmRSS:").unwrap_or(0.0);
     eprintln!("building the view from {source_events} events...");
+    let pinned = args.build_cpu.map(OnOneCpu::pin).transpose()?;
+    let build_cpus = cpus::allowed();
     let cpu_before = cpu_seconds();
+    let switches_before = context_switches(std::process::id());
     let started = Instant::now();
     views
         .create(SQL, sluice_views::Policy::Skip, None)
@@ -286,6 +297,8 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     {}
     let build = started.elapsed().as_secs_f64();
     let build_cpu = cpu_seconds() - cpu_before;
+    let build_context_switches = context_switches(std::process::id()) - switches_before;
+    drop(pinned);
     let status = views
         .status("product_listing")
         .await
@@ -433,8 +446,10 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         source_events,
         build_seconds: round2(build),
         source_events_per_sec: (source_events as f64 / build).round(),
+        build_cpus,
         build_cpu_seconds: round2(build_cpu),
         source_events_per_cpu_sec: (source_events as f64 / build_cpu.max(0.01)).round(),
+        build_context_switches,
         build_row_changes,
         build_engine_changes,
         lookup_rate: args.lookup_rate,

@@ -318,10 +318,21 @@ fn bench_log_prints_the_promised_json() {
     );
 }
 
+/// The first CPU this process may run on (`Cpus_allowed_list: 0-1` or `3,5`).
+fn first_allowed_cpu() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    list.trim().split([',', '-']).next().unwrap().to_string()
+}
+
 #[test]
 fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("bench");
+    let cpu = first_allowed_cpu();
     let out = run(&[
         "bench",
         "views",
@@ -337,10 +348,15 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
         "1",
         "--update-rate",
         "100",
+        "--build-cpu",
+        &cpu,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // The build ran on the one CPU asked for.
+    assert_eq!(v["build_cpus"], 1, "{v}");
+    assert!(v["build_context_switches"].is_u64(), "{v}");
     // Every product has its row; every lookup found one; the restore checked its keys.
     assert_eq!(v["keys"], 300, "{v}");
     assert_eq!(v["source_events"], 300 * 4 + 300, "{v}");
@@ -400,6 +416,21 @@ fn bench_view_apply_builds_the_view_in_one_thread() {
     ] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
+
+    // A CPU the process may not run on is refused before anything is built.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench");
+    let out = run(&[
+        "bench",
+        "views",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--keys",
+        "10",
+        "--build-cpu",
+        "100000",
+    ]);
+    assert_refused(&out, "CPU 100000 is not one this process may run on");
 
     let out = run(&["bench", "view-apply", "--batch", "0"]);
     assert!(!out.status.success());
