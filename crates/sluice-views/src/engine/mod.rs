@@ -556,8 +556,10 @@ impl Join {
     }
 
     /// An inner join whose right side is a table (already R'): L x dR (L as it was)
-    /// + dL x R'; when the left side is a table too (already L'), L' x dR + dL x R'
-    /// - dL x dR.
+    /// plus dL x R'. When the left side is a table too (already L'), a key both
+    /// sides changed is joined once, as its pairs now less its pairs before: the
+    /// terms L' x dR + dL x R' - dL x dR would make three rows of a key whose two
+    /// sides both came in this step, two of them cancelling only downstream.
     fn step_table_right(
         &mut self,
         dl: ZSet,
@@ -571,41 +573,85 @@ impl Join {
             values: Vec::new(),
             errors,
         };
-        let mut dr_keyed = Vec::with_capacity(dr.len());
-        for (r, w) in dr {
-            let Some(Some(key)) = keyed(&self.right_keys, &r, emit.errors) else {
-                continue;
-            };
-            self.left_index
-                .each(tables, &key, |l, lw| emit.push(l, &r, lw * w));
-            dr_keyed.push((key, r, w));
-        }
-        let mut dl_by_key: HashMap<Key, Vec<(Row, i64)>, Hasher> = HashMap::default();
-        let left_is_table = matches!(self.left_index, Side::Table(_));
-        for (l, w) in dl {
-            let Some(Some(key)) = keyed(&self.left_keys, &l, emit.errors) else {
-                continue;
-            };
-            self.right_index
-                .each(tables, &key, |r, rw| emit.push(&l, r, w * rw));
-            if left_is_table {
-                if !dr_keyed.is_empty() {
-                    dl_by_key.entry(key).or_default().push((l, w));
+        let keyed_all = |z: ZSet, keys: &[Expr], errors: &mut Errors| {
+            let mut out = Vec::with_capacity(z.len());
+            for (row, w) in z {
+                if let Some(Some(key)) = keyed(keys, &row, errors) {
+                    out.push((key, row, w));
                 }
-            } else {
-                self.left_index.add(key, l, w);
+            }
+            out
+        };
+        let dr = keyed_all(dr, &self.right_keys, emit.errors);
+        let dl = keyed_all(dl, &self.left_keys, emit.errors);
+        // The keys both sides changed, with their changes (both sides tables only).
+        let mut both: HashMap<Key, (ZSet, ZSet), Hasher> = HashMap::default();
+        if matches!(self.left_index, Side::Table(_)) && !dl.is_empty() && !dr.is_empty() {
+            let right: HashMap<&Key, (), Hasher> = dr.iter().map(|(k, ..)| (k, ())).collect();
+            for (key, ..) in &dl {
+                if right.contains_key(key) && !both.contains_key(key) {
+                    both.insert(key.clone(), Default::default());
+                }
             }
         }
-        // Both sides new: dL x dR was counted twice.
-        if !dl_by_key.is_empty() {
-            for (key, r, rw) in &dr_keyed {
-                for (l, lw) in dl_by_key.get(key).into_iter().flatten() {
+        for (key, r, w) in dr {
+            match both.get_mut(&key) {
+                Some((_, changes)) => changes.push((r, w)),
+                None => self
+                    .left_index
+                    .each(tables, &key, |l, lw| emit.push(l, &r, lw * w)),
+            }
+        }
+        let mut in_order = Vec::with_capacity(both.len());
+        for (key, l, w) in dl {
+            if let Some((changes, _)) = both.get_mut(&key) {
+                if changes.is_empty() {
+                    in_order.push(key);
+                }
+                changes.push((l, w));
+                continue;
+            }
+            self.right_index
+                .each(tables, &key, |r, rw| emit.push(&l, r, w * rw));
+            self.left_index.add(key, l, w);
+        }
+        for key in in_order {
+            let (dl, dr) = &both[&key];
+            let mut now = (Vec::new(), Vec::new());
+            self.left_index
+                .each(tables, &key, |l, w| now.0.push((l.clone(), w)));
+            self.right_index
+                .each(tables, &key, |r, w| now.1.push((r.clone(), w)));
+            let before = (less(&now.0, dl), less(&now.1, dr));
+            for (l, lw) in &now.0 {
+                for (r, rw) in &now.1 {
+                    emit.push(l, r, lw * rw);
+                }
+            }
+            for (l, lw) in &before.0 {
+                for (r, rw) in &before.1 {
                     emit.push(l, r, -(lw * rw));
                 }
             }
         }
         emit.out
     }
+}
+
+/// Rows as they were before `changes`: `now` less each change, by row.
+fn less(now: &[(Row, i64)], changes: &[(Row, i64)]) -> ZSet {
+    let mut was = now.to_vec();
+    for (row, w) in changes {
+        match was
+            .iter_mut()
+            .find(|(r, _)| Arc::ptr_eq(r, row) || r == row)
+        {
+            Some((_, x)) => *x -= w,
+            None => was.push((row.clone(), -w)),
+        }
+    }
+    was.retain(|(_, w)| *w != 0);
+    was
 }
 
 /// The view's rows by key text, each with its weight (1 unless the declared key is

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sluice_views::frozen::Frozen;
 use sluice_views::source::{Change, change};
-use sluice_views::{OnError, Row, View, compile, naive, snapshot};
+use sluice_views::{Datum, OnError, Row, View, compile, naive, snapshot};
 
 use crate::{Shop, Tables, data};
 
@@ -519,5 +519,55 @@ fn a_replaced_group_under_a_left_join_is_two_engine_changes() {
     assert_eq!(
         step(&[stock("C", "berlin", 4), stock("D", "berlin", 0)]),
         (0, 0)
+    );
+}
+
+#[test]
+fn a_key_both_sides_of_an_inner_join_change_in_one_step_is_joined_once() {
+    let sql = r#"CREATE VIEW v AS
+       SELECT p.sku, p.name, pr.amount
+       FROM "shop.product" p JOIN "shop.price" pr ON pr.sku = p.sku"#;
+    let mut view = View::new(Arc::new(compile(sql, &Shop).unwrap()));
+    let product =
+        |op: &str, name: &str| ("shop.product", data(op, json!({"sku": "s1", "name": name})));
+    let price = |op: &str, amount: i64| {
+        (
+            "shop.price",
+            data(op, json!({"sku": "s1", "amount": amount})),
+        )
+    };
+    let mut step = |events: &[(&str, Value)]| {
+        let refs: Vec<(&str, &Value)> = events.iter().map(|(t, e)| (*t, e)).collect();
+        let applied = view.apply(&refs, OnError::Stop);
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        let row = view.output().get("s1").map(|r| r.to_vec());
+        (applied.changes.len(), applied.engine_changes, row)
+    };
+    let row = |name: &str, amount: i64| {
+        Some(vec![Datum::str("s1"), Datum::str(name), Datum::Int(amount)])
+    };
+    // Both sides new in one step: one joined row, not three that sum to one.
+    assert_eq!(
+        step(&[product("C", "a"), price("C", 10)]),
+        (1, 1, row("a", 10))
+    );
+    // Both replaced in one step: the old pair out, the new one in.
+    assert_eq!(
+        step(&[product("U", "b"), price("U", 12)]),
+        (1, 2, row("b", 12))
+    );
+    // One side only, as before.
+    assert_eq!(step(&[price("U", 13)]), (1, 2, row("b", 13)));
+    // A side replaced twice and the other once: still one pair out, one in.
+    assert_eq!(
+        step(&[price("U", 14), product("U", "c"), price("U", 15)]),
+        (1, 2, row("c", 15))
+    );
+    // One side gone while the other changes: the pair goes.
+    assert_eq!(step(&[product("D", "c"), price("U", 16)]), (1, 1, None));
+    // Both back in one step.
+    assert_eq!(
+        step(&[price("U", 17), product("C", "d")]),
+        (1, 1, row("d", 17))
     );
 }
