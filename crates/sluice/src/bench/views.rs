@@ -49,7 +49,8 @@ struct Report {
     /// Process CPU seconds (all threads) while the view was built.
     build_cpu_seconds: f64,
     source_events_per_cpu_sec: f64,
-    /// Times a thread of the process went off a core during the build.
+    /// Times a thread of the process went off a core during the build (those of
+    /// threads that ended during it left out).
     build_context_switches: u64,
     /// Visible row changes the build made (the order the sources' partitions are
     /// read in decides how many intermediate rows a key goes through).
@@ -297,7 +298,9 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     {}
     let build = started.elapsed().as_secs_f64();
     let build_cpu = cpu_seconds() - cpu_before;
-    let build_context_switches = context_switches(std::process::id()) - switches_before;
+    // Threads that ended meanwhile take their counts with them: at least this many.
+    let build_context_switches =
+        context_switches(std::process::id()).saturating_sub(switches_before);
     drop(pinned);
     let status = views
         .status("product_listing")
