@@ -47,7 +47,7 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct ViewsSection {
     /// How often a view writes its state and offsets to `{data_dir}/views` (at least
-    /// 100 times its last encoding time apart: the view pauses while it encodes).
+    /// 400 times its last encoding time apart: the view pauses while it encodes).
     pub checkpoint_interval_ms: u64,
     /// Where `POST /views/{name}/snapshots` copies a view's state, and where a node
     /// without local state looks for the latest one. Empty: no snapshots.
