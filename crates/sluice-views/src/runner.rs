@@ -178,11 +178,11 @@ impl Running {
 
 impl Running {
     /// Encodes the state and writes it in the background: the apply loop waits for
-    /// the encoding (on a thread of its own: a runtime worker busy for ~0.1 s would
-    /// hold up the tasks queued behind it, HTTP and streams too), then goes on while
-    /// the file is written and synced on that thread (a sync behind a busy log took
-    /// ~0.3 s, and every read waiting for the view with it). The state's size (0 for
-    /// a view without a state file); none while the previous write is under way.
+    /// the encoding (on the blocking pool: a runtime worker busy for ~0.1 s would hold
+    /// up the tasks queued behind it, HTTP and streams too), then goes on while the
+    /// file is written and synced (a sync behind a busy log took ~0.3 s, and every
+    /// read waiting for the view with it). The state's size (0 for a view without a
+    /// state file); none while the previous write is under way.
     async fn checkpoint_in_background(self: &Arc<Self>) -> Option<u64> {
         let Some(c) = self.checkpoint.clone() else {
             return Some(0);
@@ -191,31 +191,23 @@ impl Running {
             return None;
         };
         let r = self.clone();
-        let (encoded, len) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name("sluice-checkpoint".into())
-            .spawn(move || {
-                // This thread only (Linux keeps a nice value per thread).
-                if let Err(e) = rustix::process::setpriority_process(None, CHECKPOINT_NICE) {
-                    tracing::debug!(error = %e, "checkpoint thread not lowered");
-                }
-                let started = std::time::Instant::now();
-                let bytes = r.state_bytes(&c.sql);
-                let ms = started.elapsed().as_millis() as u64;
-                tracing::debug!(view = %r.plan.name, bytes = bytes.len(), ms, "view state encoded (the view waited)");
-                let _ = encoded.send(bytes.len() as u64);
+        let encoding = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let bytes = r.state_bytes(&c.sql);
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(view = %r.plan.name, bytes = bytes.len(), ms, "view state encoded (the view waited)");
+            let (name, spare, len) = (r.plan.name.clone(), r.spare.clone(), bytes.len());
+            tokio::task::spawn_blocking(move || {
                 let _writing = writing;
                 if let Err(e) = crate::snapshot::write_file(&c.path, &bytes) {
-                    tracing::error!(view = %r.plan.name, error = %e, "view state not written");
+                    tracing::error!(view = %name, error = %e, "view state not written");
                 }
-                *r.spare.lock() = bytes;
+                *spare.lock() = bytes;
             });
-        if let Err(e) = spawned {
-            tracing::error!(view = %self.plan.name, error = %e, "no thread for a checkpoint");
-            return Some(0);
-        }
+            len as u64
+        });
         // Only a panic ends it early; the view goes on without this checkpoint then.
-        Some(len.await.unwrap_or(0))
+        Some(encoding.await.unwrap_or(0))
     }
 }
 
@@ -226,14 +218,6 @@ impl Running {
 /// do: at 1% a 20 MB view under load (encoded in 0.1-0.2 s every 10-20 s) delayed
 /// more than 1% of reads by over 100 ms.
 const CHECKPOINT_SHARE: f64 = 0.0025;
-
-/// The nice value of the thread that encodes and writes a checkpoint: below the
-/// runtime's workers, so that on busy cores the encoding takes the CPU they leave
-/// rather than theirs (at the same priority, a 10-20 MB state encoded every 10-40 s
-/// put subscribers' p99 at half load at 4.1-5.5 ms over 120 s, against 2.9-3.8 at
-/// nice 10 or 19 and 3.9-4.0 with no checkpoint at all). Not so low that a saturated
-/// machine starves it: the view waits for the encoding.
-const CHECKPOINT_NICE: i32 = 10;
 
 impl Drop for Running {
     fn drop(&mut self) {
