@@ -333,24 +333,33 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("bench");
     let cpu = first_allowed_cpu();
-    let out = run(&[
-        "bench",
-        "views",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--keys",
-        "300",
-        "--updates",
-        "300",
-        "--lookup-rate",
-        "300",
-        "--lookup-seconds",
-        "1",
-        "--update-rate",
-        "100",
-        "--build-cpu",
-        &cpu,
-    ]);
+    let bench = |keys: &str, cpu: &str| {
+        run(&[
+            "bench",
+            "views",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--keys",
+            keys,
+            "--updates",
+            "300",
+            "--lookup-rate",
+            "300",
+            "--lookup-seconds",
+            "1",
+            "--update-rate",
+            "100",
+            "--build-cpu",
+            cpu,
+        ])
+    };
+    // A CPU the process may not run on is refused before anything is written.
+    assert_refused(
+        &bench("10", "100000"),
+        "CPU 100000 is not one this process may run on",
+    );
+    assert!(!data.exists());
+    let out = bench("300", &cpu);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
@@ -416,21 +425,6 @@ fn bench_view_apply_builds_the_view_in_one_thread() {
     ] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
-
-    // A CPU the process may not run on is refused before anything is built.
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("bench");
-    let out = run(&[
-        "bench",
-        "views",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--keys",
-        "10",
-        "--build-cpu",
-        "100000",
-    ]);
-    assert_refused(&out, "CPU 100000 is not one this process may run on");
 
     let out = run(&["bench", "view-apply", "--batch", "0"]);
     assert!(!out.status.success());
