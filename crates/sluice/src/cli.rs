@@ -174,6 +174,11 @@ pub struct BenchFreshnessArgs {
     /// The fixed rate as a fraction of the maximum measured first.
     #[arg(long, default_value_t = 0.5)]
     pub fraction: f64,
+    /// A fixed rate (events/s) instead of a fraction of the maximum, which varies
+    /// from run to run: for comparing two builds or settings at the same load. The
+    /// maximum is still measured, and `fraction` reports the rate's share of it.
+    #[arg(long, conflicts_with = "fraction")]
+    pub rate: Option<u64>,
     /// Seconds of publishing as fast as possible to measure the maximum.
     #[arg(long, default_value_t = 10)]
     pub max_seconds: u64,

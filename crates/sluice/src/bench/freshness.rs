@@ -138,6 +138,9 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     {
         bail!("--duration must be positive, --max-seconds at least 2, --fraction in (0, 1]");
     }
+    if args.rate == Some(0) {
+        bail!("--rate must be positive");
+    }
     if let Some(filter) = &args.server_log {
         tracing_subscriber::EnvFilter::try_new(filter)
             .map_err(|e| anyhow::anyhow!("--server-log {filter:?} is not a log filter: {e}"))?;
@@ -177,11 +180,12 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     d.finish().await?;
     view_caught_up(&url, "product_listing").await?;
 
-    let rate = ((max * args.fraction) as u64).max(1);
+    let rate = args.rate.unwrap_or(((max * args.fraction) as u64).max(1));
+    let fraction = rate as f64 / max;
     let total = rate * args.duration;
     eprintln!(
-        "publishing {rate} events/s ({} of {max:.0}) for {} s...",
-        args.fraction, args.duration
+        "publishing {rate} events/s ({fraction:.2} of {max:.0}) for {} s...",
+        args.duration
     );
     let pid = server.child.id();
     let (cpu, switches) = (process_cpu_seconds(pid), context_switches(pid));
@@ -191,7 +195,7 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     server.stop()?;
     let report = Report {
         max_events_per_sec: max.round(),
-        fraction: args.fraction,
+        fraction: round2(fraction),
         events_per_sec: rate,
         seconds: args.duration,
         catalog_products: args.products,

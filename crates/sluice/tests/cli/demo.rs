@@ -135,7 +135,7 @@ fn bench_freshness_measures_the_shop_end_to_end() {
             "--max-seconds",
             "2",
         ])
-        .args(["--products", "100", "--fraction", "0.1", "--data-dir"])
+        .args(["--products", "100", "--rate", "2000", "--data-dir"])
         .arg(&data)
         .args(["--server-log", "info"])
         .output()
@@ -151,10 +151,18 @@ fn bench_freshness_measures_the_shop_end_to_end() {
     );
     let stdout = text(&out.stdout);
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    // Every event published at the fixed rate reached the subscriber; the view's
-    // reads all saw their batch applied.
+    // Published at the rate asked for, whose share of the maximum is reported.
     let events = v["events"].as_u64().unwrap();
-    assert!(events > 0, "{v}");
+    assert_eq!(
+        (v["events_per_sec"].as_u64(), events),
+        (Some(2000), 4000),
+        "{v}"
+    );
+    let max = v["max_events_per_sec"].as_f64().unwrap();
+    let fraction = v["fraction"].as_f64().unwrap();
+    assert!((fraction - 2000.0 / max).abs() < 0.01, "{v}");
+    // Every event reached the subscriber; the view's reads all saw their batch
+    // applied.
     assert_eq!(v["received"], events, "{v}");
     assert_eq!(v["refused"], 0, "{v}");
     assert!(v["view_reads"].as_u64().unwrap() > 0, "{v}");
@@ -185,6 +193,12 @@ fn bench_freshness_measures_the_shop_end_to_end() {
         .output()
         .unwrap();
     assert_refused(&bad, "not a log filter");
+    let zero = sluice()
+        .args(["bench", "freshness", "--rate", "0", "--data-dir"])
+        .arg(dir.path().join("unused"))
+        .output()
+        .unwrap();
+    assert_refused(&zero, "--rate must be positive");
     assert!(!dir.path().join("unused").exists());
     // A second run refuses a used dir rather than measuring on top of old data.
     let again = sluice()
