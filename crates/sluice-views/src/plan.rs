@@ -7,6 +7,8 @@
 //! `bind` then lays out each node's row (a scan holds exactly the paths the view uses,
 //! key paths first) and turns every name into a position.
 
+use std::collections::BTreeMap;
+
 use crate::datum::{Datum, Text};
 use crate::expr::Expr;
 
@@ -175,6 +177,39 @@ impl Plan {
             let _ = write!(out, "{}", row[*k]);
         }
         Text::from(out)
+    }
+
+    /// The order a view reads its sources in while it catches up with the log, as a
+    /// rank per event type (0 first): one source after the other, the right side of
+    /// each join before its left side. The side read last emits each key's row once,
+    /// with every change the other sides had by then; read together, each side's
+    /// changes would emit (and retract) a row each. And a LEFT JOIN's preserved side
+    /// read before its match would emit a padded row per key, retracted when the match
+    /// comes. (`bench views`, 100,000 keys: the engine's changes 0.72M -> 0.22M.)
+    pub fn catch_up_ranks(&self) -> BTreeMap<String, usize> {
+        fn right_first(rel: &Rel, out: &mut Vec<usize>) {
+            match rel {
+                Rel::Scan(s) => out.push(*s),
+                Rel::Filter { input, .. }
+                | Rel::Map { input, .. }
+                | Rel::Aggregate { input, .. } => right_first(input, out),
+                Rel::Join { left, right, .. } => {
+                    right_first(right, out);
+                    right_first(left, out);
+                }
+            }
+        }
+        let mut scans = Vec::new();
+        right_first(&self.root, &mut scans);
+        let mut ranks = BTreeMap::new();
+        for s in scans {
+            // A type read in several places is read at the first of them.
+            let next = ranks.len();
+            ranks
+                .entry(self.scans[s].event_type.clone())
+                .or_insert(next);
+        }
+        ranks
     }
 }
 

@@ -227,6 +227,41 @@ impl Drop for Running {
     }
 }
 
+/// A reader's place in the order a view's sources are read in while it catches up
+/// (`Plan::catch_up_ranks`): it starts once every partition of a lower rank has
+/// reached the log's end as it was when that partition's reading started, and counts
+/// itself out of its rank when it has too (or ends, or cannot read). Partitions that
+/// are already at the end (a restart) hold nothing up.
+struct Turn {
+    rank: usize,
+    /// Per rank, how many partitions are still catching up.
+    pending: Arc<watch::Sender<Vec<usize>>>,
+    caught_up: bool,
+}
+
+impl Turn {
+    async fn wait(&self) {
+        let rank = self.rank;
+        let mut pending = self.pending.subscribe();
+        // Only an error if every sender is gone, with the readers: nothing to wait for.
+        let _ = pending
+            .wait_for(|p| p[..rank].iter().all(|n| *n == 0))
+            .await;
+    }
+
+    fn caught_up(&mut self) {
+        if !std::mem::replace(&mut self.caught_up, true) {
+            self.pending.send_modify(|p| p[self.rank] -= 1);
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.caught_up();
+    }
+}
+
 /// Records read from one source partition.
 struct Chunk {
     source: SourcePartition,
@@ -269,11 +304,24 @@ impl Running {
             last_checkpoint: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(16);
+        let ranks = running.plan.catch_up_ranks();
+        let rank = |t: &str| ranks.get(t).copied().unwrap_or(0);
+        let mut pending = vec![0; ranks.values().max().map_or(1, |m| m + 1)];
+        for (t, _) in start.keys() {
+            pending[rank(t)] += 1;
+        }
+        let pending = Arc::new(watch::channel(pending).0);
         for (source, from) in start {
+            let turn = Turn {
+                rank: rank(&source.0),
+                pending: pending.clone(),
+                caught_up: false,
+            };
             tokio::spawn(read(
                 log.clone(),
                 source,
                 from,
+                Some(turn),
                 tx.clone(),
                 Arc::downgrade(&running),
             ));
@@ -320,6 +368,7 @@ async fn watch_partitions(
                     log.clone(),
                     key,
                     o.earliest.0,
+                    None,
                     tx.clone(),
                     Arc::downgrade(&r),
                 ));
@@ -333,6 +382,7 @@ async fn read(
     log: Arc<dyn Log>,
     source: SourcePartition,
     mut from: u64,
+    mut turn: Option<Turn>,
     tx: mpsc::Sender<Chunk>,
     running: std::sync::Weak<Running>,
 ) {
@@ -342,7 +392,22 @@ async fn read(
     let Some(decoders) = running.upgrade().map(|r| r.view.read().decoders()) else {
         return;
     };
+    // Where this partition's catch-up ends: the log's end when its reading starts.
+    let mut end = None;
+    if let Some(t) = &mut turn {
+        t.wait().await;
+        end = log
+            .offsets(&topic, PartitionId(source.1))
+            .await
+            .ok()
+            .map(|o| o.latest.0);
+    }
     loop {
+        if end.is_none_or(|end| from >= end)
+            && let Some(t) = &mut turn
+        {
+            t.caught_up();
+        }
         if running.strong_count() == 0 {
             return;
         }
@@ -402,6 +467,10 @@ async fn read(
                 if let Some(r) = running.upgrade() {
                     r.progress.lock().unreadable =
                         Some(format!("{} partition {}: {e}", source.0, source.1));
+                }
+                // A source that cannot be read holds up no other.
+                if let Some(t) = &mut turn {
+                    t.caught_up();
                 }
                 tokio::time::sleep(RETRY).await;
             }

@@ -634,3 +634,57 @@ fn a_view_that_starts_publishing_when_replaced_publishes_every_row_once() {
     assert_eq!(got[0], ("C".to_string(), json!({"sku": "a", "name": "a"})));
     assert_eq!(got[1], ("C".to_string(), json!({"sku": "b", "name": "b"})));
 }
+
+#[test]
+fn a_view_built_from_history_publishes_each_row_once_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    shop(&s);
+    // History in the worst order for the view: each product before its price and
+    // stock, and every price changed after. Read in that order, each key would go
+    // through a padded row, a row per stock row and one per price.
+    let skus: Vec<String> = (0..12).map(|i| format!("k{i:02}")).collect();
+    for sku in &skus {
+        let product = json!({"sku": sku, "name": "Boot", "brand": "x"});
+        change(&s, "shop.product", "C", product);
+        change(&s, "shop.price", "C", json!({"sku": sku, "amount": 10}));
+        for (location, qty) in [("berlin", 2), ("hamburg", 3)] {
+            let stock = json!({"sku": sku, "location": location, "qty": qty});
+            change(&s, "shop.stock", "C", stock);
+        }
+    }
+    for sku in &skus {
+        change(&s, "shop.price", "U", json!({"sku": sku, "amount": 12}));
+    }
+    let r = s.post(
+        "/views",
+        &json!({"sql": LISTING, "publish_as": "shop.listing"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sub =
+        json!({"owning_application": "x", "event_types": ["shop.listing"], "read_from": "begin"});
+    let id = s.post("/subscriptions", &sub).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = crate::streams::Stream::open(
+        s.addr,
+        &format!("/subscriptions/{id}/events?batch_flush_timeout=1&max_uncommitted_events=100"),
+        None,
+    );
+    let mut got = read_changes(&stream, skus.len());
+    got.sort_by_key(|(_, d)| d["sku"].to_string());
+    let complete = |sku: &str| {
+        let row = json!({"sku": sku, "name": "Boot", "brand": "X", "price": 12, "stock": 5});
+        ("C".to_string(), row)
+    };
+    let want: Vec<_> = skus.iter().map(|sku| complete(sku)).collect();
+    assert_eq!(got, want);
+    row_after(&s, "product_listing", "k00");
+    assert!(
+        stream.next_batch(Duration::from_millis(1500)).is_none(),
+        "no key's row came twice"
+    );
+    let status = s.get("/views/product_listing").json();
+    assert_eq!(status["published"], skus.len(), "{status}");
+}

@@ -160,3 +160,30 @@ fn what_the_subset_lacks_is_refused_with_its_position() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn a_view_catches_up_one_source_after_the_other_right_sides_first() {
+    let ranks = |sql: &str| {
+        let p = compile(sql, &Shop).unwrap();
+        p.catch_up_ranks().into_iter().collect::<Vec<_>>()
+    };
+    let r = |t: &str, n: usize| (t.to_string(), n);
+    // The LEFT JOIN's null-supplying side (stock) first, the side that completes each
+    // row (the product) last.
+    assert_eq!(
+        ranks(
+            r#"CREATE VIEW v AS SELECT p.sku, pr.amount, s.qty FROM "shop.product" p
+               JOIN "shop.price" pr ON pr.sku = p.sku
+               LEFT JOIN (SELECT sku, SUM(qty) AS qty FROM "shop.stock" GROUP BY sku) s ON s.sku = p.sku"#
+        ),
+        [r("shop.price", 1), r("shop.product", 2), r("shop.stock", 0)]
+    );
+    // A type read twice is read once, at its first place.
+    assert_eq!(
+        ranks(
+            r#"CREATE VIEW v AS SELECT a.sku, b.amount FROM "shop.price" a
+               JOIN "shop.price" b ON b.sku = a.sku"#
+        ),
+        [r("shop.price", 0)]
+    );
+}

@@ -52,8 +52,8 @@ struct Report {
     /// Times a thread of the process went off a core during the build (those of
     /// threads that ended during it left out).
     build_context_switches: u64,
-    /// Visible row changes the build made (the order the sources' partitions are
-    /// read in decides how many intermediate rows a key goes through).
+    /// Visible row changes the build made: one per key, as a view catching up reads
+    /// its sources one after the other (`Plan::catch_up_ranks`), the product last.
     build_row_changes: u64,
     /// The engine's changes behind them (retractions and insertions before they are
     /// summed per key): the build's work, which the same read order makes the same.
