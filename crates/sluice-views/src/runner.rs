@@ -90,6 +90,10 @@ pub struct Running {
     /// Held while the state file is encoded and written: one write at a time, and
     /// the last to take it writes the newest state.
     writing: Arc<tokio::sync::Mutex<()>>,
+    /// The order the sources are read in while the view catches up, and per rank how
+    /// many partitions are still catching up (`Turn`).
+    ranks: BTreeMap<String, usize>,
+    pending: Arc<watch::Sender<Vec<usize>>>,
 }
 
 /// Writing a view's state and offsets to disk, whole.
@@ -147,6 +151,20 @@ impl Running {
                 self.progress.lock().unpublished = Some(e);
             }
         }
+    }
+
+    /// The sources in the order a catch-up reads them, and those still waiting for
+    /// one before them to catch up (none once every source has).
+    pub fn catch_up(&self) -> (Vec<String>, Vec<String>) {
+        let mut order: Vec<(&String, usize)> = self.ranks.iter().map(|(t, r)| (t, *r)).collect();
+        order.sort_by_key(|(_, r)| *r);
+        let reading = self.pending.borrow().iter().position(|n| *n > 0);
+        let waiting = order
+            .iter()
+            .filter(|(_, r)| reading.is_some_and(|at| *r > at))
+            .map(|(t, _)| t.to_string())
+            .collect();
+        (order.into_iter().map(|(t, _)| t.clone()).collect(), waiting)
     }
 
     /// The view's state and the offsets it reflects, as bytes (`snapshot.rs`).
@@ -284,6 +302,21 @@ impl Running {
         publish: Option<Publish>,
     ) -> Arc<Running> {
         let plan = view.plan().clone();
+        let ranks = plan.catch_up_ranks();
+        let rank = |t: &str| ranks.get(t).copied().unwrap_or(0);
+        let mut pending = vec![0; ranks.values().max().map_or(1, |m| m + 1)];
+        for (t, _) in start.keys() {
+            pending[rank(t)] += 1;
+        }
+        let pending = Arc::new(watch::channel(pending).0);
+        let turns: Vec<Turn> = start
+            .keys()
+            .map(|(t, _)| Turn {
+                rank: rank(t),
+                pending: pending.clone(),
+                caught_up: false,
+            })
+            .collect();
         let running = Arc::new(Running {
             plan,
             view: RwLock::new(view),
@@ -302,21 +335,11 @@ impl Running {
             writing: Arc::default(),
             spare: Arc::default(),
             last_checkpoint: Mutex::new(None),
+            ranks,
+            pending,
         });
         let (tx, rx) = mpsc::channel(16);
-        let ranks = running.plan.catch_up_ranks();
-        let rank = |t: &str| ranks.get(t).copied().unwrap_or(0);
-        let mut pending = vec![0; ranks.values().max().map_or(1, |m| m + 1)];
-        for (t, _) in start.keys() {
-            pending[rank(t)] += 1;
-        }
-        let pending = Arc::new(watch::channel(pending).0);
-        for (source, from) in start {
-            let turn = Turn {
-                rank: rank(&source.0),
-                pending: pending.clone(),
-                caught_up: false,
-            };
+        for ((source, from), turn) in start.into_iter().zip(turns) {
             tokio::spawn(read(
                 log.clone(),
                 source,

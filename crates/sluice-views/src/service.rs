@@ -680,6 +680,8 @@ impl Views {
             .map(|k| r.plan.columns[*k].name.clone())
             .collect::<Vec<_>>()
             .into();
+        let (order, waiting) = r.catch_up();
+        out["catch_up"] = serde_json::json!({"order": order, "waiting": waiting});
         out["events_applied"] = progress.events.into();
         out["row_changes"] = progress.row_changes.into();
         out["engine_changes"] = progress.engine_changes.into();

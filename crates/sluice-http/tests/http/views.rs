@@ -687,4 +687,10 @@ fn a_view_built_from_history_publishes_each_row_once_and_complete() {
     );
     let status = s.get("/views/product_listing").json();
     assert_eq!(status["published"], skus.len(), "{status}");
+    let order = ["shop.stock", "shop.price", "shop.product"];
+    assert_eq!(
+        status["catch_up"],
+        json!({"order": order, "waiting": []}),
+        "{status}"
+    );
 }
