@@ -417,6 +417,17 @@ fn a_changed_view_is_built_beside_the_old_one_and_switched_whole() {
 }
 
 /// Reads `n` events from a subscription stream: (data_op, data).
+/// A new subscription to an event type from its beginning, streamed with `params`.
+fn subscribe(s: &Server, app: &str, event_type: &str, params: &str) -> crate::streams::Stream {
+    let sub = json!({"owning_application": app, "event_types": [event_type], "read_from": "begin"});
+    let id = s.post("/subscriptions", &sub).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/subscriptions/{id}/events?{params}");
+    crate::streams::Stream::open(s.addr, &path, None)
+}
+
 fn read_changes(stream: &crate::streams::Stream, n: usize) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -447,15 +458,11 @@ fn a_view_publishes_its_changes_as_a_data_event_type_anyone_can_subscribe_to() {
     assert_eq!(et["category"], "data");
     assert_eq!(et["cleanup_policy"], "compact");
     assert_eq!(et["partition_key_fields"], json!(["sku"]));
-    let sub = json!({"owning_application": "search", "event_types": ["shop.listing"], "read_from": "begin"});
-    let id = s.post("/subscriptions", &sub).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let stream = crate::streams::Stream::open(
-        s.addr,
-        &format!("/subscriptions/{id}/events?batch_flush_timeout=1&batch_limit=1"),
-        None,
+    let stream = subscribe(
+        &s,
+        "search",
+        "shop.listing",
+        "batch_flush_timeout=1&batch_limit=1",
     );
     assert_eq!(stream.status, 200);
 
@@ -618,17 +625,7 @@ fn a_view_that_starts_publishing_when_replaced_publishes_every_row_once() {
         &json!({"sql": sql, "publish_as": "shop.names"}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let sub =
-        json!({"owning_application": "x", "event_types": ["shop.names"], "read_from": "begin"});
-    let id = s.post("/subscriptions", &sub).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let stream = crate::streams::Stream::open(
-        s.addr,
-        &format!("/subscriptions/{id}/events?batch_flush_timeout=1"),
-        None,
-    );
+    let stream = subscribe(&s, "x", "shop.names", "batch_flush_timeout=1");
     let mut got = read_changes(&stream, 2);
     got.sort_by_key(|(_, d)| d["sku"].to_string());
     assert_eq!(got[0], ("C".to_string(), json!({"sku": "a", "name": "a"})));
@@ -661,16 +658,11 @@ fn a_view_built_from_history_publishes_each_row_once_and_complete() {
         &json!({"sql": LISTING, "publish_as": "shop.listing"}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let sub =
-        json!({"owning_application": "x", "event_types": ["shop.listing"], "read_from": "begin"});
-    let id = s.post("/subscriptions", &sub).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let stream = crate::streams::Stream::open(
-        s.addr,
-        &format!("/subscriptions/{id}/events?batch_flush_timeout=1&max_uncommitted_events=100"),
-        None,
+    let stream = subscribe(
+        &s,
+        "x",
+        "shop.listing",
+        "batch_flush_timeout=1&max_uncommitted_events=100",
     );
     let mut got = read_changes(&stream, skus.len());
     got.sort_by_key(|(_, d)| d["sku"].to_string());
