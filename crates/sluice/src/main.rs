@@ -54,9 +54,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if !config.huge_pages {
         small_pages_only();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
         Command::Serve(args) => {
             if let Some(dir) = args.data_dir {
@@ -71,9 +73,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(bootstrap) = args.kafka_bootstrap {
                 config.kafka.bootstrap = bootstrap;
             }
-            runtime.block_on(serve::run(config))
+            runtime()?.block_on(serve::run(config))
         }
-        Command::Demo(args) => runtime.block_on(demo::run(args, config)),
+        Command::Demo(args) => runtime()?.block_on(demo::run(args, config)),
         Command::Verify(args) => {
             if let Some(dir) = args.data_dir {
                 config.data_dir = dir;
@@ -89,18 +91,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Log(args)) => runtime.block_on(bench::log::run(args)),
+        Command::Bench(BenchCommand::Log(args)) => runtime()?.block_on(bench::log::run(args)),
         Command::Bench(BenchCommand::Reopen(args)) => bench::reopen::run(&args, &config),
-        Command::Bench(BenchCommand::Publish(args)) => runtime.block_on(bench::publish::run(args)),
-        Command::Bench(BenchCommand::Consume(args)) => runtime.block_on(bench::consume::run(args)),
-        Command::Bench(BenchCommand::Latency(args)) => runtime.block_on(bench::latency::run(args)),
-        Command::Bench(BenchCommand::IdleStreams(args)) => runtime.block_on(bench::idle::run(args)),
-        Command::Bench(BenchCommand::Views(args)) => runtime.block_on(bench::views::run(args)),
-        Command::Bench(BenchCommand::Lookups(args)) => {
-            runtime.block_on(bench::views::run_lookups(args))
+        Command::Bench(BenchCommand::Publish(args)) => {
+            runtime()?.block_on(bench::publish::run(args))
         }
+        Command::Bench(BenchCommand::Consume(args)) => {
+            runtime()?.block_on(bench::consume::run(args))
+        }
+        Command::Bench(BenchCommand::Latency(args)) => {
+            runtime()?.block_on(bench::latency::run(args))
+        }
+        Command::Bench(BenchCommand::IdleStreams(args)) => {
+            runtime()?.block_on(bench::idle::run(args))
+        }
+        Command::Bench(BenchCommand::Views(args)) => runtime()?.block_on(bench::views::run(args)),
+        Command::Bench(BenchCommand::Lookups(args)) => bench::lookups::run(args),
         Command::Bench(BenchCommand::Freshness(args)) => {
-            runtime.block_on(bench::freshness::run(args))
+            runtime()?.block_on(bench::freshness::run(args))
         }
         Command::Bench(BenchCommand::ViewRestore(args)) => bench::views::run_restore(&args),
         Command::Bench(BenchCommand::ViewApply(args)) => bench::view_apply::run(&args),

@@ -306,7 +306,7 @@ async fn measure(
     let d = Driver::start(authority, Some(on_ack)).await?;
     let for_ = Duration::from_secs_f64(total as f64 / rate as f64);
     let sleeper =
-        std::thread::spawn(move || super::views::sleep_jitter(Duration::from_millis(1), for_));
+        std::thread::spawn(move || super::lookups::sleep_jitter(Duration::from_millis(1), for_));
     let stats = d.stats.clone();
     let progress = driver::progress(stats.clone(), Duration::from_secs(5));
     let stop = std::sync::atomic::AtomicBool::new(false);

@@ -8,6 +8,7 @@ pub mod freshness;
 pub mod idle;
 pub mod latency;
 pub mod log;
+pub mod lookups;
 mod measure;
 pub mod publish;
 pub mod reopen;

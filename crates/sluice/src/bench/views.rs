@@ -18,10 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::json;
 use sluice_bus::{Bus, BusConfig, Publisher};
@@ -30,7 +26,7 @@ use sluice_views::{Views, ViewsConfig};
 
 use super::cpus::{self, OnOneCpu};
 use super::measure::{Percentiles, available_mb, context_switches, cpu_seconds, memory_mb, round2};
-use crate::cli::{BenchLookupsArgs, BenchViewRestoreArgs, BenchViewsArgs};
+use crate::cli::{BenchViewRestoreArgs, BenchViewsArgs};
 
 pub const SQL: &str = r#"CREATE VIEW product_listing AS
 SELECT p.sku, p.name, p.brand, pr.amount AS price, COALESCE(s.qty, 0) AS stock
@@ -71,6 +67,9 @@ struct Report {
     /// wakes (the machine's floor; measured by the client process only).
     lookup_sent_late_ms: Percentiles,
     idle_wakeup_late_ms: Percentiles,
+    /// How late a thread of the client that only sleeps in 1 ms steps woke up during
+    /// the lookups (the machine's floor under their tail, at the same time).
+    idle_wakeup_late_during_lookups_ms: Percentiles,
     updates_during_lookups: u64,
     /// A fresh process: until the view's rows answer from its state file.
     restore_serving_seconds: f64,
@@ -349,7 +348,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         })
     };
     let (lookup, client) = if args.lookups_in_process {
-        let l = lookups(
+        let l = super::lookups::lookups(
             addr.to_string(),
             args.keys,
             args.lookup_rate,
@@ -373,8 +372,9 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
             bail!("the lookup client failed: {}", out.status);
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let r: LookupsReport = serde_json::from_str(text.lines().last().unwrap_or_default())
-            .with_context(|| format!("the lookup client printed {text:?}"))?;
+        let r: super::lookups::LookupsReport =
+            serde_json::from_str(text.lines().last().unwrap_or_default())
+                .with_context(|| format!("the lookup client printed {text:?}"))?;
         (r, "own process")
     };
     stop_updates.store(true, Ordering::Relaxed);
@@ -463,6 +463,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         lookup_service_ms: lookup.service_ms,
         lookup_sent_late_ms: lookup.sent_late_ms,
         idle_wakeup_late_ms: lookup.idle_wakeup_late_ms,
+        idle_wakeup_late_during_lookups_ms: lookup.idle_wakeup_late_during_ms,
         updates_during_lookups: updates,
         restore_serving_seconds: restored.restore_serving_seconds,
         frozen_lookup_us: restored.frozen_lookup_us,
@@ -475,167 +476,6 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
-}
-
-/// What `bench lookups` prints.
-#[derive(Debug, Serialize, serde::Deserialize)]
-struct LookupsReport {
-    rate: u64,
-    lookups: u64,
-    errors: u64,
-    /// From when each request was due.
-    latency_ms: Percentiles,
-    /// From send to response.
-    service_ms: Percentiles,
-    /// How late requests went out.
-    sent_late_ms: Percentiles,
-    /// How late a thread that only sleeps on the same schedule wakes up, measured
-    /// before the lookups: the machine's own floor under `sent_late_ms`.
-    idle_wakeup_late_ms: Percentiles,
-}
-
-/// How late a thread sleeping until each due time of a schedule wakes up.
-pub(super) fn sleep_jitter(interval: Duration, for_: Duration) -> Vec<Duration> {
-    let started = Instant::now();
-    let mut late = Vec::new();
-    for n in 0u32.. {
-        let due = started + interval * n;
-        if due - started >= for_ {
-            break;
-        }
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        late.push(due.elapsed());
-    }
-    late
-}
-
-pub async fn run_lookups(args: BenchLookupsArgs) -> anyhow::Result<()> {
-    if args.keys == 0 || args.rate == 0 || args.seconds == 0 || args.connections == 0 {
-        bail!("--keys, --rate, --seconds and --connections must be positive");
-    }
-    let (_, authority) = super::measure::server(&args.url)?;
-    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
-    let jitter =
-        tokio::task::spawn_blocking(move || sleep_jitter(interval, Duration::from_secs(2))).await?;
-    let l = lookups(
-        authority,
-        args.keys,
-        args.rate,
-        args.seconds,
-        args.connections,
-    )
-    .await?;
-    let report = l.report(args.rate, jitter);
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
-}
-
-struct Lookups {
-    /// From when each request was due.
-    latencies: Vec<Duration>,
-    /// From each request's send to its response.
-    service: Vec<Duration>,
-    /// How late each request was sent after it was due.
-    late: Vec<Duration>,
-    errors: u64,
-}
-
-impl Lookups {
-    /// The report of lookups sent at `rate`, with the idle wake-up lateness measured
-    /// before them (none when not measured).
-    fn report(mut self, rate: u64, mut idle_late: Vec<Duration>) -> LookupsReport {
-        LookupsReport {
-            rate,
-            lookups: self.latencies.len() as u64,
-            errors: self.errors,
-            latency_ms: Percentiles::of(&mut self.latencies),
-            service_ms: Percentiles::of(&mut self.service),
-            sent_late_ms: Percentiles::of(&mut self.late),
-            idle_wakeup_late_ms: Percentiles::of(&mut idle_late),
-        }
-    }
-}
-
-/// GET /views/product_listing/rows/{sku} at `rate` per second over `connections`
-/// keep-alive connections, on an open loop: a thread of its own paces the schedule
-/// (its sleeps are precise to tens of microseconds, where tokio's timer ticks in
-/// milliseconds) and hands each due request to the first free connection; a
-/// request's latency counts from when it was due, so a slow server also delays the
-/// requests queued behind it (no coordinated omission).
-async fn lookups(
-    addr: String,
-    keys: u64,
-    rate: u64,
-    seconds: u64,
-    connections: u64,
-) -> anyhow::Result<Lookups> {
-    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let due_rx = Arc::new(tokio::sync::Mutex::new(due_rx));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..connections {
-        let (errors, addr, due_rx) = (errors.clone(), addr.clone(), due_rx.clone());
-        let stream = tokio::net::TcpStream::connect(&addr).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        workers.push(tokio::spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(w);
-            let (mut latencies, mut service, mut late) = (Vec::new(), Vec::new(), Vec::new());
-            loop {
-                let Some(due) = due_rx.lock().await.recv().await else {
-                    break;
-                };
-                let sent = Instant::now();
-                let key = format!("sku-{:09}", rng.u64(..keys));
-                let req = Request::get(format!("/views/product_listing/rows/{key}"))
-                    .header("host", &addr)
-                    .body(Empty::<Bytes>::new())?;
-                let resp = sender.send_request(req).await?;
-                let ok = resp.status() == hyper::StatusCode::OK;
-                resp.into_body().collect().await?;
-                latencies.push(due.elapsed());
-                service.push(sent.elapsed());
-                late.push(sent - due);
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            anyhow::Ok((latencies, service, late))
-        }));
-    }
-    let pacer = std::thread::spawn(move || {
-        let started = Instant::now();
-        let interval = Duration::from_secs_f64(1.0 / rate as f64);
-        for n in 0..rate * seconds {
-            let due = started + interval.mul_f64(n as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            if due_tx.send(due).is_err() {
-                return;
-            }
-        }
-    });
-    let (mut latencies, mut service, mut late) = (Vec::new(), Vec::new(), Vec::new());
-    for w in workers {
-        let (l, s, t) = w.await??;
-        latencies.extend(l);
-        service.extend(s);
-        late.extend(t);
-    }
-    pacer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
-    Ok(Lookups {
-        latencies,
-        service,
-        late,
-        errors: errors.load(Ordering::Relaxed),
-    })
 }
 
 /// What `bench view-restore` prints.
