@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::measure::Percentiles;
+use super::measure::{Percentiles, cpu_seconds};
 use crate::cli::BenchLookupsArgs;
 
 /// What `bench lookups` prints.
@@ -34,6 +34,8 @@ pub(super) struct LookupsReport {
     /// How late a thread of this process that only sleeps in 1 ms steps wakes up
     /// during the lookups: the floor under the lookups' own tail, at the same time.
     pub idle_wakeup_late_during_ms: Percentiles,
+    /// This process's CPU time (all threads) per lookup.
+    pub client_cpu_us_per_lookup: f64,
 }
 
 /// How late a thread sleeping until each due time of a schedule wakes up.
@@ -94,6 +96,8 @@ pub(super) struct Lookups {
     late: Vec<Duration>,
     /// How late an idle thread woke up meanwhile.
     idle_late: Vec<Duration>,
+    /// This process's CPU seconds while sending them.
+    cpu_seconds: f64,
     errors: u64,
 }
 
@@ -110,6 +114,7 @@ impl Lookups {
             sent_late_ms: Percentiles::of(&mut self.late),
             idle_wakeup_late_ms: Percentiles::of(&mut idle_late),
             idle_wakeup_late_during_ms: Percentiles::of(&mut self.idle_late),
+            client_cpu_us_per_lookup: per_lookup_us(self.cpu_seconds, self.latencies.len()),
         }
     }
 }
@@ -157,6 +162,7 @@ pub(super) async fn lookups(
             anyhow::Ok((latencies, service, late))
         }));
     }
+    let cpu_before = cpu_seconds();
     let idle = std::thread::spawn(move || {
         sleep_jitter(Duration::from_millis(1), Duration::from_secs(seconds))
     });
@@ -191,8 +197,14 @@ pub(super) async fn lookups(
         service,
         late,
         idle_late,
+        cpu_seconds: cpu_seconds() - cpu_before,
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// Microseconds of CPU per lookup, to 0.1 us.
+pub(super) fn per_lookup_us(cpu_seconds: f64, lookups: usize) -> f64 {
+    (cpu_seconds * 1e7 / lookups.max(1) as f64).round() / 10.0
 }
 
 /// A keep-alive HTTP/1.1 connection with one request at a time in flight.

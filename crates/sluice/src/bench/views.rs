@@ -70,6 +70,10 @@ struct Report {
     /// How late a thread of the client that only sleeps in 1 ms steps woke up during
     /// the lookups (the machine's floor under their tail, at the same time).
     idle_wakeup_late_during_lookups_ms: Percentiles,
+    /// CPU time per lookup of this process (the server, with the updates and the
+    /// view applying them) and of the client process.
+    lookup_server_cpu_us: f64,
+    lookup_client_cpu_us: f64,
     updates_during_lookups: u64,
     /// A fresh process: until the view's rows answer from its state file.
     restore_serving_seconds: f64,
@@ -347,6 +351,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
             sent
         })
     };
+    let cpu_before_lookups = cpu_seconds();
     let (lookup, client) = if args.lookups_in_process {
         let l = super::lookups::lookups(
             addr.to_string(),
@@ -377,6 +382,7 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("the lookup client printed {text:?}"))?;
         (r, "own process")
     };
+    let lookup_cpu = cpu_seconds() - cpu_before_lookups;
     stop_updates.store(true, Ordering::Relaxed);
     let updates = updater.await?;
     let _ = stop_tx.send(());
@@ -464,6 +470,8 @@ pub async fn run(args: BenchViewsArgs) -> anyhow::Result<()> {
         lookup_sent_late_ms: lookup.sent_late_ms,
         idle_wakeup_late_ms: lookup.idle_wakeup_late_ms,
         idle_wakeup_late_during_lookups_ms: lookup.idle_wakeup_late_during_ms,
+        lookup_server_cpu_us: super::lookups::per_lookup_us(lookup_cpu, lookup.lookups as usize),
+        lookup_client_cpu_us: lookup.client_cpu_us_per_lookup,
         updates_during_lookups: updates,
         restore_serving_seconds: restored.restore_serving_seconds,
         frozen_lookup_us: restored.frozen_lookup_us,

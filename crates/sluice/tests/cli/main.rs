@@ -372,10 +372,10 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
     assert_eq!(v["lookup_client"], "own process", "{v}");
     assert_eq!(v["lookup_errors"], 0, "{v}");
     assert!(v["lookups"].as_u64().unwrap() >= 290, "{v}");
-    assert!(
-        v["idle_wakeup_late_during_lookups_ms"]["p99"].is_number(),
-        "{v}"
-    );
+    // Measured beside the lookups; CPU in 10 ms ticks, so possibly zero here.
+    for key in ["lookup_server_cpu_us", "lookup_client_cpu_us"] {
+        assert!(v[key].is_number(), "{key}: {v}");
+    }
     // The build reads the sources one after the other, the product last: each key's
     // row appears once, complete, and changes no more.
     let changes = v["build_row_changes"].as_u64().unwrap();
@@ -403,6 +403,7 @@ fn bench_views_builds_looks_up_from_its_own_client_and_restores() {
         "lookup_latency_ms",
         "lookup_service_ms",
         "idle_wakeup_late_ms",
+        "idle_wakeup_late_during_lookups_ms",
     ] {
         assert!(v[key]["p99"].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
