@@ -57,8 +57,9 @@ pub(super) fn sleep_jitter(interval: Duration, for_: Duration) -> Vec<Duration> 
 
 /// Runs on a runtime of one thread (beside the pacing thread): a request and its
 /// response are handled where the connection's task runs, never handed between
-/// threads. On a runtime of two workers, each lookup's own wake-ups on the client's
-/// side added ~0.3 ms to the p99 (session 18, BENCHMARKS.md).
+/// threads. With hyper's client on two workers, the client's own wake-ups counted
+/// in every lookup: p99 0.97 ms (median of 16 runs) against 0.72 ms now, the server
+/// unchanged (BENCHMARKS.md, Views, session 18).
 pub fn run(args: BenchLookupsArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
