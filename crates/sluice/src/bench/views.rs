@@ -71,7 +71,8 @@ struct Report {
     /// the lookups (the machine's floor under their tail, at the same time).
     idle_wakeup_late_during_lookups_ms: Percentiles,
     /// CPU time per lookup of this process (the server, with the updates and the
-    /// view applying them) and of the client process.
+    /// view applying them) and of the client's process; with `--lookups-in-process`
+    /// both are this process's, the client's included.
     lookup_server_cpu_us: f64,
     lookup_client_cpu_us: f64,
     updates_during_lookups: u64,
