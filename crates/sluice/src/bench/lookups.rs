@@ -4,6 +4,7 @@
 //! the socket, with no connection task to hand them through (a client's own hops
 //! would count in every lookup's time).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -150,8 +151,11 @@ pub(super) async fn lookups(
                 };
                 let sent = Instant::now();
                 path.clear();
-                path.push_str("/views/product_listing/rows/");
-                path.push_str(&format!("sku-{:09}", rng.u64(..keys)));
+                write!(
+                    path,
+                    "/views/product_listing/rows/sku-{:09}",
+                    rng.u64(..keys)
+                )?;
                 let status = conn.get(&path).await?;
                 latencies.push(due.elapsed());
                 service.push(sent.elapsed());
@@ -269,5 +273,48 @@ impl Connection {
             }
             return Ok(status);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A response whose body comes in a later write is read whole, so the next
+    /// request on the connection gets its own response, not the rest of this one.
+    #[tokio::test]
+    async fn a_response_is_read_to_the_end_of_its_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            for (status, body) in [("200 OK", "{\"sku\":\"a\"}"), ("404 Not Found", "{}")] {
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap();
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                s.write_all(head.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                s.write_all(body.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        let mut conn = Connection::open(&addr).await.unwrap();
+        assert_eq!(conn.get("/views/v/rows/a").await.unwrap(), 200);
+        assert_eq!(conn.get("/views/v/rows/b").await.unwrap(), 404);
+        let seen = server.await.unwrap();
+        assert!(
+            seen[0].starts_with("GET /views/v/rows/a HTTP/1.1\r\n"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].starts_with("GET /views/v/rows/b HTTP/1.1\r\n"),
+            "{seen:?}"
+        );
     }
 }
