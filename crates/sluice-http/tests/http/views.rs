@@ -416,7 +416,6 @@ fn a_changed_view_is_built_beside_the_old_one_and_switched_whole() {
     assert_eq!(s.get("/views/names").json()["sql"], v2);
 }
 
-/// Reads `n` events from a subscription stream: (data_op, data).
 /// A new subscription to an event type from its beginning, streamed with `params`.
 fn subscribe(s: &Server, app: &str, event_type: &str, params: &str) -> crate::streams::Stream {
     let sub = json!({"owning_application": app, "event_types": [event_type], "read_from": "begin"});
@@ -428,6 +427,7 @@ fn subscribe(s: &Server, app: &str, event_type: &str, params: &str) -> crate::st
     crate::streams::Stream::open(s.addr, &path, None)
 }
 
+/// Reads `n` events from a subscription stream: (data_op, data).
 fn read_changes(stream: &crate::streams::Stream, n: usize) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     while out.len() < n {
