@@ -352,6 +352,9 @@ pub struct BenchLogArgs {
     /// Appends in flight per partition (they share group commits).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// The log's `preallocate_bytes` (zeros written ahead of the data; 0 = off).
+    #[arg(long, default_value_t = sluice_log::EmbeddedConfig::default().preallocate_bytes)]
+    pub preallocate_bytes: u64,
     /// Records per second in all, sent on a fixed schedule (open loop, latency counted
     /// from when each append was due); 0 = as fast as possible.
     #[arg(long, default_value_t = 0)]

@@ -218,11 +218,22 @@ impl Partition {
             return Ok(());
         }
         let file = &w.active.file;
-        if let Err(e) = fs::write_all_at(&**file, &staged.buf, staged.start) {
+        let data_len = staged.buf.len();
+        let mut zeroed_end = self.zero_ahead(w, staged);
+        let mut wrote = fs::write_all_at(&**file, &staged.buf, staged.start);
+        if wrote.is_err() && staged.buf.len() > data_len && file.set_len(staged.start).is_ok() {
+            // No room for the zeros (a full disk): the data alone may still fit.
+            staged.buf.truncate(data_len);
+            zeroed_end = staged.start;
+            wrote = fs::write_all_at(&**file, &staged.buf, staged.start);
+        }
+        staged.buf.truncate(data_len);
+        if let Err(e) = wrote {
             // Undo a partial write; if even that fails the tail is unknown.
             if file.set_len(staged.start).is_err() {
                 self.poison(&e);
             }
+            w.zeroed_end = w.zeroed_end.min(staged.start);
             return Err(LogError::Io {
                 path: w.active.path.clone(),
                 source: e,
@@ -230,6 +241,7 @@ impl Partition {
         }
         let end = staged.start + staged.buf.len() as u64;
         w.written_len = end;
+        w.zeroed_end = zeroed_end.max(end);
         w.next_offset = staged.next;
         let written = Written {
             segment: w.active.clone(),
@@ -250,6 +262,24 @@ impl Partition {
             }
         }
         Ok(())
+    }
+
+    /// Where the zeros written ahead will end once `staged` is written. A small group
+    /// that would end past them (durability fsync) takes `preallocate_bytes` more
+    /// with it, in the same pwrite: the next syncs then write data over zeros
+    /// already on disk, within the file's length, and need no write of its size.
+    /// Larger groups just extend the file: zeros written first would double the
+    /// bytes they send to disk.
+    fn zero_ahead(&self, w: &Writer, staged: &mut Staged) -> u64 {
+        let ahead = self.settings.preallocate_bytes;
+        let data_end = staged.start + staged.buf.len() as u64;
+        let small = staged.buf.len() as u64 <= ahead / 8;
+        if self.settings.durability != Durability::Fsync || data_end <= w.zeroed_end || !small {
+            return w.zeroed_end;
+        }
+        let to = (data_end + ahead).next_multiple_of(4096);
+        staged.buf.resize((to - staged.start) as usize, 0);
+        to
     }
 
     fn publish(&self, w: Written) {

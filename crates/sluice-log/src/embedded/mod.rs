@@ -41,6 +41,8 @@ use crate::types::{Offset, PartitionId, Record, Timestamp, TopicConfig, TopicNam
 const TOPICS_DIR: &str = "topics";
 const TOPIC_FILE: &str = "topic.json";
 const DELETED_PREFIX: &str = ".deleted-";
+/// The most `preallocate_bytes` may be: the zeros ride in the group commit's buffer.
+const MAX_PREALLOCATE_BYTES: u64 = 64 << 20;
 
 struct Topic {
     dir: PathBuf,
@@ -101,6 +103,15 @@ impl EmbeddedLog {
             return Err(LogError::InvalidConfig {
                 field: "log.sync_threads",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if settings.preallocate_bytes > MAX_PREALLOCATE_BYTES {
+            return Err(LogError::InvalidConfig {
+                field: "log.preallocate_bytes",
+                reason: format!(
+                    "{} is more than the {MAX_PREALLOCATE_BYTES} bytes a group commit may write ahead",
+                    settings.preallocate_bytes
+                ),
             });
         }
         if !fs.exists(dir) {

@@ -27,6 +27,8 @@ pub(super) struct Writer {
     pub active: Arc<Segment>,
     /// Bytes written to the active segment (published or still being synced).
     pub written_len: u64,
+    /// The end of the zeros written ahead of `written_len` (`preallocate_bytes`).
+    pub zeroed_end: u64,
     /// The offset the next batch gets.
     pub next_offset: u64,
     pub index: IndexBuilder,
@@ -139,6 +141,7 @@ impl Partition {
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
                 written_len: active.len(),
+                zeroed_end: active.len(),
                 active,
                 next_offset,
                 index,
@@ -181,6 +184,7 @@ impl Partition {
     /// rebuilds by scanning it.
     pub(super) fn roll(self: &Arc<Self>, w: &mut Writer) -> Result<()> {
         self.drain_syncs()?;
+        self.cut_zeros(w)?;
         let base = w.next_offset;
         let path = segment_path(&self.dir, base, segment::LOG_EXT);
         let file = self
@@ -205,6 +209,7 @@ impl Partition {
         self.segments.write().push(active.clone());
         let old = std::mem::replace(&mut w.active, active);
         w.written_len = 0;
+        w.zeroed_end = 0;
         w.index = IndexBuilder::new(self.settings.index_interval_bytes);
         w.first_append_ms = None;
         self.unsealed.lock().push(old);
@@ -216,6 +221,21 @@ impl Partition {
                 drop(rt.spawn_blocking(move || p.seal_logged()));
             }
             None => self.seal_pending()?,
+        }
+        Ok(())
+    }
+
+    /// Removes the zeros written ahead of the active segment's data: a segment that
+    /// is sealed or closed ends with its last batch (its index files say how long it
+    /// is). Should the cut not reach the disk before a crash, recovery finds zeros
+    /// after the last batch, which it knows for what they are.
+    fn cut_zeros(&self, w: &mut Writer) -> Result<()> {
+        if w.zeroed_end > w.written_len {
+            w.active
+                .file
+                .set_len(w.written_len)
+                .map_err(LogError::io(&w.active.path))?;
+            w.zeroed_end = w.written_len;
         }
         Ok(())
     }
@@ -411,11 +431,12 @@ impl Partition {
         while self.queue.lock().scheduled {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let w = self.writer.lock();
+        let mut w = self.writer.lock();
         if self.is_poisoned() || self.drain_syncs().is_err() {
             return Ok(());
         }
         self.seal_pending()?;
+        self.cut_zeros(&mut w)?;
         w.active
             .file
             .sync_data()

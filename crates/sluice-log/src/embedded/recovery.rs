@@ -102,6 +102,12 @@ pub(crate) fn open_sealed_or_rebuild(
             "an unsealed segment is damaged; the log is cut there and later segments removed");
         return Ok(Opened::Damaged);
     }
+    if scan.zero_tail > 0 {
+        // Zeros written ahead of the data, which the roll had cut before the crash
+        // but not durably: the sealed segment ends with its last batch.
+        file.set_len(scan.valid_len).map_err(LogError::io(&path))?;
+        file.sync_data().map_err(LogError::io(&path))?;
+    }
     let summary = SegmentSummary {
         base_offset: base,
         end_offset: next_base,
@@ -186,6 +192,9 @@ pub(crate) fn open_active(
             if let Some(damage) = &scan.damage {
                 tracing::warn!(path = %path.display(), at = scan.valid_len, dropped = len - scan.valid_len,
                     %damage, "truncating a torn or corrupt tail");
+            }
+            if scan.valid_len < len {
+                // A damaged tail, or the zeros written ahead of the data.
                 file.set_len(scan.valid_len).map_err(LogError::io(&path))?;
                 file.sync_data().map_err(LogError::io(&path))?;
             }

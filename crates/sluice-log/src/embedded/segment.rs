@@ -403,6 +403,9 @@ pub(crate) struct Scan {
     pub index: LiveIndex,
     /// Why the scan stopped before the end of the file, if it did.
     pub damage: Option<FormatError>,
+    /// Zeros after the last batch, to the end of the file: space an active segment
+    /// had written ahead (`preallocate_bytes`), not damage.
+    pub zero_tail: u64,
 }
 
 /// Index entries are added every `interval` bytes of batches.
@@ -482,6 +485,7 @@ pub(crate) fn scan(file: &dyn FsFile, path: &Path, base: u64, interval: u32) -> 
         max_timestamp: i64::MIN,
         index: LiveIndex::default(),
         damage: None,
+        zero_tail: 0,
     };
     let mut builder = IndexBuilder::new(interval);
     let mut buf: Vec<u8> = Vec::new();
@@ -497,6 +501,10 @@ pub(crate) fn scan(file: &dyn FsFile, path: &Path, base: u64, interval: u32) -> 
             fs::read_exact_at(file, &mut buf, pos).map_err(LogError::io(path))?;
             buf_start = pos;
             if want < batch::HEADER_LEN {
+                if buf.iter().all(|b| *b == 0) {
+                    out.zero_tail = want as u64;
+                    break;
+                }
                 out.damage = Some(FormatError::Truncated {
                     needed: batch::HEADER_LEN,
                     available: want,
@@ -504,6 +512,12 @@ pub(crate) fn scan(file: &dyn FsFile, path: &Path, base: u64, interval: u32) -> 
                 break;
             }
             continue;
+        }
+        if buf[rel..rel + batch::HEADER_LEN].iter().all(|b| *b == 0)
+            && zeros_to_end(file, pos, file_len).map_err(LogError::io(path))?
+        {
+            out.zero_tail = file_len - pos;
+            break;
         }
         let h = match batch::decode_header(&buf[rel..]) {
             Ok(h) => h,
@@ -557,4 +571,18 @@ pub(crate) fn scan(file: &dyn FsFile, path: &Path, base: u64, interval: u32) -> 
         out.valid_len = pos;
     }
     Ok(out)
+}
+
+/// Whether every byte of `file` from `pos` to `len` is zero.
+fn zeros_to_end(file: &dyn FsFile, mut pos: u64, len: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    while pos < len {
+        let n = (buf.len() as u64).min(len - pos) as usize;
+        fs::read_exact_at(file, &mut buf[..n], pos)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
 }

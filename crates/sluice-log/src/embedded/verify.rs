@@ -80,7 +80,7 @@ fn verify_partition(fs: &dyn Fs, dir: &Path, report: &mut VerifyReport) -> Resul
         let len = file.size().map_err(LogError::io(&path))?;
         let scan = segment::scan(&*file, &path, base, 4096)?;
         report.segments += 1;
-        report.bytes += len;
+        report.bytes += len - scan.zero_tail;
         if let Some(d) = scan.damage {
             report.damage.push(Damage {
                 path: path.clone(),

@@ -3,7 +3,7 @@
 //! Each file has its current bytes and the bytes as of its last `sync_data`; the
 //! namespace has its current entries and the entries as of each directory's last
 //! `sync_dir`. A crash image keeps only what was durable, plus (optionally) a random
-//! prefix of each file's unsynced appended bytes: a torn write. Directories themselves
+//! prefix of each file's unsynced writes: a torn write. Directories themselves
 //! are treated as durable once created.
 //!
 //! Faults: failing syncs, a space limit that turns writes into short writes followed
@@ -100,11 +100,16 @@ impl MemFs {
             let copy = match copies.iter().find(|(orig, _)| Arc::ptr_eq(orig, inode)) {
                 Some((_, copy)) => copy.clone(),
                 None => {
+                    // The unsynced writes reached the disk up to a random point
+                    // from where the file first differs from its synced bytes:
+                    // appends and writes over synced bytes (say, zeros written
+                    // ahead) alike are torn there.
                     let i = inode.lock();
-                    let mut data = i.synced.clone();
-                    if i.data.len() > data.len() && i.data.starts_with(&data) {
-                        let extra = rng.usize(0..=i.data.len() - data.len());
-                        data.extend_from_slice(&i.data[i.synced.len()..i.synced.len() + extra]);
+                    let same = i.synced.iter().zip(&i.data).take_while(|(a, b)| a == b);
+                    let torn = rng.usize(same.count()..=i.data.len());
+                    let mut data = i.data[..torn].to_vec();
+                    if i.synced.len() > torn {
+                        data.extend_from_slice(&i.synced[torn..]);
                     }
                     let copy = Arc::new(Mutex::new(Inode {
                         synced: data.clone(),

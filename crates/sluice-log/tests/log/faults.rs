@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sluice_log::fs::{Fs, OpenMode};
 use sluice_log::testing::MemFs;
 use sluice_log::{
     CleanupPolicy, Durability, EmbeddedConfig, EmbeddedLog, FetchRequest, Log, LogError, Offset,
@@ -23,11 +24,20 @@ fn settings(durability: Durability) -> EmbeddedConfig {
 }
 
 fn open(fs: &MemFs, durability: Durability) -> Result<EmbeddedLog, LogError> {
-    EmbeddedLog::open_with_fs(
-        Arc::new(fs.clone()),
-        Path::new("/data"),
-        settings(durability),
-    )
+    open_with(fs, settings(durability))
+}
+
+fn open_with(fs: &MemFs, settings: EmbeddedConfig) -> Result<EmbeddedLog, LogError> {
+    EmbeddedLog::open_with_fs(Arc::new(fs.clone()), Path::new("/data"), settings)
+}
+
+/// Where a segment's last non-zero byte ends: inside its last batch, whatever zeros
+/// were written ahead of it.
+fn data_len(fs: &MemFs, path: &Path) -> usize {
+    let file = fs.open(path, OpenMode::Read).unwrap();
+    let mut bytes = vec![0; file.size().unwrap() as usize];
+    sluice_log::fs::read_exact_at(&*file, &mut bytes, 0).unwrap();
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
 }
 
 fn topic() -> TopicName {
@@ -118,7 +128,11 @@ async fn a_flipped_bit_in_the_tail_truncates_and_in_a_sealed_segment_is_reported
     let logs = segment_files(&fs, "log");
     assert!(logs.len() >= 3, "small segments rolled: {logs:?}");
     let active = logs.last().unwrap();
-    let len = fs.file_len(active).unwrap() as usize;
+    let len = data_len(&fs, active);
+    assert!(
+        fs.file_len(active).unwrap() as usize > len,
+        "zeros were written ahead"
+    );
     fs.flip_bit(active, len - 3, 2).unwrap(); // inside the last batch
     let log = open(&fs, Durability::Fsync).unwrap();
     let after = read_all(&log, &topic()).await.unwrap();
@@ -177,7 +191,12 @@ async fn a_failed_fsync_poisons_the_partition_until_reopened() {
 #[tokio::test]
 async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     let fs = MemFs::new();
-    let log = open(&fs, Durability::Fsync).unwrap();
+    // No zeros written ahead: the next append needs room of its own.
+    let no_zeros = EmbeddedConfig {
+        preallocate_bytes: 0,
+        ..settings(Durability::Fsync)
+    };
+    let log = open_with(&fs, no_zeros.clone()).unwrap();
     log.create_topic(&topic(), TopicConfig::with_partitions(1))
         .await
         .unwrap();
@@ -199,7 +218,44 @@ async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     log.append(&topic(), P0, vec![record(5)]).await.unwrap();
     acked.push(record(5).value.unwrap());
     drop(log);
-    let log = open(&fs, Durability::Fsync).unwrap();
+    let log = open_with(&fs, no_zeros).unwrap();
+    assert_eq!(values(&read_all(&log, &topic()).await.unwrap()), acked);
+}
+
+#[tokio::test]
+async fn zeros_written_ahead_give_way_to_data_on_a_full_disk() {
+    let fs = MemFs::new();
+    let ahead = EmbeddedConfig {
+        preallocate_bytes: 4096,
+        ..settings(Durability::Fsync)
+    };
+    let log = open_with(&fs, ahead.clone()).unwrap();
+    log.create_topic(&topic(), TopicConfig::with_partitions(1))
+        .await
+        .unwrap();
+    log.append(&topic(), P0, vec![record(0)]).await.unwrap();
+    let used: u64 = fs.files().iter().filter_map(|p| fs.file_len(p)).sum();
+    // Room for ~1 KiB past the zeros: the append that reaches their end cannot
+    // write 4 KiB more, but its data fits.
+    fs.set_space_limit(Some(used + 1024));
+    let mut acked = vec![record(0).value.unwrap()];
+    let mut i = 1;
+    let err = loop {
+        match log.append(&topic(), P0, vec![record(i)]).await {
+            Ok(_) => acked.push(record(i).value.unwrap()),
+            Err(e) => break e,
+        }
+        i += 1;
+    };
+    assert!(err.to_string().to_lowercase().contains("no space"), "{err}");
+    let written = fs.file_len(&segment_files(&fs, "log")[0]).unwrap();
+    assert_eq!(log.stats().bytes, written, "no zeros left");
+    // The first append wrote zeros to 8 KiB (its end plus 4 KiB, to a whole page).
+    assert!(written > 8192, "the data went past the zeros: {written}");
+    assert_eq!(values(&read_all(&log, &topic()).await.unwrap()), acked);
+    drop(log);
+    fs.set_space_limit(None);
+    let log = open_with(&fs, ahead).unwrap();
     assert_eq!(values(&read_all(&log, &topic()).await.unwrap()), acked);
 }
 
@@ -293,6 +349,53 @@ async fn every_sync_point_leaves_a_recoverable_image_with_all_acknowledged_data(
 }
 
 #[tokio::test]
+async fn zeros_after_the_data_of_an_unsealed_segment_are_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), settings(Durability::Fsync)).unwrap();
+    log.create_topic(&topic(), small_segments()).await.unwrap();
+    for i in 0..60 {
+        log.append(&topic(), P0, vec![record(i)]).await.unwrap();
+    }
+    let before = read_all(&log, &topic()).await.unwrap();
+    let bytes = log.stats().bytes;
+    log.close().unwrap();
+    drop(log);
+    let part = dir.path().join("topics/orders/0");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&part)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert_eq!(
+        logs.iter().map(|p| size(p)).sum::<u64>(),
+        bytes,
+        "a clean close leaves no zeros written ahead"
+    );
+    // As if the process stopped after a roll, before the old segment's cut of its
+    // zeros reached the disk and before it was sealed.
+    let first = &logs[0];
+    let len = size(first);
+    std::fs::remove_file(first.with_extension("index")).unwrap();
+    std::fs::remove_file(first.with_extension("timeindex")).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(first)
+        .unwrap();
+    std::io::Write::write_all(&mut &file, &[0; 5000]).unwrap();
+    drop(file);
+
+    let log = EmbeddedLog::open(dir.path(), settings(Durability::Fsync)).unwrap();
+    assert_eq!(
+        read_all(&log, &topic()).await.unwrap(),
+        before,
+        "the segments after it are kept"
+    );
+    assert_eq!(size(first), len, "the zeros are cut");
+}
+
+#[tokio::test]
 async fn missing_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(dir.path(), settings(Durability::Fsync)).unwrap();
@@ -351,6 +454,32 @@ async fn a_second_opener_of_the_data_dir_is_refused() {
     EmbeddedLog::open(dir.path(), EmbeddedConfig::default()).expect("free again after close");
 }
 
+#[test]
+fn settings_the_log_cannot_use_are_refused_by_name() {
+    for (bad, field) in [
+        (
+            EmbeddedConfig {
+                sync_threads: 0,
+                ..EmbeddedConfig::default()
+            },
+            "log.sync_threads",
+        ),
+        (
+            EmbeddedConfig {
+                preallocate_bytes: 1 << 30,
+                ..EmbeddedConfig::default()
+            },
+            "log.preallocate_bytes",
+        ),
+    ] {
+        let fs = MemFs::new();
+        let err = open_with(&fs, bad).unwrap_err();
+        assert!(matches!(err, LogError::InvalidConfig { .. }), "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+        assert!(fs.files().is_empty(), "nothing written: {:?}", fs.files());
+    }
+}
+
 #[tokio::test]
 async fn an_unusable_data_dir_gives_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -395,10 +524,7 @@ async fn retention_deletes_whole_old_segments_only() {
         "a whole segment is the unit"
     );
     assert_eq!(kept.last().unwrap().offset, last);
-    let bytes: u64 = segment_files(&fs, "log")
-        .iter()
-        .filter_map(|p| fs.file_len(p))
-        .sum();
+    let bytes = log.stats().bytes;
     assert!(
         bytes < 4096 + 2048,
         "size is bounded by retention plus one segment: {bytes}"

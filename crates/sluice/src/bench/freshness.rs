@@ -53,6 +53,10 @@ struct Report {
     /// The server's threads going off a core (to wait or preempted) per 1,000 events
     /// during the measurement (threads that exited meanwhile are not counted).
     server_context_switches_per_1k_events: f64,
+    /// This process's CPU per event during the measurement: the shop generating and
+    /// publishing, the subscriber, the view reads (the load the benchmark itself puts
+    /// on the machine beside the server).
+    client_cpu_us_per_event: f64,
     catalog_products: usize,
     durability: &'static str,
 }
@@ -188,8 +192,11 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         args.duration
     );
     let pid = server.child.id();
+    let own = std::process::id();
     let (cpu, switches) = (process_cpu_seconds(pid), context_switches(pid));
+    let client_cpu = process_cpu_seconds(own);
     let measured = measure(&mut shop, &authority, &url, rate, total).await?;
+    let client_cpu = process_cpu_seconds(own) - client_cpu;
     let cpu = process_cpu_seconds(pid) - cpu;
     let switches = context_switches(pid).saturating_sub(switches);
     server.stop()?;
@@ -202,6 +209,7 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         durability: "fsync",
         server_cpu_us_per_event: round2(cpu * 1e6 / total as f64),
         server_context_switches_per_1k_events: round2(switches as f64 * 1e3 / total as f64),
+        client_cpu_us_per_event: round2(client_cpu * 1e6 / total as f64),
         ..measured
     };
     println!("{}", serde_json::to_string(&report)?);
@@ -347,6 +355,7 @@ async fn measure(
         wakeup_late_ms: Percentiles::of(&mut late),
         server_cpu_us_per_event: 0.0,
         server_context_switches_per_1k_events: 0.0,
+        client_cpu_us_per_event: 0.0,
         catalog_products: 0,
         durability: "fsync",
     })

@@ -22,6 +22,7 @@ struct Report {
     batch: usize,
     concurrency: usize,
     durability: String,
+    preallocate_bytes: u64,
     target_records_per_sec: u64,
     append_records_per_sec: f64,
     append_mb_per_sec: f64,
@@ -76,6 +77,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
     }
     let settings = EmbeddedConfig {
         durability: args.durability,
+        preallocate_bytes: args.preallocate_bytes,
         ..EmbeddedConfig::default()
     };
     let dir = root.join("log");
@@ -140,6 +142,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
         concurrency: args.concurrency,
         target_records_per_sec: args.rate,
         durability: args.durability.to_string(),
+        preallocate_bytes: args.preallocate_bytes,
         append_records_per_sec: (args.records as f64 / append_elapsed.as_secs_f64()).round(),
         append_mb_per_sec: round2(append_mb),
         append_latency_ms: Percentiles::of(&mut latencies),
