@@ -168,7 +168,7 @@ impl Partition {
                 .is_some_and(|(ms, first)| now.saturating_sub(first) >= ms as i64);
             if seg_len > 0 && (too_big || too_old) {
                 let rolled = self
-                    .write_staged(&mut w, &mut staged)
+                    .write_staged(&mut w, &mut staged, config.segment_bytes)
                     .and_then(|()| self.roll(&mut w));
                 if let Err(e) = rolled {
                     staged.fail(&e);
@@ -201,7 +201,7 @@ impl Partition {
                 w.first_append_ms = Some(now);
             }
         }
-        if let Err(e) = self.write_staged(&mut w, &mut staged) {
+        if let Err(e) = self.write_staged(&mut w, &mut staged, config.segment_bytes) {
             staged.fail(&e);
         }
         // Keep the buffer for the next group: fresh pages cost a fault and a clear each.
@@ -213,13 +213,18 @@ impl Partition {
 
     /// Writes the staged batches at the end of the active segment, then publishes them
     /// (interval, none) or hands them to the syncer (fsync).
-    fn write_staged(self: &Arc<Self>, w: &mut Writer, staged: &mut Staged) -> Result<()> {
+    fn write_staged(
+        self: &Arc<Self>,
+        w: &mut Writer,
+        staged: &mut Staged,
+        segment_bytes: u64,
+    ) -> Result<()> {
         if staged.buf.is_empty() {
             return Ok(());
         }
         let file = &w.active.file;
         let data_len = staged.buf.len();
-        let mut zeroed_end = self.zero_ahead(w, staged);
+        let mut zeroed_end = self.zero_ahead(w, staged, segment_bytes);
         let mut wrote = fs::write_all_at(&**file, &staged.buf, staged.start);
         if wrote.is_err() && staged.buf.len() > data_len && file.set_len(staged.start).is_ok() {
             // No room for the zeros (a full disk): the data alone may still fit.
@@ -269,15 +274,17 @@ impl Partition {
     /// with it, in the same pwrite: the next syncs then write data over zeros
     /// already on disk, within the file's length, and need no write of its size.
     /// Larger groups just extend the file: zeros written first would double the
-    /// bytes they send to disk.
-    fn zero_ahead(&self, w: &Writer, staged: &mut Staged) -> u64 {
+    /// bytes they send to disk. No zeros go past `segment_bytes`, where the segment
+    /// rolls.
+    fn zero_ahead(&self, w: &Writer, staged: &mut Staged, segment_bytes: u64) -> u64 {
         let ahead = self.settings.preallocate_bytes;
         let data_end = staged.start + staged.buf.len() as u64;
         let small = staged.buf.len() as u64 <= ahead / 8;
-        if self.settings.durability != Durability::Fsync || data_end <= w.zeroed_end || !small {
+        let to = (data_end + ahead).next_multiple_of(4096).min(segment_bytes);
+        let fsync = self.settings.durability == Durability::Fsync;
+        if !fsync || data_end <= w.zeroed_end || !small || to <= data_end {
             return w.zeroed_end;
         }
-        let to = (data_end + ahead).next_multiple_of(4096);
         staged.buf.resize((to - staged.start) as usize, 0);
         to
     }
