@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::fmt::Write;
 
 use serde_json::{Value, json};
 use sluice_schema::time::rfc3339;
@@ -185,6 +186,8 @@ pub struct Shop {
     pending: VecDeque<Event>,
     orders: u64,
     reviews: u64,
+    /// The last clock reading's RFC 3339 form (events of one tick share it).
+    occurred_at: (i64, String),
 }
 
 impl Shop {
@@ -210,6 +213,7 @@ impl Shop {
             pending: VecDeque::new(),
             orders: 0,
             reviews: 0,
+            occurred_at: (i64::MIN, String::new()),
         }
     }
 
@@ -266,29 +270,42 @@ impl Shop {
             })
     }
 
-    fn event(&mut self, kind: usize, sku: Option<&str>, now_ms: i64, fields: Value) -> Event {
+    /// An event of `kind` with the members of the JSON object `fields` and its metadata.
+    /// The text is written, not serialized from a `Value`: the benchmarks run the shop
+    /// on the machine they measure, and building and serializing a `Value` for every
+    /// event was most of what their own process cost.
+    fn event(&mut self, kind: usize, sku: Option<&str>, now_ms: i64, fields: &str) -> Event {
         let seq = self.seq;
         self.seq += 1;
-        let metadata = json!({
-            "eid": format!("{}{:012x}", self.eid_prefix, seq & SEQ_MASK),
-            "occurred_at": rfc3339(now_ms),
-        });
-        let mut body = fields;
-        body.as_object_mut()
-            .expect("events are objects")
-            .insert("metadata".into(), metadata);
+        if self.occurred_at.0 != now_ms {
+            self.occurred_at = (now_ms, rfc3339(now_ms));
+        }
+        let members = fields
+            .strip_suffix('}')
+            .expect("the fields are a JSON object");
+        let mut body = String::with_capacity(fields.len() + 100);
+        body.push_str(members);
+        // The eid prefix (hex and dashes) and the time need no escaping.
+        let _ = write!(
+            body,
+            r#","metadata":{{"eid":"{}{:012x}","occurred_at":"{}"}}}}"#,
+            self.eid_prefix,
+            seq & SEQ_MASK,
+            self.occurred_at.1
+        );
         Event {
             kind,
             seq,
             sku: sku.map(String::from),
-            body: body.to_string(),
+            body,
         }
     }
 
-    fn change(&mut self, kind: usize, sku: &str, op: &str, now_ms: i64, data: Value) -> Event {
+    /// A data change event of `kind` whose `data` is the JSON text `data`.
+    fn change(&mut self, kind: usize, sku: &str, op: &str, now_ms: i64, data: &str) -> Event {
         let data_type = ["product", "offer", "stock"][kind];
-        let fields = json!({"data_type": data_type, "data_op": op, "data": data});
-        self.event(kind, Some(sku), now_ms, fields)
+        let fields = format!(r#"{{"data_type":"{data_type}","data_op":"{op}","data":{data}}}"#);
+        self.event(kind, Some(sku), now_ms, &fields)
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
@@ -312,7 +329,7 @@ impl Shop {
             "attributes": {"color": color, "size": self.pick(&SIZES), "material": self.pick(&MATERIALS)},
             "images": images,
         });
-        let e = self.change(PRODUCT, &sku, "C", now_ms, data.clone());
+        let e = self.change(PRODUCT, &sku, "C", now_ms, &text(&data));
         self.pending.push_back(e);
         // Offers: one to four sellers, priced around the product's base price.
         let base = i64::from(self.rng.u32(5..300)) * 100;
@@ -335,7 +352,7 @@ impl Shop {
                 live: true,
             };
             offers.push(self.offers.len());
-            let e = self.change(OFFER, &sku, "C", now_ms, offer.data());
+            let e = self.change(OFFER, &sku, "C", now_ms, &offer.data());
             self.pending.push_back(e);
             self.offers.push(offer);
         }
@@ -372,7 +389,7 @@ impl Shop {
                 live: true,
             };
             stock.push(self.stock.len());
-            let e = self.change(STOCK, &sku, "C", now_ms, row.data());
+            let e = self.change(STOCK, &sku, "C", now_ms, &row.data());
             self.pending.push_back(e);
             self.stock.push(row);
         }
@@ -391,7 +408,7 @@ impl Shop {
         let offer = &mut self.offers[i];
         offer.amount = price_ending((offer.amount * pct / 100).max(99));
         let (sku, data) = (offer.sku.clone(), offer.data());
-        Some(self.change(OFFER, &sku, "U", now_ms, data))
+        Some(self.change(OFFER, &sku, "U", now_ms, &data))
     }
 
     fn stock_change(&mut self, now_ms: i64) -> Option<Event> {
@@ -405,7 +422,7 @@ impl Shop {
         let row = &mut self.stock[i];
         row.qty = (row.qty + delta).max(0);
         let (sku, data) = (row.sku.clone(), row.data());
-        Some(self.change(STOCK, &sku, "U", now_ms, data))
+        Some(self.change(STOCK, &sku, "U", now_ms, &data))
     }
 
     fn order(&mut self, now_ms: i64) -> Option<Event> {
@@ -459,7 +476,7 @@ impl Shop {
             "promised_delivery_at": rfc3339(promised),
             "ship_to": {"country": country, "city": city},
         });
-        Some(self.event(ORDER, None, now_ms, fields))
+        Some(self.event(ORDER, None, now_ms, &text(&fields)))
     }
 
     fn fulfil(&mut self, order: u64, step: Step, now_ms: i64) -> Event {
@@ -489,7 +506,7 @@ impl Shop {
         if status == "delivered" {
             fields["delivered_at"] = Value::String(rfc3339(now_ms));
         }
-        self.event(SHIPMENT, None, now_ms, fields)
+        self.event(SHIPMENT, None, now_ms, &text(&fields))
     }
 
     fn review(&mut self, now_ms: i64) -> Option<Event> {
@@ -511,7 +528,7 @@ impl Shop {
             "title": title,
             "body": format!("{title}. Rated {rating} of 5 after {} weeks.", self.rng.u32(1..20)),
         });
-        Some(self.event(REVIEW, None, now_ms, fields))
+        Some(self.event(REVIEW, None, now_ms, &text(&fields)))
     }
 
     fn product_change(&mut self, now_ms: i64) -> Option<Event> {
@@ -524,25 +541,25 @@ impl Shop {
         product.data["images"] = (0..images)
             .map(|i| Value::String(format!("https://images.shop.test/{sku}/{i}.jpg")))
             .collect();
-        let data = product.data.clone();
-        Some(self.change(PRODUCT, &sku, "U", now_ms, data))
+        let data = text(&product.data);
+        Some(self.change(PRODUCT, &sku, "U", now_ms, &data))
     }
 
     /// A product leaves the catalog, with its offers and stock.
     fn discontinue(&mut self, now_ms: i64) -> Option<Event> {
         let p = live(&mut self.rng, &self.products, |p| p.live)?;
         self.products[p].live = false;
-        let (sku, data) = (self.products[p].sku.clone(), self.products[p].data.clone());
-        let e = self.change(PRODUCT, &sku, "D", now_ms, data);
+        let (sku, data) = (self.products[p].sku.clone(), text(&self.products[p].data));
+        let e = self.change(PRODUCT, &sku, "D", now_ms, &data);
         for o in self.products[p].offers.clone() {
             if std::mem::replace(&mut self.offers[o].live, false) {
-                let e = self.change(OFFER, &sku, "D", now_ms, self.offers[o].data());
+                let e = self.change(OFFER, &sku, "D", now_ms, &self.offers[o].data());
                 self.pending.push_back(e);
             }
         }
         for s in self.products[p].stock.clone() {
             self.stock[s].live = false;
-            let e = self.change(STOCK, &sku, "D", now_ms, self.stock[s].data());
+            let e = self.change(STOCK, &sku, "D", now_ms, &self.stock[s].data());
             self.pending.push_back(e);
         }
         Some(e)
@@ -550,23 +567,60 @@ impl Shop {
 }
 
 impl Offer {
-    fn data(&self) -> Value {
-        json!({
-            "offer_id": self.id, "sku": self.sku, "seller": self.seller,
-            "price": {"amount": self.amount, "currency": "EUR"},
-            "condition": self.condition, "dispatch_days": self.dispatch_days,
-        })
+    /// The offer as JSON text (three in four of the shop's events are an offer's or
+    /// a stock row's, so they are written directly).
+    fn data(&self) -> String {
+        let mut out = String::with_capacity(192);
+        out.push_str(r#"{"offer_id":"#);
+        quoted(&mut out, &self.id);
+        out.push_str(r#","sku":"#);
+        quoted(&mut out, &self.sku);
+        out.push_str(r#","seller":"#);
+        quoted(&mut out, self.seller);
+        let _ = write!(
+            out,
+            r#","price":{{"amount":{},"currency":"EUR"}},"condition":"#,
+            self.amount
+        );
+        quoted(&mut out, self.condition);
+        let _ = write!(out, r#","dispatch_days":{}}}"#, self.dispatch_days);
+        out
     }
 }
 
 impl Stock {
-    fn data(&self) -> Value {
-        json!({
-            "sku": self.sku, "location": self.location,
-            "location_type": if self.store { "store" } else { "warehouse" },
-            "qty": self.qty,
-        })
+    /// The stock row as JSON text.
+    fn data(&self) -> String {
+        let mut out = String::with_capacity(128);
+        out.push_str(r#"{"sku":"#);
+        quoted(&mut out, &self.sku);
+        out.push_str(r#","location":"#);
+        quoted(&mut out, self.location);
+        let kind = if self.store { "store" } else { "warehouse" };
+        let _ = write!(out, r#","location_type":"{kind}","qty":{}}}"#, self.qty);
+        out
     }
+}
+
+/// `s` as a JSON string.
+fn quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A `Value` as JSON text.
+fn text(v: &Value) -> String {
+    serde_json::to_string(v).expect("a Value always serializes")
 }
 
 /// A random live item: a few tries, then none (the catalog is nearly all live).

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sluice_bus::{Bus, BusConfig, Published, Publisher};
 use sluice_log::{EmbeddedConfig, EmbeddedLog, Log};
 
-use super::super::{EVENT_TYPES, SHIPMENT, event_types};
+use super::super::{EVENT_TYPES, OFFER, SHIPMENT, STOCK, event_types};
 use super::*;
 
 const START: i64 = 1_795_000_000_000;
@@ -66,6 +66,28 @@ async fn every_event_is_valid_for_its_event_type() {
         if let Some(op) = v["data_op"].as_str() {
             ops.insert(op.to_string());
         }
+        // Offers and stock rows are written as text: every field, none extra.
+        let fields: &[&str] = match e.kind {
+            OFFER => &[
+                "condition",
+                "dispatch_days",
+                "offer_id",
+                "price",
+                "seller",
+                "sku",
+            ],
+            STOCK => &["location", "location_type", "qty", "sku"],
+            _ => &[],
+        };
+        if !fields.is_empty() {
+            let keys: Vec<&str> = v["data"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(keys, fields, "{}", e.body);
+        }
         if e.kind == SHIPMENT
             && let Some(at) = v["delivered_at"].as_str()
             && at > v["promised_delivery_at"].as_str().unwrap()
@@ -94,4 +116,20 @@ async fn every_event_is_valid_for_its_event_type() {
         "no late delivery among {} shipments",
         by_kind[SHIPMENT]
     );
+}
+
+#[test]
+fn written_strings_read_back_as_themselves() {
+    for s in [
+        "SKU-000001",
+        "say \"hi\"",
+        r"C:\shop",
+        "tab\there\nline\u{1}",
+        "Zoë 🛒",
+        "",
+    ] {
+        let mut out = String::new();
+        quoted(&mut out, s);
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s, "{out}");
+    }
 }
