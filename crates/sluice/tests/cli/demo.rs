@@ -174,6 +174,8 @@ fn bench_freshness_measures_the_shop_end_to_end() {
         v["server_context_switches_per_1k_events"].as_f64().unwrap() > 0.0,
         "{v}"
     );
+    // And the benchmark's own (it shares the machine).
+    assert!(v["client_cpu_us_per_event"].as_f64().unwrap() > 0.0, "{v}");
     for key in ["publish_to_subscriber_ms", "publish_to_view_ms"] {
         for p in ["p50", "p99", "p999"] {
             assert!(v[key][p].as_f64().is_some(), "{key}.{p}: {v}");
