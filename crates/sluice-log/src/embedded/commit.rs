@@ -36,6 +36,9 @@ use crate::types::{Offset, Timestamp};
 
 pub(crate) type Reply = oneshot::Sender<Result<Appended>>;
 
+/// The largest group commit that writes zeros ahead (`Partition::zero_ahead`).
+const SMALL_GROUP_BYTES: u64 = 4096;
+
 pub(crate) struct Pending {
     batch: EncodedBatch,
     reply: Reply,
@@ -269,20 +272,21 @@ impl Partition {
         Ok(())
     }
 
-    /// Where the zeros written ahead will end once `staged` is written. A small group
-    /// that would end past them (durability fsync) takes `preallocate_bytes` more
-    /// with it, in the same pwrite: the next syncs then write data over zeros
-    /// already on disk, within the file's length, and need no write of its size.
-    /// Larger groups just extend the file: zeros written first would double the
-    /// bytes they send to disk. No zeros go past `segment_bytes`, where the segment
-    /// rolls.
+    /// Where the zeros written ahead will end once `staged` is written. A group of at
+    /// most `SMALL_GROUP_BYTES` that would end past them (durability fsync) takes
+    /// `preallocate_bytes` more with it, in the same pwrite: the next syncs then
+    /// write data over zeros already on disk, within the file's length, and need no
+    /// write of its size. Larger groups just extend the file: zeros written first
+    /// double the bytes a group sends to disk, which for a page costs less than the
+    /// write of the size it saves, and under a stream of large groups saturates the
+    /// disk. No zeros go past `segment_bytes`, where the segment rolls.
     fn zero_ahead(&self, w: &Writer, staged: &mut Staged, segment_bytes: u64) -> u64 {
         let ahead = self.settings.preallocate_bytes;
         let data_end = staged.start + staged.buf.len() as u64;
-        let small = staged.buf.len() as u64 <= ahead / 8;
+        let small = staged.buf.len() as u64 <= SMALL_GROUP_BYTES;
         let to = (data_end + ahead).next_multiple_of(4096).min(segment_bytes);
         let fsync = self.settings.durability == Durability::Fsync;
-        if !fsync || data_end <= w.zeroed_end || !small || to <= data_end {
+        if !fsync || ahead == 0 || data_end <= w.zeroed_end || !small || to <= data_end {
             return w.zeroed_end;
         }
         staged.buf.resize((to - staged.start) as usize, 0);

@@ -58,10 +58,10 @@ pub struct EmbeddedConfig {
     pub sync_threads: usize,
     /// How often retention and compaction run.
     pub maintenance_interval_ms: u64,
-    /// With `durability = "fsync"`: when a small group commit reaches the end of the
-    /// zeros written ahead in the active segment, this many more bytes of zeros are
-    /// written with it. An fdatasync of data written over them does not also have to
-    /// write the file's new size, one disk write fewer per sync (0: off).
+    /// With `durability = "fsync"`: when a group commit of at most 4 KiB reaches the
+    /// end of the zeros written ahead in the active segment, this many more bytes of
+    /// zeros are written with it. An fdatasync of data written over them does not also
+    /// have to write the file's new size, one disk write fewer per sync (0: off).
     pub preallocate_bytes: u64,
 }
 
