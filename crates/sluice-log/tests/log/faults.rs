@@ -190,30 +190,45 @@ async fn a_failed_fsync_poisons_the_partition_until_reopened() {
     assert_eq!(got.last(), record(4).value.as_ref());
 }
 
+/// A log (fsync) on `fs` writing `preallocate_bytes` of zeros ahead, with the test
+/// topic of one partition; its settings, to reopen it.
+async fn one_partition(fs: &MemFs, preallocate_bytes: u64) -> (EmbeddedLog, EmbeddedConfig) {
+    let settings = EmbeddedConfig {
+        preallocate_bytes,
+        ..settings(Durability::Fsync)
+    };
+    let log = open_with(fs, settings.clone()).unwrap();
+    log.create_topic(&topic(), TopicConfig::with_partitions(1))
+        .await
+        .unwrap();
+    (log, settings)
+}
+
+fn bytes_on_disk(fs: &MemFs) -> u64 {
+    fs.files().iter().filter_map(|p| fs.file_len(p)).sum()
+}
+
+fn assert_no_space(err: &LogError) {
+    assert!(err.to_string().to_lowercase().contains("no space"), "{err}");
+}
+
 #[tokio::test]
 async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     let fs = MemFs::new();
     // No zeros written ahead: the next append needs room of its own.
-    let no_zeros = EmbeddedConfig {
-        preallocate_bytes: 0,
-        ..settings(Durability::Fsync)
-    };
-    let log = open_with(&fs, no_zeros.clone()).unwrap();
-    log.create_topic(&topic(), TopicConfig::with_partitions(1))
-        .await
-        .unwrap();
+    let (log, no_zeros) = one_partition(&fs, 0).await;
     let mut acked = Vec::new();
     for i in 0..5 {
         log.append(&topic(), P0, vec![record(i)]).await.unwrap();
         acked.push(record(i).value.unwrap());
     }
-    let used: u64 = fs.files().iter().filter_map(|p| fs.file_len(p)).sum();
-    fs.set_space_limit(Some(used + 20)); // room for part of one more batch: a short write
+    // Room for part of one more batch: a short write.
+    fs.set_space_limit(Some(bytes_on_disk(&fs) + 20));
     let err = log
         .append(&topic(), P0, vec![record(99)])
         .await
         .unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("no space"), "{err}");
+    assert_no_space(&err);
     assert_eq!(values(&read_all(&log, &topic()).await.unwrap()), acked);
     // The short write was undone, so once there is room again appends go on.
     fs.set_space_limit(None);
@@ -227,19 +242,11 @@ async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
 #[tokio::test]
 async fn zeros_written_ahead_give_way_to_data_on_a_full_disk() {
     let fs = MemFs::new();
-    let ahead = EmbeddedConfig {
-        preallocate_bytes: 4096,
-        ..settings(Durability::Fsync)
-    };
-    let log = open_with(&fs, ahead.clone()).unwrap();
-    log.create_topic(&topic(), TopicConfig::with_partitions(1))
-        .await
-        .unwrap();
+    let (log, ahead) = one_partition(&fs, 4096).await;
     log.append(&topic(), P0, vec![record(0)]).await.unwrap();
-    let used: u64 = fs.files().iter().filter_map(|p| fs.file_len(p)).sum();
     // Room for ~1 KiB past the zeros: the append that reaches their end cannot
     // write 4 KiB more, but its data fits.
-    fs.set_space_limit(Some(used + 1024));
+    fs.set_space_limit(Some(bytes_on_disk(&fs) + 1024));
     let mut acked = vec![record(0).value.unwrap()];
     let mut i = 1;
     let err = loop {
@@ -249,7 +256,7 @@ async fn zeros_written_ahead_give_way_to_data_on_a_full_disk() {
         }
         i += 1;
     };
-    assert!(err.to_string().to_lowercase().contains("no space"), "{err}");
+    assert_no_space(&err);
     let written = fs.file_len(&segment_files(&fs, "log")[0]).unwrap();
     assert_eq!(log.stats().bytes, written, "no zeros left");
     // The first append wrote zeros to 8 KiB (its end plus 4 KiB, to a whole page).
