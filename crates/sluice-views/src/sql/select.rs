@@ -7,7 +7,7 @@ use super::{
     unsupported,
 };
 use crate::expr::Expr;
-use crate::plan::{Column, ColumnId, JoinKind, Rel, ScanDraft};
+use crate::plan::{Column, ColumnId, JoinKind, Rel, ScanDraft, SourceInfo, SourceKind};
 
 impl Planner<'_> {
     fn id(&mut self) -> usize {
@@ -342,7 +342,7 @@ impl Planner<'_> {
             ast::TableFactor::Table {
                 name,
                 alias,
-                args: None,
+                args,
                 with_hints,
                 version: None,
                 with_ordinality: false,
@@ -351,10 +351,15 @@ impl Planner<'_> {
                 sample: None,
                 index_hints,
             } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => {
-                let named = object_name(name)?;
-                let (event_type, info) = match self.catalog.resolve(&named) {
-                    Ok(found) => found,
-                    Err(why) => return at(name, why),
+                let (named, event_type, info) = match args {
+                    None => {
+                        let named = object_name(name)?;
+                        match self.catalog.resolve(&named) {
+                            Ok((event_type, info)) => (named, event_type, info),
+                            Err(why) => return at(name, why),
+                        }
+                    }
+                    Some(args) => self.stream_of(f, name, args)?,
                 };
                 let alias = match alias {
                     Some(a) if !a.columns.is_empty() => {
@@ -410,5 +415,47 @@ impl Planner<'_> {
             }
             other => unsupported(other, "this kind of FROM item"),
         }
+    }
+
+    /// `STREAM(name)`: an event type of another category than `data` read as a stream
+    /// (every event a new row) though it has a key. The view then keeps no table of
+    /// its events: orders counted per minute need the minutes, not every order.
+    fn stream_of(
+        &self,
+        f: &ast::TableFactor,
+        function: &ast::ObjectName,
+        args: &ast::TableFunctionArgs,
+    ) -> Result<(String, String, SourceInfo)> {
+        if !object_name(function)?.eq_ignore_ascii_case("stream") {
+            return unsupported(f, "a table function other than STREAM(event_type)");
+        }
+        let one_name = "STREAM takes one event type's name: STREAM(\"shop.order\")";
+        let arg = match (&args.args[..], &args.settings) {
+            ([ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))], None) => e,
+            _ => return at(f, one_name),
+        };
+        let named = match arg {
+            ast::Expr::Identifier(i) => i.value.clone(),
+            ast::Expr::CompoundIdentifier(parts) => parts
+                .iter()
+                .map(|p| p.value.as_str())
+                .collect::<Vec<_>>()
+                .join("."),
+            _ => return at(f, one_name),
+        };
+        let (event_type, mut info) = match self.catalog.resolve(&named) {
+            Ok(found) => found,
+            Err(why) => return at(f, why),
+        };
+        if info.data_change {
+            return at(
+                f,
+                format!(
+                    "`{named}` holds data change events: it is read as a table (a stream would lose its deletes)"
+                ),
+            );
+        }
+        info.kind = SourceKind::Stream;
+        Ok((named, event_type, info))
     }
 }

@@ -34,6 +34,13 @@ impl Catalog for Shop {
                 kind: SourceKind::Stream,
                 data_change: false,
             },
+            // Business events hash-partitioned by their id: a table unless read with STREAM().
+            "shop.review" => SourceInfo {
+                kind: SourceKind::Table {
+                    key: vec![path("review_id")],
+                },
+                data_change: false,
+            },
             _ => return None,
         })
     }

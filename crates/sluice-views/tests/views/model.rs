@@ -571,3 +571,40 @@ fn a_key_both_sides_of_an_inner_join_change_in_one_step_is_joined_once() {
         (1, 1, row("d", 17))
     );
 }
+
+#[test]
+fn a_keyed_business_event_type_read_as_a_stream_counts_every_event_and_keeps_none() {
+    fn apply(view: &mut View, ids: std::ops::Range<u32>) {
+        let events: Vec<Value> = ids
+            .map(|i| {
+                json!({"metadata": {"eid": "e", "occurred_at": "2026-11-23T00:00:00Z"},
+                       "review_id": format!("r{i}"), "sku": "s1", "rating": 5})
+            })
+            .collect();
+        let refs: Vec<(&str, &Value)> = events.iter().map(|e| ("shop.review", e)).collect();
+        let applied = view.apply(&refs, OnError::Stop);
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    }
+    let counts = |from: &str| {
+        let sql = format!("CREATE VIEW v AS SELECT sku, COUNT(*) AS n FROM {from} GROUP BY sku");
+        let mut view = View::new(Arc::new(compile(&sql, &Shop).unwrap()));
+        // Review 0 twice (a producer sending it again under a new eid).
+        apply(&mut view, 0..1);
+        apply(&mut view, 0..2);
+        let offsets = [(("shop.review".to_string(), 0), 0)].into();
+        let before = snapshot::encode(&view, &sql, &offsets).len();
+        apply(&mut view, 2..1002);
+        let grown = snapshot::encode(&view, &sql, &offsets).len() - before;
+        let n = view.output().get("s1").unwrap()[1].clone();
+        (n, grown)
+    };
+    // As a table (its key is review_id): the latest review per id (1,002 ids), each
+    // one kept.
+    let (n, grown) = counts(r#""shop.review""#);
+    assert_eq!(n, Datum::Int(1002));
+    assert!(grown > 1000 * 8, "{grown} bytes for 1000 reviews");
+    // As a stream: every event counted (1,003), and only the group kept.
+    let (n, grown) = counts(r#"STREAM("shop.review")"#);
+    assert_eq!(n, Datum::Int(1003));
+    assert!(grown < 16, "{grown} bytes for 1000 reviews");
+}

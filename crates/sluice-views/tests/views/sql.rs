@@ -1,7 +1,7 @@
 //! What the SQL subset compiles to, and how what it lacks is refused.
 
 use serde_json::json;
-use sluice_views::{compile, plan::Column};
+use sluice_views::{SourceKind, compile, plan::Column};
 
 use crate::Shop;
 
@@ -47,6 +47,34 @@ fn keys_are_derived_from_sources_joins_and_groups() {
 }
 
 #[test]
+fn stream_reads_a_keyed_business_event_type_as_a_stream() {
+    let kind = |sql: &str| compile(sql, &Shop).unwrap().scans[0].info.kind.clone();
+    assert!(matches!(
+        kind(r#"CREATE VIEW v AS SELECT review_id, sku FROM "shop.review""#),
+        SourceKind::Table { .. }
+    ));
+    assert_eq!(
+        kind(
+            r#"CREATE VIEW v AS SELECT sku, COUNT(*) AS n FROM STREAM("shop.review") GROUP BY sku"#
+        ),
+        SourceKind::Stream
+    );
+    assert_eq!(
+        kind(
+            r#"CREATE VIEW v AS SELECT r.sku, COUNT(*) AS n FROM stream("shop.review") r GROUP BY r.sku"#
+        ),
+        SourceKind::Stream
+    );
+    // A stream has no key: without GROUP BY the view must declare one.
+    let e = compile(
+        r#"CREATE VIEW v AS SELECT review_id, sku FROM STREAM("shop.review")"#,
+        &Shop,
+    )
+    .unwrap_err();
+    assert!(e.message.contains("declare it"), "{}", e.message);
+}
+
+#[test]
 fn rows_are_json_with_star_spread_and_hidden_columns_left_out() {
     let p = compile(
         r#"CREATE VIEW v AS SELECT *, 1 AS one FROM "shop.product""#,
@@ -80,6 +108,30 @@ fn what_the_subset_lacks_is_refused_with_its_position() {
         ("SELECT 1", "a statement other than CREATE VIEW", 1, 1),
         (
             "CREATE VIEW v AS SELECT sku FROM \"shop.nothing\"",
+            "event type `shop.nothing` does not exist",
+            1,
+            34,
+        ),
+        (
+            "CREATE VIEW v AS SELECT sku FROM STREAM(\"shop.product\")",
+            "`shop.product` holds data change events: it is read as a table",
+            1,
+            34,
+        ),
+        (
+            "CREATE VIEW v AS SELECT sku FROM STREAM(\"shop.review\", \"shop.order\")",
+            "STREAM takes one event type's name",
+            1,
+            34,
+        ),
+        (
+            "CREATE VIEW v AS SELECT sku FROM LATEST(\"shop.review\")",
+            "a table function other than STREAM(event_type)",
+            1,
+            34,
+        ),
+        (
+            "CREATE VIEW v AS SELECT sku FROM STREAM(\"shop.nothing\") s",
             "event type `shop.nothing` does not exist",
             1,
             34,

@@ -53,7 +53,7 @@ FROM "shop.stock" GROUP BY sku"#,
     r#"CREATE VIEW orders_per_minute AS
 SELECT SUBSTRING(metadata.occurred_at, 1, 16) AS minute, COUNT(*) AS orders,
        SUM(total.amount) AS revenue_cents
-FROM "shop.order" GROUP BY SUBSTRING(metadata.occurred_at, 1, 16)"#,
+FROM STREAM("shop.order") GROUP BY SUBSTRING(metadata.occurred_at, 1, 16)"#,
 ];
 
 fn money() -> Value {
