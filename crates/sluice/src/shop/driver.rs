@@ -233,8 +233,8 @@ pub async fn publish_all(driver: &Driver, events: Vec<Event>) -> anyhow::Result<
     Ok(())
 }
 
-/// Creates the shop's event types and views where they are missing (a second run on
-/// the same data dir finds them).
+/// Creates the shop's event types where they are missing (a second run on the same
+/// data dir finds them) and its views as this binary defines them.
 pub fn register(base_url: &str) -> anyhow::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -254,10 +254,20 @@ pub fn register(base_url: &str) -> anyhow::Result<()> {
             (status, body) => bail!("cannot create event type {}: {status} {body}", et["name"]),
         }
     }
-    for sql in VIEWS {
-        match post("/views", &serde_json::json!({ "sql": sql }))? {
-            (201 | 409, _) => {}
-            (status, body) => bail!("cannot create a view: {status} {body}\n{sql}"),
+    // PUT: a view this binary defines differently (a data dir of an older demo) is
+    // replaced blue/green; one already as defined is left alone.
+    for (name, sql) in VIEWS {
+        let mut r = agent
+            .put(&format!("{base_url}/views/{name}"))
+            .header("Content-Type", "application/json")
+            .send(serde_json::json!({ "sql": sql }).to_string().as_bytes())
+            .with_context(|| format!("cannot reach Sluice at {base_url}"))?;
+        match r.status().as_u16() {
+            200 | 201 => {}
+            status => bail!(
+                "cannot create view {name}: {status} {}\n{sql}",
+                r.body_mut().read_to_string()?
+            ),
         }
     }
     Ok(())

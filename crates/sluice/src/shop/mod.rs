@@ -43,17 +43,23 @@ JOIN (SELECT sku, MIN(price.amount) AS best_price, COUNT(*) AS offers
 LEFT JOIN (SELECT sku, SUM(qty) AS available FROM "shop.stock" GROUP BY sku) s
   ON s.sku = p.sku"#;
 
-/// The shop's views: the enriched product, stock per sku, orders per minute.
-pub const VIEWS: [&str; 3] = [
-    PRODUCT_LISTING,
-    r#"CREATE VIEW stock_per_sku AS
+/// The shop's views by name: the enriched product, stock per sku, orders per minute.
+pub const VIEWS: [(&str, &str); 3] = [
+    ("product_listing", PRODUCT_LISTING),
+    (
+        "stock_per_sku",
+        r#"CREATE VIEW stock_per_sku AS
 SELECT sku, SUM(qty) AS available, COUNT(*) AS locations,
        SUM(CASE WHEN location_type = 'store' THEN qty ELSE 0 END) AS in_stores
 FROM "shop.stock" GROUP BY sku"#,
-    r#"CREATE VIEW orders_per_minute AS
+    ),
+    (
+        "orders_per_minute",
+        r#"CREATE VIEW orders_per_minute AS
 SELECT SUBSTRING(metadata.occurred_at, 1, 16) AS minute, COUNT(*) AS orders,
        SUM(total.amount) AS revenue_cents
 FROM STREAM("shop.order") GROUP BY SUBSTRING(metadata.occurred_at, 1, 16)"#,
+    ),
 ];
 
 fn money() -> Value {

@@ -4,6 +4,7 @@
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,9 +24,8 @@ fn get(url: &str) -> (u16, Value) {
     )
 }
 
-#[test]
-fn the_demo_fills_the_enriched_view_and_stops_on_ctrl_c() {
-    let dir = tempfile::tempdir().unwrap();
+/// A `sluice demo` on `dir`, its URL once it serves, and its stdout's lines.
+fn start(dir: &std::path::Path) -> (std::process::Child, String, Receiver<String>) {
     let mut demo = sluice()
         .args([
             "demo",
@@ -37,7 +37,7 @@ fn the_demo_fills_the_enriched_view_and_stops_on_ctrl_c() {
             "50",
         ])
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -61,6 +61,26 @@ fn the_demo_fills_the_enriched_view_and_stops_on_ctrl_c() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
+    (demo, url, lines)
+}
+
+/// Ctrl-C: the demo stops cleanly and sums up; what it said.
+fn interrupt(demo: std::process::Child, lines: &Receiver<String>) -> Vec<String> {
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = demo.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lines.iter().collect()
+}
+
+#[test]
+fn the_demo_fills_the_enriched_view_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, url, lines) = start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
 
     // The catalog's products appear, complete: product + best offer + stock.
     let listed = loop {
@@ -103,14 +123,7 @@ fn the_demo_fills_the_enriched_view_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let interrupted = Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let out = demo.wait_with_output().unwrap();
-    let said: Vec<String> = lines.iter().collect();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = interrupt(demo, &lines);
     let summary = said
         .iter()
         .find(|l| l.contains("the shop published"))
@@ -120,6 +133,52 @@ fn the_demo_fills_the_enriched_view_and_stops_on_ctrl_c() {
         said.last().map(String::as_str),
         Some("sluice demo: stopped")
     );
+}
+
+/// A data dir of an older demo, whose view reads orders as a table: the next demo
+/// replaces that view with its own, and leaves the views it defines alike untouched.
+#[test]
+fn a_second_demo_on_a_data_dir_brings_its_views_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, url, lines) = start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(&format!("{url}/views/orders_per_minute")).0 != 200 {
+        assert!(Instant::now() < deadline, "the demo never made its views");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let older = "CREATE VIEW orders_per_minute AS SELECT SUBSTRING(metadata.occurred_at, 1, 16) \
+                 AS minute, COUNT(*) AS orders FROM \"shop.order\" \
+                 GROUP BY SUBSTRING(metadata.occurred_at, 1, 16)";
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let put = agent
+        .put(&format!("{url}/views/orders_per_minute"))
+        .header("Content-Type", "application/json")
+        .send(serde_json::json!({ "sql": older }).to_string().as_bytes())
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let (_, listing) = get(&format!("{url}/views/product_listing"));
+    interrupt(demo, &lines);
+
+    // The view is replaced once the demo has registered the shop (after it serves).
+    let (demo, url, lines) = start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, orders) = get(&format!("{url}/views/orders_per_minute"));
+        if orders["sql"]
+            .as_str()
+            .is_some_and(|sql| sql.contains("STREAM(\"shop.order\")"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still the older view: {orders}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, again) = get(&format!("{url}/views/product_listing"));
+    assert_eq!(again["updated_at"], listing["updated_at"], "{again}");
+    interrupt(demo, &lines);
 }
 
 #[test]
