@@ -24,8 +24,20 @@ fn get(url: &str) -> (u16, Value) {
     )
 }
 
+/// A running demo, killed if its test ends (or fails) without stopping it.
+struct Demo(Option<std::process::Child>);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A `sluice demo` on `dir`, its URL once it serves, and its stdout's lines.
-fn start(dir: &std::path::Path) -> (std::process::Child, String, Receiver<String>) {
+fn start(dir: &std::path::Path) -> (Demo, String, Receiver<String>) {
     let mut demo = sluice()
         .args([
             "demo",
@@ -43,6 +55,7 @@ fn start(dir: &std::path::Path) -> (std::process::Child, String, Receiver<String
         .spawn()
         .unwrap();
     let stdout = demo.stdout.take().unwrap();
+    let demo = Demo(Some(demo));
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
@@ -65,7 +78,8 @@ fn start(dir: &std::path::Path) -> (std::process::Child, String, Receiver<String
 }
 
 /// Ctrl-C: the demo stops cleanly and sums up; what it said.
-fn interrupt(demo: std::process::Child, lines: &Receiver<String>) -> Vec<String> {
+fn interrupt(mut demo: Demo, lines: &Receiver<String>) -> Vec<String> {
+    let demo = demo.0.take().expect("running");
     let interrupted = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])
         .status()
