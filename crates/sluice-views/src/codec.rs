@@ -212,7 +212,8 @@ impl<'a> Reader<'a> {
     pub fn row(&mut self) -> Result<Row> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let read = self.row_into(&mut scratch);
-        let row = read.map(|()| Row::from(&scratch[..]));
+        // Moved into the row's one allocation, not cloned and dropped.
+        let row = read.map(|()| scratch.drain(..).collect());
         scratch.clear();
         self.scratch = scratch;
         row

@@ -33,9 +33,10 @@ use crate::view::View;
 
 const MAGIC: &[u8; 8] = b"SLUICEVW";
 /// Raised whenever the sections a plan has change (5: a join side made of tables
-/// joined on their key has no index). A file of another version is not used: the
-/// view is built from the log instead.
-const VERSION: u32 = 5;
+/// joined on their key has no index; 6: nor has an aggregate joined on its group
+/// value, nor the right side of a left join on a table's key). A file of another
+/// version is not used: the view is built from the log instead.
+const VERSION: u32 = 6;
 
 /// Identifies the SQL a state was computed for: state of other SQL is not loaded.
 pub fn fingerprint(sql: &str) -> u64 {

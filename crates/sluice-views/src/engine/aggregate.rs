@@ -268,6 +268,26 @@ impl Aggregate {
         out
     }
 
+    /// Calls `f` with the row of the group whose one value is `key` (a join key:
+    /// a whole double joins as the integer, so the group of either is found).
+    pub(super) fn rows_of(&self, key: &Datum, f: &mut dyn FnMut(&Row)) {
+        let mut of = |value: Datum| {
+            let key = Key::One(value);
+            if let Some(g) = self.groups.get(&key)
+                && (g.rows > 0 || self.global)
+                && let Ok(row) = group_row(&self.aggs, &key, g)
+            {
+                f(&row);
+            }
+        };
+        of(key.clone());
+        if let Datum::Int(i) = key
+            && i.unsigned_abs() < 9_000_000_000_000_000
+        {
+            of(Datum::Float(*i as f64));
+        }
+    }
+
     pub(crate) fn fresh(&self) -> Group {
         fresh(&self.aggs)
     }

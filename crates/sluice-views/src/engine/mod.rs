@@ -145,13 +145,18 @@ impl Emit<'_> {
     }
 }
 
-/// One side of a join's state: an index of its own, or rows looked up in the source
-/// tables by the join key (no state of its own). Tables are updated before the
-/// operators step, so a looked-up side is the side's new state.
+/// One side of a join's state: an index of its own, or rows looked up by the join
+/// key where they are kept already (no state of its own): in the source tables, or
+/// in the groups of the side's aggregate. Tables are updated before the operators
+/// step, and a side's aggregate steps before the join, so a looked-up side is the
+/// side's new state.
 #[derive(Debug)]
 pub(crate) enum Side {
     Own(Index),
     Table(Lookup),
+    /// The side is an aggregate with one group value, under filters and projections
+    /// that keep it, joined on that value: a key's row is made from its group.
+    Group,
 }
 
 /// A relation whose rows for a key come straight from source tables: a bare scan of
@@ -222,8 +227,9 @@ impl Lookup {
 }
 
 impl Side {
-    /// Calls `f` with each row under a join key, and its weight.
-    fn each(&self, tables: &[SourceTable], key: &Key, mut f: impl FnMut(&Row, i64)) {
+    /// Calls `f` with each row under a join key, and its weight. `node` is the
+    /// side's operator (a group side's rows come from it).
+    fn each(&self, node: &Node, tables: &[SourceTable], key: &Key, mut f: impl FnMut(&Row, i64)) {
         match (self, key) {
             (Side::Own(index), _) => {
                 for (r, w) in index.get(key).into_iter().flatten() {
@@ -231,7 +237,20 @@ impl Side {
                 }
             }
             (Side::Table(lookup), Key::One(d)) => lookup.each(tables, d, &mut |r| f(r, 1)),
-            (Side::Table(_), Key::Many(_)) => {}
+            (Side::Group, Key::One(d)) => node.group_rows(d, &mut |r| f(r, 1)),
+            (Side::Table(_) | Side::Group, Key::Many(_)) => {}
+        }
+    }
+
+    /// The side a relation joined on `keys` takes: looked up in tables or in its
+    /// groups where it can be, else an index of its own.
+    fn of(rel: &Rel, keys: &[Expr], plan: &Plan) -> Side {
+        if let Some(lookup) = table_side(rel, keys, plan) {
+            return Side::Table(lookup);
+        }
+        match keys {
+            [Expr::Col(c)] if is_group_column(rel, *c) => Side::Group,
+            _ => Side::Own(Index::default()),
         }
     }
 
@@ -245,7 +264,7 @@ impl Side {
     fn own(&self) -> Option<&Index> {
         match self {
             Side::Own(index) => Some(index),
-            Side::Table(_) => None,
+            Side::Table(_) | Side::Group => None,
         }
     }
 }
@@ -260,6 +279,19 @@ fn table_side(rel: &Rel, keys: &[Expr], plan: &Plan) -> Option<Lookup> {
 /// Whether join keys are one of the columns that hold a lookup's key.
 fn on_key(keys: &[Expr], cols: &[usize]) -> bool {
     matches!(keys, [Expr::Col(c)] if cols.contains(c))
+}
+
+/// Whether column `c` of a relation's rows is the one group value of its aggregate
+/// (`GROUP BY sku`, maybe under HAVING and a SELECT list that keeps it).
+fn is_group_column(rel: &Rel, c: usize) -> bool {
+    match rel {
+        Rel::Aggregate { group, .. } => group.len() == 1 && c == 0,
+        Rel::Filter { input, .. } => is_group_column(input, c),
+        Rel::Map { input, exprs, .. } => {
+            matches!(exprs.get(c), Some(Expr::Col(g)) if is_group_column(input, *g))
+        }
+        _ => false,
+    }
 }
 
 /// Errors met while stepping: the message of each row left out.
@@ -285,27 +317,17 @@ impl Node {
                 kind,
                 left_keys,
                 right_keys,
-            } => {
-                // The right side of a left join counts its rows per key (padding):
-                // it keeps its own index.
-                let side =
-                    |table: Option<Lookup>| table.map_or(Side::Own(Index::default()), Side::Table);
-                let right_table = match kind {
-                    JoinKind::Inner => table_side(right, right_keys, plan),
-                    JoinKind::Left => None,
-                };
-                Node::Join(Box::new(Join {
-                    left: Node::build(left, plan),
-                    right: Node::build(right, plan),
-                    kind: *kind,
-                    left_keys: left_keys.clone(),
-                    right_keys: right_keys.clone(),
-                    right_width: width(right, plan),
-                    left_index: side(table_side(left, left_keys, plan)),
-                    right_index: side(right_table),
-                    project: None,
-                }))
-            }
+            } => Node::Join(Box::new(Join {
+                left: Node::build(left, plan),
+                right: Node::build(right, plan),
+                kind: *kind,
+                left_keys: left_keys.clone(),
+                right_keys: right_keys.clone(),
+                right_width: width(right, plan),
+                left_index: Side::of(left, left_keys, plan),
+                right_index: Side::of(right, right_keys, plan),
+                project: None,
+            })),
             Rel::Aggregate {
                 input, group, aggs, ..
             } => Node::Aggregate(Box::new(Aggregate {
@@ -356,6 +378,27 @@ impl Node {
             }
             Node::Join(j) => j.step(scans, tables, errors),
             Node::Aggregate(a) => a.step(scans, tables, errors),
+        }
+    }
+
+    /// Calls `f` with the row the group of value `key` makes here: at an aggregate
+    /// with one group value, or at a filter or projection over one (a group side).
+    /// A row an expression fails on is left out, as `step` leaves it out.
+    fn group_rows(&self, key: &Datum, f: &mut dyn FnMut(&Row)) {
+        match self {
+            Node::Aggregate(a) => a.rows_of(key, f),
+            Node::Filter(input, pred) => input.group_rows(key, &mut |row| {
+                if matches!(pred.eval(row).and_then(|d| truthy(&d)), Ok(true)) {
+                    f(row);
+                }
+            }),
+            Node::Map(input, exprs) => input.group_rows(key, &mut |row| {
+                let values: Result<Vec<Datum>, _> = exprs.iter().map(|e| e.eval(row)).collect();
+                if let Ok(values) = values {
+                    f(&Row::from(values));
+                }
+            }),
+            Node::Scan(_) | Node::Join(_) => {}
         }
     }
 }
@@ -466,7 +509,7 @@ impl Join {
         let dr = self.right.step(scans, tables, errors);
         match self.right_index {
             Side::Own(_) => self.step_own_right(dl, dr, tables, errors),
-            Side::Table(_) => self.step_table_right(dl, dr, tables, errors),
+            Side::Table(_) | Side::Group => self.step_lookup_right(dl, dr, tables, errors),
         }
     }
 
@@ -517,7 +560,7 @@ impl Join {
                 continue;
             };
             let mut any_left = false;
-            self.left_index.each(tables, &key, |l, lw| {
+            self.left_index.each(&self.left, tables, &key, |l, lw| {
                 any_left = true;
                 emit.push(l, &r, lw * w);
             });
@@ -546,7 +589,7 @@ impl Join {
                 _ => 0,
             };
             if sign != 0 {
-                self.left_index.each(tables, &key, |l, lw| {
+                self.left_index.each(&self.left, tables, &key, |l, lw| {
                     emit.push(l, &pad, sign * lw);
                 });
             }
@@ -555,38 +598,61 @@ impl Join {
         emit.out
     }
 
-    /// An inner join whose right side is a table (already R'): L x dR (L as it was)
-    /// plus dL x R'. When the left side is a table too (already L'), a key both
-    /// sides changed is joined once, as its pairs now less its pairs before: the
-    /// terms L' x dR + dL x R' - dL x dR would make three rows of a key whose two
-    /// sides both came in this step, two of them cancelling only downstream.
-    fn step_table_right(
+    /// A join whose right side is looked up as it is now (R': a table, or an
+    /// aggregate's groups): L x dR (L as it was) plus dL x R', and for a left join
+    /// the padding of the keys whose right rows came or went. When the left side is
+    /// looked up as it is now too (L'), a key both sides changed is joined once, as
+    /// its rows now less its rows before: the terms L' x dR + dL x R' - dL x dR
+    /// would make three rows of a key whose two sides both came in this step, two of
+    /// them cancelling only downstream.
+    fn step_lookup_right(
         &mut self,
         dl: ZSet,
         dr: ZSet,
         tables: &[SourceTable],
         errors: &mut Errors,
     ) -> ZSet {
+        let Join {
+            left,
+            right,
+            kind,
+            left_keys,
+            right_keys,
+            right_width,
+            left_index,
+            right_index,
+            project,
+        } = self;
+        let pad = (*kind == JoinKind::Left).then(|| nulls(*right_width));
         let mut emit = Emit {
-            project: self.project.as_deref(),
+            project: project.as_deref(),
             out: Vec::new(),
             values: Vec::new(),
             errors,
         };
-        let keyed_all = |z: ZSet, keys: &[Expr], errors: &mut Errors| {
-            let mut out = Vec::with_capacity(z.len());
-            for (row, w) in z {
-                if let Some(Some(key)) = keyed(keys, &row, errors) {
-                    out.push((key, row, w));
-                }
+        let mut keyed_dr = Vec::with_capacity(dr.len());
+        for (row, w) in dr {
+            if let Some(Some(key)) = keyed(right_keys, &row, emit.errors) {
+                keyed_dr.push((key, row, w));
             }
-            out
-        };
-        let dr = keyed_all(dr, &self.right_keys, emit.errors);
-        let dl = keyed_all(dl, &self.left_keys, emit.errors);
-        // The keys both sides changed, with their changes (both sides tables only).
+        }
+        let mut keyed_dl = Vec::with_capacity(dl.len());
+        for (row, w) in dl {
+            match keyed(left_keys, &row, emit.errors) {
+                Some(Some(key)) => keyed_dl.push((key, row, w)),
+                // A NULL key matches nothing: padded in a left join.
+                Some(None) => {
+                    if let Some(pad) = &pad {
+                        emit.push(&row, pad, w);
+                    }
+                }
+                None => {}
+            }
+        }
+        let (dl, dr) = (keyed_dl, keyed_dr);
+        // The keys both sides changed, with their changes (left side looked up only).
         let mut both: HashMap<Key, (ZSet, ZSet), Hasher> = HashMap::default();
-        if matches!(self.left_index, Side::Table(_)) && !dl.is_empty() && !dr.is_empty() {
+        if !matches!(left_index, Side::Own(_)) && !dl.is_empty() && !dr.is_empty() {
             let right: HashMap<&Key, (), Hasher> = dr.iter().map(|(k, ..)| (k, ())).collect();
             for (key, ..) in &dl {
                 if right.contains_key(key) && !both.contains_key(key) {
@@ -594,14 +660,52 @@ impl Join {
                 }
             }
         }
+        // L x dR; for a left join, each key's net change of right rows, in the order
+        // the keys came (a changed group comes as its old row and its new one, one
+        // after the other: mostly the key counted last).
+        let mut net: Vec<(Key, i64)> = Vec::new();
+        let mut seen: HashMap<Key, usize, Hasher> = HashMap::default();
         for (key, r, w) in dr {
-            match both.get_mut(&key) {
-                Some((_, changes)) => changes.push((r, w)),
-                None => self
-                    .left_index
-                    .each(tables, &key, |l, lw| emit.push(l, &r, lw * w)),
+            if let Some((_, changes)) = both.get_mut(&key) {
+                changes.push((r, w));
+                continue;
+            }
+            let mut any_left = false;
+            left_index.each(left, tables, &key, |l, lw| {
+                any_left = true;
+                emit.push(l, &r, lw * w);
+            });
+            if pad.is_none() || !any_left {
+                continue;
+            }
+            match net.last_mut() {
+                Some((k, sum)) if *k == key => *sum += w,
+                _ => match seen.get(&key) {
+                    Some(i) => net[*i].1 += w,
+                    None => {
+                        seen.insert(key.clone(), net.len());
+                        net.push((key, w));
+                    }
+                },
             }
         }
+        // The padding that appears or goes with R's keys, once per key for the step's
+        // net change (L still as it was).
+        if let Some(pad) = &pad {
+            for (key, change) in net {
+                let mut now = 0;
+                right_index.each(right, tables, &key, |_, w| now += w);
+                let sign = match (now - change > 0, now > 0) {
+                    (false, true) => -1,
+                    (true, false) => 1,
+                    _ => 0,
+                };
+                if sign != 0 {
+                    left_index.each(left, tables, &key, |l, lw| emit.push(l, pad, sign * lw));
+                }
+            }
+        }
+        // dL x R', padded where a left join's key has no right row.
         let mut in_order = Vec::with_capacity(both.len());
         for (key, l, w) in dl {
             if let Some((changes, _)) = both.get_mut(&key) {
@@ -611,30 +715,52 @@ impl Join {
                 changes.push((l, w));
                 continue;
             }
-            self.right_index
-                .each(tables, &key, |r, rw| emit.push(&l, r, w * rw));
-            self.left_index.add(key, l, w);
+            let mut any_right = false;
+            right_index.each(right, tables, &key, |r, rw| {
+                any_right = true;
+                emit.push(&l, r, w * rw);
+            });
+            if let Some(pad) = &pad
+                && !any_right
+            {
+                emit.push(&l, pad, w);
+            }
+            left_index.add(key, l, w);
         }
         for key in in_order {
             let (dl, dr) = &both[&key];
             let mut now = (Vec::new(), Vec::new());
-            self.left_index
-                .each(tables, &key, |l, w| now.0.push((l.clone(), w)));
-            self.right_index
-                .each(tables, &key, |r, w| now.1.push((r.clone(), w)));
+            left_index.each(left, tables, &key, |l, w| now.0.push((l.clone(), w)));
+            right_index.each(right, tables, &key, |r, w| now.1.push((r.clone(), w)));
             let before = (less(&now.0, dl), less(&now.1, dr));
-            for (l, lw) in &now.0 {
-                for (r, rw) in &now.1 {
-                    emit.push(l, r, lw * rw);
-                }
-            }
-            for (l, lw) in &before.0 {
-                for (r, rw) in &before.1 {
-                    emit.push(l, r, -(lw * rw));
-                }
-            }
+            joined(&mut emit, &now.0, &now.1, 1, pad.as_deref());
+            joined(&mut emit, &before.0, &before.1, -1, pad.as_deref());
         }
         emit.out
+    }
+}
+
+/// One key's rows of both sides joined, `sign` times; in a left join (`pad`), a key
+/// without right rows pads its left rows.
+fn joined(
+    emit: &mut Emit<'_>,
+    ls: &[(Row, i64)],
+    rs: &[(Row, i64)],
+    sign: i64,
+    pad: Option<&[Datum]>,
+) {
+    if let Some(pad) = pad
+        && rs.iter().map(|(_, w)| w).sum::<i64>() <= 0
+    {
+        for (l, lw) in ls {
+            emit.push(l, pad, sign * lw);
+        }
+        return;
+    }
+    for (l, lw) in ls {
+        for (r, rw) in rs {
+            emit.push(l, r, sign * lw * rw);
+        }
     }
 }
 

@@ -52,6 +52,25 @@ const VIEWS: &[&str] = &[
        FROM "shop.stock" WHERE location <> 'closed' OR qty IS NULL"#,
     r#"CREATE VIEW orders AS
        SELECT sku, COUNT(*) AS orders, SUM(quantity) AS units FROM "shop.order" GROUP BY sku"#,
+    // Aggregates joined on their group value, looked up in their groups: on the left
+    // of an inner join, under HAVING on the right of a left join, and grouped by a
+    // number (a whole double joins as the integer: an offer at 6 matches the groups
+    // of 6 and of 6.0, summed per offer).
+    r#"CREATE VIEW stock_first AS
+       SELECT s.sku, s.qty, p.name
+       FROM (SELECT sku, SUM(qty) AS qty FROM "shop.stock" GROUP BY sku) s
+       JOIN "shop.product" p ON p.sku = s.sku"#,
+    r#"CREATE VIEW stocked_products AS
+       SELECT p.sku, p.name, s.places
+       FROM "shop.product" p
+       LEFT JOIN (SELECT COUNT(*) AS places, sku FROM "shop.stock" GROUP BY sku
+                  HAVING SUM(qty) > 5) s ON s.sku = p.sku"#,
+    r#"CREATE VIEW offers_at_price AS
+       SELECT o.offer_id, SUM(pr.products) AS products, COUNT(*) AS groups
+       FROM "shop.offer" o
+       LEFT JOIN (SELECT amount, COUNT(*) AS products FROM "shop.price" GROUP BY amount) pr
+         ON pr.amount = o.amount
+       GROUP BY o.offer_id"#,
     // Three sources and an aggregate over the join, grouped by a computed value.
     r#"CREATE VIEW price_bands AS
        SELECT CASE WHEN pr.amount >= 10 THEN 'high' ELSE 'low' END AS band,
