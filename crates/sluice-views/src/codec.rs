@@ -117,17 +117,41 @@ pub type Result<T> = std::result::Result<T, Damaged>;
 pub struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
-    /// A row's values as they are read (a row is then one allocation).
-    scratch: Vec<Datum>,
+}
+
+/// Where the values of a part of the state come from: bytes in memory (a `Reader`),
+/// or a file read a chunk at a time (`frozen`).
+pub trait Source {
+    /// Reads one value with `read`, which may be called again from the value's start
+    /// (with more bytes at hand).
+    fn next<T>(&mut self, read: impl FnMut(&mut Reader<'_>) -> Result<T>) -> Result<T>;
+
+    /// How many bytes are left.
+    fn left(&self) -> u64;
+
+    /// A count of items, each at least one byte: no more than the bytes left.
+    fn count(&mut self) -> Result<usize> {
+        let n = self.next(|r| r.u64())?;
+        if n > self.left() {
+            return Err(Damaged(format!("a count of {n} past the end")));
+        }
+        usize::try_from(n).map_err(|_| Damaged(format!("a count of {n}")))
+    }
+}
+
+impl Source for Reader<'_> {
+    fn next<T>(&mut self, mut read: impl FnMut(&mut Reader<'_>) -> Result<T>) -> Result<T> {
+        read(self)
+    }
+
+    fn left(&self) -> u64 {
+        (self.buf.len() - self.at) as u64
+    }
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader {
-            buf,
-            at: 0,
-            scratch: Vec::new(),
-        }
+        Reader { buf, at: 0 }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,6 +174,13 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u64(&mut self) -> Result<u64> {
+        // Most numbers (lengths, counts, small values) take one byte.
+        if let Some(&b) = self.buf.get(self.at)
+            && b < 0x80
+        {
+            self.at += 1;
+            return Ok(u64::from(b));
+        }
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -210,13 +241,22 @@ impl<'a> Reader<'a> {
     }
 
     pub fn row(&mut self) -> Result<Row> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let read = self.row_into(&mut scratch);
-        // Moved into the row's one allocation, not cloned and dropped.
-        let row = read.map(|()| scratch.drain(..).collect());
-        scratch.clear();
-        self.scratch = scratch;
-        row
+        let n = self.len()?;
+        let mut failed = None;
+        // Decoded straight into the row's one allocation (the iterator's exact size
+        // is known), not into a buffer first.
+        let row: Row = (0..n)
+            .map(|_| {
+                self.datum().unwrap_or_else(|e| {
+                    failed.get_or_insert(e);
+                    Datum::Null
+                })
+            })
+            .collect();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(row),
+        }
     }
 
     /// A row's values into `out` (cleared first): no allocation for the row.

@@ -2,12 +2,14 @@
 //!
 //! Loading a large view's state takes a while (every table, index and group is
 //! rebuilt in memory); its rows are in the file already, in key order. `Frozen`
-//! checks the file (one streaming pass for the checksum), walks its output section
-//! once and keeps a sparse index: the first key of every block of about `BLOCK` rows
-//! and where the block starts. A lookup finds its block in memory and reads that block
-//! from the file (the page cache, mostly); a range reads blocks in turn. Nothing of
-//! the file's size is allocated, so a node serves a large view's reads as of its state
-//! within about the time it takes to read the file once.
+//! checks the file (one streaming pass for the checksum) and reads the output's
+//! index the file keeps after the rows: the first key of every block of about
+//! `snapshot::BLOCK` rows and where the block starts. A lookup finds its block in
+//! memory and reads that block from the file (the page cache, mostly); a range reads
+//! blocks in turn. Nothing of the file's size is allocated, so a node serves a large
+//! view's reads as of its state within about the time it takes to read the file
+//! once. `load` then decodes the whole state from the same file, each section read a
+//! chunk at a time.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,13 +19,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::codec::{Damaged, Reader, Result};
+use crate::codec::{Damaged, Reader, Result, Source};
 use crate::datum::{Datum, Row, Text};
 use crate::plan::Plan;
 use crate::runner::SourcePartition;
+use crate::view::View;
 
-/// Rows per block of the sparse index (a block also ends only where a key's rows do).
-const BLOCK: usize = 32;
 /// How much of the file one read takes while checking and indexing it.
 const CHUNK: usize = 4 << 20;
 /// How much a lookup or range reads at once (about a block of rows).
@@ -42,6 +43,8 @@ pub struct Frozen {
     len: usize,
     /// The source offsets the rows reflect.
     pub offsets: BTreeMap<SourcePartition, u64>,
+    /// Where each section of the state starts in the file, and its length.
+    sections: Vec<(u64, u64)>,
 }
 
 /// A file read from a position on, a chunk at a time.
@@ -95,6 +98,19 @@ impl<'f> Chunks<'f> {
             .map_err(|e| Damaged(format!("reading the state file: {e}")))
     }
 
+    fn skip(&mut self, n: u64) -> Result<()> {
+        let to = self.position() + n;
+        if to > self.end {
+            return Err(Damaged("a section past the end of the state file".into()));
+        }
+        self.buf.clear();
+        self.pos = 0;
+        self.at = to;
+        Ok(())
+    }
+}
+
+impl Source for Chunks<'_> {
     /// Reads one value with `read`, refilling while the bytes at hand end inside it.
     fn next<T>(&mut self, mut read: impl FnMut(&mut Reader<'_>) -> Result<T>) -> Result<T> {
         loop {
@@ -111,15 +127,8 @@ impl<'f> Chunks<'f> {
         }
     }
 
-    fn skip(&mut self, n: u64) -> Result<()> {
-        let to = self.position() + n;
-        if to > self.end {
-            return Err(Damaged("a section past the end of the state file".into()));
-        }
-        self.buf.clear();
-        self.pos = 0;
-        self.at = to;
-        Ok(())
+    fn left(&self) -> u64 {
+        self.end - self.position()
     }
 }
 
@@ -130,7 +139,8 @@ fn output_row(r: &mut Reader<'_>, values: &mut Vec<Datum>) -> Result<i64> {
 }
 
 impl Frozen {
-    /// Checks a state file (magic, version, SQL, checksum) and indexes its rows.
+    /// Checks a state file (magic, version, SQL, checksum) and reads its output's
+    /// index.
     pub fn open(plan: Arc<Plan>, sql: &str, path: &Path) -> Result<Frozen> {
         let io = |e: std::io::Error| Damaged(format!("reading {}: {e}", path.display()));
         let mut file = File::open(path).map_err(io)?;
@@ -174,70 +184,62 @@ impl Frozen {
             }
             Ok(offsets)
         })?;
-        // The rows are the last section.
-        let sections = c.next(|r| r.u64())?;
-        if sections == 0 {
-            return Err(Damaged("a state without its rows".into()));
-        }
-        for _ in 1..sections {
-            let n = c.next(|r| r.u64())?;
-            c.skip(n)?;
-        }
-        let n = c.next(|r| r.u64())?;
-        let end = c.position() + n;
-        if end != body {
-            return Err(Damaged("bytes after the rows".into()));
-        }
-        let mut c = Chunks::new(&file, c.position(), end, CHUNK);
-        let rows = c.next(|r| r.u64())?;
-
-        let mut blocks = Vec::new();
-        let mut len = 0;
-        let mut values = Vec::new();
-        // Rows of one key are next to each other; the visible one has weight > 0.
-        let mut last: Option<(Text, bool)> = None;
-        let mut in_block = BLOCK;
-        for _ in 0..rows {
+        let n = c.count()?;
+        let mut sections = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = c.next(|r| r.u64())?;
             let at = c.position();
-            let weight = c.next(|r| output_row(r, &mut values))?;
-            if values.len() != plan.columns.len() {
-                return Err(Damaged("an output row of another width".into()));
-            }
-            let key = plan.key_text(&values);
-            let new_key = match &last {
-                Some((k, _)) if *k == key => false,
-                Some((k, _)) if *k > key => {
-                    return Err(Damaged("output rows out of key order".into()));
-                }
-                _ => true,
-            };
-            if new_key {
-                if in_block >= BLOCK {
-                    blocks.push((key.clone(), at));
-                    in_block = 0;
-                }
-                last = Some((key, false));
-            }
-            in_block += 1;
-            if let Some((_, seen)) = &mut last
-                && weight > 0
-                && !*seen
-            {
-                *seen = true;
-                len += 1;
-            }
+            c.skip(len)?;
+            sections.push((at, len));
         }
         if !c.done() {
-            return Err(Damaged("bytes after the rows".into()));
+            return Err(Damaged("bytes after the state".into()));
+        }
+        // The output's index is last, after the output.
+        let (Some(&(index_at, index_len)), Some(&(rows_at, rows_len))) = (
+            sections.last(),
+            sections.len().checked_sub(2).map(|i| &sections[i]),
+        ) else {
+            return Err(Damaged("a state without its rows".into()));
+        };
+        let mut index = Chunks::new(&file, index_at, index_at + index_len, CHUNK);
+        let len = usize::try_from(index.next(|r| r.u64())?)
+            .map_err(|_| Damaged("a count of keys".into()))?;
+        let n = index.count()?;
+        let mut blocks: Vec<(Text, u64)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (key, at) = index.next(|r| Ok((Text::new(r.str()?), r.u64()?)))?;
+            let in_order = blocks
+                .last()
+                .is_none_or(|(k, a)| *k < key && *a < rows_at + at);
+            if at >= rows_len || !in_order {
+                return Err(Damaged("an index of the output out of order".into()));
+            }
+            blocks.push((key, rows_at + at));
+        }
+        if !index.done() {
+            return Err(Damaged("bytes after the output's index".into()));
         }
         Ok(Frozen {
             plan,
             file,
             blocks,
-            end,
+            end: rows_at + rows_len,
             len,
             offsets,
+            sections,
         })
+    }
+
+    /// The whole state from the file, its sections read a chunk at a time and decoded
+    /// on as many threads as there are cores (the file was checked when opened).
+    pub fn load(&self) -> Result<View> {
+        let sections = self
+            .sections
+            .iter()
+            .map(|&(at, len)| (len, Chunks::new(&self.file, at, at + len, CHUNK)))
+            .collect();
+        crate::snapshot::decode_sections(self.plan.clone(), sections)
     }
 
     pub fn plan(&self) -> &Arc<Plan> {
@@ -266,6 +268,9 @@ impl Frozen {
             let Ok(weight) = c.next(|r| output_row(r, &mut values)) else {
                 return;
             };
+            if values.len() != self.plan.columns.len() {
+                return;
+            }
             let key = self.plan.key_text(&values);
             if weight <= 0 || last.as_ref() == Some(&key) {
                 continue;

@@ -214,17 +214,13 @@ async fn load(
             && e.def == *def
         {
             tracing::info!(view = %def.name, rows = frozen.len(), "view answers reads from its state file while it loads");
-            e.frozen = Some(frozen);
+            e.frozen = Some(frozen.clone());
         }
-        let (plan2, sql, p) = (plan.clone(), def.sql.clone(), path.clone());
-        let decoded = blocking(move || {
-            let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
-            crate::snapshot::decode(plan2, &sql, &bytes).map_err(|e| e.to_string())
-        })
-        .await;
+        let file = frozen.clone();
+        let decoded = blocking(move || file.load().map_err(|e| e.to_string())).await;
         match decoded {
-            Ok((view, offsets)) => {
-                return Some((view, offsets, path.display().to_string()));
+            Ok(view) => {
+                return Some((view, frozen.offsets.clone(), path.display().to_string()));
             }
             Err(e) => {
                 tracing::warn!(view = %def.name, path = %path.display(), error = %e, "view state not used")

@@ -11,18 +11,22 @@
 //! | CRC32C of all the bytes before (u32 LE)
 //! ```
 //!
-//! A section is one part of the state: each source table, each join's two indexes and
-//! each aggregate's groups (operators in pre-order), and the output rows (in key
-//! order). A hash table's section starts with its hasher's seed and lists its rows in
-//! the order the table holds them, so the restored table, hashing alike, is filled
-//! front to back (`datum::Seeded`). Sections are independent, so a load decodes them on all cores. The output
-//! section alone answers reads while the rest loads (`frozen.rs`).
+//! A section is one part of the state: each source table, each join's indexes of its
+//! own and each aggregate's groups (operators in pre-order), then the output rows (in
+//! key order), then the output's index. A hash table's section starts with its
+//! hasher's seed and lists its rows in the order the table holds them, so the
+//! restored table, hashing alike, is filled front to back (`datum::Seeded`). Sections
+//! are independent, so a load decodes them on all cores, each read from the file a
+//! chunk at a time (`Frozen::load`). The output section alone answers reads while the
+//! rest loads (`frozen.rs`), found by its index: how many keys have a visible row,
+//! then the first key of every block of about `BLOCK` rows and where the block starts
+//! in the output section (so opening a file reads no row).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::codec::{Damaged, Reader, Result, Writer};
+use crate::codec::{Damaged, Reader, Result, Source, Writer};
 use crate::datum::{Key, Seeded, Text};
 use crate::engine::{Acc, Group, Index, Node, Output, Rows, Side, add, join_key};
 use crate::expr::Expr;
@@ -34,9 +38,14 @@ use crate::view::View;
 const MAGIC: &[u8; 8] = b"SLUICEVW";
 /// Raised whenever the sections a plan has change (5: a join side made of tables
 /// joined on their key has no index; 6: nor has an aggregate joined on its group
-/// value, nor the right side of a left join on a table's key). A file of another
-/// version is not used: the view is built from the log instead.
-const VERSION: u32 = 6;
+/// value, nor the right side of a left join on a table's key; 7: the output's index
+/// follows the output). A file of another version is not used: the view is built
+/// from the log instead.
+const VERSION: u32 = 7;
+
+/// Rows per block of the output's index (a block also ends only where a key's rows
+/// do): a lookup in the file reads about this many rows.
+pub(crate) const BLOCK: usize = 32;
 
 /// Identifies the SQL a state was computed for: state of other SQL is not loaded.
 pub fn fingerprint(sql: &str) -> u64 {
@@ -55,9 +64,6 @@ enum Part<'a> {
     },
     Output(&'a Plan, &'a mut Output),
 }
-
-/// Parts of a state with their sections' bytes.
-type Work<'a> = Vec<(Part<'a>, &'a [u8])>;
 
 /// The parts of a view's state, in file order.
 fn parts(view: &mut View) -> Vec<Part<'_>> {
@@ -140,7 +146,7 @@ pub fn encode_into(
         w.u64(u64::from(*p));
         w.u64(*next);
     }
-    w.u64((view.tables.len() + node_parts(&view.root) + 1) as u64);
+    w.u64((view.tables.len() + node_parts(&view.root) + 2) as u64);
     // Each section written in place, its length filled in after.
     let mut put = |w: &mut Writer, f: &dyn Fn(&mut Writer)| {
         let at = w.begin_part();
@@ -155,7 +161,10 @@ pub fn encode_into(
         });
     }
     encode_node(&view.root, &mut w, &mut put);
-    put(&mut w, &|s| encode_rows(s, view.output.rows.values()));
+    let at = w.begin_part();
+    let index = encode_output(&mut w, &view.output);
+    w.end_part(at);
+    put(&mut w, &|s| s.buf.extend_from_slice(&index.buf));
     let crc = crc32c::crc32c(&w.buf);
     w.buf.extend_from_slice(&crc.to_le_bytes());
     w.buf
@@ -262,6 +271,39 @@ fn encode_rows<'a>(w: &mut Writer, rows: impl Iterator<Item = &'a Rows>) {
     w.fill_u64(count, n);
 }
 
+/// The output's rows in key order (as `encode_rows`), and returns their index.
+fn encode_output(w: &mut Writer, output: &Output) -> Writer {
+    let start = w.buf.len();
+    let count = w.reserve_u64();
+    let mut blocks = Writer::default();
+    let (mut rows, mut keys, mut n_blocks, mut in_block) = (0, 0, 0, BLOCK);
+    in_groups(
+        output.rows.iter(),
+        |(_, rows)| touch(rows.as_slice()),
+        |(key, key_rows)| {
+            if in_block >= BLOCK {
+                blocks.str(key);
+                blocks.u64((w.buf.len() - start) as u64);
+                n_blocks += 1;
+                in_block = 0;
+            }
+            for (row, weight) in key_rows {
+                w.row(row);
+                w.i64(*weight);
+                rows += 1;
+                in_block += 1;
+            }
+            keys += u64::from(key_rows.visible().is_some());
+        },
+    );
+    w.fill_u64(count, rows);
+    let mut index = Writer::default();
+    index.u64(keys);
+    index.u64(n_blocks);
+    index.buf.extend_from_slice(&blocks.buf);
+    index
+}
+
 /// Rows ahead of the writer at once, touched before they are written.
 const AHEAD: usize = 16;
 
@@ -344,29 +386,43 @@ pub fn decode(
     bytes: &[u8],
 ) -> Result<(View, BTreeMap<SourcePartition, u64>)> {
     let (offsets, sections) = open(sql, bytes)?;
+    let sources = sections
+        .into_iter()
+        .map(|b| (b.len() as u64, Reader::new(b)))
+        .collect();
+    Ok((decode_sections(plan, sources)?, offsets))
+}
+
+/// A view from its sections (the output's index, last, is not read), each with its
+/// length in bytes, decoded on as many threads as there are cores.
+pub(crate) fn decode_sections<S: Source + Send>(
+    plan: Arc<Plan>,
+    mut sections: Vec<(u64, S)>,
+) -> Result<View> {
     let mut view = View::empty(plan);
     let parts = parts(&mut view);
-    if parts.len() != sections.len() {
+    if parts.len() + 1 != sections.len() {
         return Err(Damaged(format!(
-            "{} sections, the view has {} parts",
+            "{} sections, the view has {} parts and the output's index",
             sections.len(),
             parts.len()
         )));
     }
+    sections.pop();
     // The largest sections first, each to the least loaded thread.
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(parts.len());
-    let mut work: Work<'_> = parts.into_iter().zip(sections).collect();
-    work.sort_by_key(|(_, b)| std::cmp::Reverse(b.len()));
-    let mut bins: Vec<(usize, Work<'_>)> = (0..threads).map(|_| (0, Vec::new())).collect();
-    for item in work {
+    let mut work: Vec<(Part<'_>, (u64, S))> = parts.into_iter().zip(sections).collect();
+    work.sort_by_key(|(_, (len, _))| std::cmp::Reverse(*len));
+    let mut bins: Vec<(u64, Vec<(Part<'_>, S)>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    for (part, (len, source)) in work {
         let bin = bins
             .iter_mut()
             .min_by_key(|(load, _)| *load)
             .expect("one thread at least");
-        bin.0 += item.1.len();
-        bin.1.push(item);
+        bin.0 += len;
+        bin.1.push((part, source));
     }
     std::thread::scope(|s| {
         let handles: Vec<_> = bins
@@ -375,7 +431,7 @@ pub fn decode(
                 s.spawn(move || {
                     items
                         .into_iter()
-                        .try_for_each(|(part, bytes)| decode_part(part, bytes))
+                        .try_for_each(|(part, mut source)| decode_part(part, &mut source))
                 })
             })
             .collect();
@@ -384,7 +440,7 @@ pub fn decode(
                 .unwrap_or_else(|_| Err(Damaged("a decoder panicked".into())))
         })
     })?;
-    Ok((view, offsets))
+    Ok(view)
 }
 
 /// The seed of a table's hasher, as written (`datum::Seeded`).
@@ -396,16 +452,20 @@ fn seed(r: &mut Reader<'_>) -> Result<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
-fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
-    let mut r = Reader::new(bytes);
+/// A row and its weight.
+fn weighted(r: &mut Reader<'_>) -> Result<(crate::datum::Row, i64)> {
+    Ok((r.row()?, r.i64()?))
+}
+
+fn decode_part(part: Part<'_>, src: &mut impl Source) -> Result<()> {
     match part {
         Part::Table(table) => {
             // The written table's seed: its rows come in the order of their places.
-            table.reseed(seed(&mut r)?);
-            let n = r.len()?;
+            table.reseed(src.next(seed)?);
+            let n = src.count()?;
             table.reserve(n);
             for _ in 0..n {
-                let row = r.row()?;
+                let row = src.next(|r| r.row())?;
                 if row.len() < table.key_len() {
                     return Err(Damaged("a source row shorter than its key".into()));
                 }
@@ -415,12 +475,11 @@ fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
             }
         }
         Part::Index(keys, index) => {
-            let s = seed(&mut r)?;
-            let n = r.len()?;
+            let s = src.next(seed)?;
+            let n = src.count()?;
             *index = Index::with_capacity_and_hasher(n, Seeded::with_seed(s));
             for _ in 0..n {
-                let row = r.row()?;
-                let weight = r.i64()?;
+                let (row, weight) = src.next(weighted)?;
                 // Keys were computed once already: they compute again.
                 let Ok(Some(key)) = join_key(keys, &row) else {
                     return Err(Damaged("a joined row without its key".into()));
@@ -433,48 +492,24 @@ fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
             started,
             groups,
         } => {
-            *started = r.u8()? == 1;
-            let s = seed(&mut r)?;
-            let n = r.len()?;
+            *started = src.next(|r| r.u8())? == 1;
+            let s = src.next(seed)?;
+            let n = src.count()?;
             *groups = HashMap::with_capacity_and_hasher(n, Seeded::with_seed(s));
             for _ in 0..n {
-                let key = Key::from_slice(&r.row()?);
-                let mut g = Group {
-                    rows: r.i64()?,
-                    accs: aggs.iter().map(|a| Acc::new(a.func)).collect(),
-                };
-                for acc in &mut g.accs {
-                    match acc {
-                        Acc::Count(n) => *n = r.i64()?,
-                        Acc::Sum {
-                            ints,
-                            floats,
-                            float_values,
-                            values,
-                        } => {
-                            *ints = r.i128()?;
-                            *floats = r.f64()?;
-                            *float_values = r.i64()?;
-                            *values = r.i64()?;
-                        }
-                        Acc::Extreme(m) => {
-                            for _ in 0..r.len()? {
-                                let d = r.datum()?;
-                                m.insert(d, r.i64()?);
-                            }
-                        }
-                    }
-                }
+                let (key, g) = src.next(|r| group(r, aggs))?;
                 groups.insert(key, g);
             }
         }
         Part::Output(plan, output) => {
             // Written in key order: the map is built in one pass.
-            let n = r.len()?;
+            let n = src.count()?;
             let mut rows: Vec<(Text, Rows)> = Vec::with_capacity(n);
             for _ in 0..n {
-                let row = r.row()?;
-                let weight = r.i64()?;
+                let (row, weight) = src.next(weighted)?;
+                if row.len() != plan.columns.len() {
+                    return Err(Damaged("an output row of another width".into()));
+                }
                 let key = plan.key_text(&row);
                 match rows.last_mut() {
                     Some((k, rs)) if *k == key => {
@@ -489,10 +524,42 @@ fn decode_part(part: Part<'_>, bytes: &[u8]) -> Result<()> {
             output.rows = rows.into_iter().collect();
         }
     }
-    if !r.is_empty() {
+    if src.left() != 0 {
         return Err(Damaged("bytes after a section".into()));
     }
     Ok(())
+}
+
+/// One group of an aggregate: its key, then its state.
+fn group(r: &mut Reader<'_>, aggs: &[Agg]) -> Result<(Key, Group)> {
+    let key = Key::from_slice(&r.row()?);
+    let mut g = Group {
+        rows: r.i64()?,
+        accs: aggs.iter().map(|a| Acc::new(a.func)).collect(),
+    };
+    for acc in &mut g.accs {
+        match acc {
+            Acc::Count(n) => *n = r.i64()?,
+            Acc::Sum {
+                ints,
+                floats,
+                float_values,
+                values,
+            } => {
+                *ints = r.i128()?;
+                *floats = r.f64()?;
+                *float_values = r.i64()?;
+                *values = r.i64()?;
+            }
+            Acc::Extreme(m) => {
+                for _ in 0..r.len()? {
+                    let d = r.datum()?;
+                    m.insert(d, r.i64()?);
+                }
+            }
+        }
+    }
+    Ok((key, g))
 }
 
 /// Writes bytes to `path` whole: a temporary file, fsync, rename, fsync of the dir.

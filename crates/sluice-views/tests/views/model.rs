@@ -209,8 +209,14 @@ fn run(sql: &str, seed: u64, steps: usize, restore_every: Option<usize>) {
             let (restored, read) = snapshot::decode(plan.clone(), sql, &bytes).unwrap();
             assert_eq!(read, offsets);
             assert_eq!(engine_rows(&restored), engine_rows(&view));
-            frozen_reads_as_the_view(&plan, sql, bytes, &engine_rows(&view));
-            view = restored;
+            let (loaded, read) = frozen_reads_as_the_view(&plan, sql, bytes, &engine_rows(&view));
+            assert_eq!(read, offsets);
+            // Every other restore goes on from the state loaded from the file.
+            view = if (step / restore_every.unwrap_or(1)).is_multiple_of(2) {
+                restored
+            } else {
+                loaded
+            };
         }
         let (got, want) = (engine_rows(&view), expected(&view, &tables));
         assert_eq!(
@@ -220,13 +226,14 @@ fn run(sql: &str, seed: u64, steps: usize, restore_every: Option<usize>) {
     }
 }
 
-/// The rows a state file answers while it loads are the view's, by key and by range.
+/// The rows a state file answers while it loads are the view's, by key and by range,
+/// and the state it loads has them too; returns that state and its offsets.
 fn frozen_reads_as_the_view(
     plan: &Arc<sluice_views::Plan>,
     sql: &str,
     bytes: Vec<u8>,
     rows: &BTreeMap<String, Row>,
-) {
+) -> (View, BTreeMap<(String, u32), u64>) {
     use std::ops::Bound;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("view.state");
@@ -255,6 +262,9 @@ fn frozen_reads_as_the_view(
             "prefix {prefix}"
         );
     }
+    let loaded = frozen.load().unwrap();
+    assert_eq!(&engine_rows(&loaded), rows, "{sql}: loaded from the file");
+    (loaded, frozen.offsets.clone())
 }
 
 #[test]
