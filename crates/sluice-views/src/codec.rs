@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::datum::{Datum, Row};
+use crate::datum::{Datum, Key, Row};
 
 /// The bytes of a number filled in later (63 bits).
 const RESERVED_LEN: usize = 9;
@@ -257,6 +257,17 @@ impl<'a> Reader<'a> {
             Some(e) => Err(e),
             None => Ok(row),
         }
+    }
+
+    /// A row read as a key of the engine's maps (`Key::from_slice` of the row, with
+    /// no row made in between).
+    pub fn key(&mut self) -> Result<Key> {
+        let n = self.len()?;
+        if n == 1 {
+            return Ok(Key::One(self.datum()?));
+        }
+        let values: Result<Box<[Datum]>> = (0..n).map(|_| self.datum()).collect();
+        Ok(Key::Many(values?))
     }
 
     /// A row's values into `out` (cleared first): no allocation for the row.

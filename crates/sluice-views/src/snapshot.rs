@@ -409,29 +409,28 @@ pub(crate) fn decode_sections<S: Source + Send>(
         )));
     }
     sections.pop();
-    // The largest sections first, each to the least loaded thread.
+    // The largest sections first, each taken by the next thread that is free (the
+    // time a section takes depends on what it holds, not only on its bytes).
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(parts.len());
     let mut work: Vec<(Part<'_>, (u64, S))> = parts.into_iter().zip(sections).collect();
     work.sort_by_key(|(_, (len, _))| std::cmp::Reverse(*len));
-    let mut bins: Vec<(u64, Vec<(Part<'_>, S)>)> = (0..threads).map(|_| (0, Vec::new())).collect();
-    for (part, (len, source)) in work {
-        let bin = bins
-            .iter_mut()
-            .min_by_key(|(load, _)| *load)
-            .expect("one thread at least");
-        bin.0 += len;
-        bin.1.push((part, source));
-    }
+    let queue = std::sync::Mutex::new(work.into_iter());
+    let next = || {
+        queue
+            .lock()
+            .map_err(|_| Damaged("a decoder panicked".into()))
+            .map(|mut q| q.next())
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = bins
-            .into_iter()
-            .map(|(_, items)| {
-                s.spawn(move || {
-                    items
-                        .into_iter()
-                        .try_for_each(|(part, mut source)| decode_part(part, &mut source))
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    while let Some((part, (_, mut source))) = next()? {
+                        decode_part(part, &mut source)?;
+                    }
+                    Ok(())
                 })
             })
             .collect();
@@ -532,7 +531,7 @@ fn decode_part(part: Part<'_>, src: &mut impl Source) -> Result<()> {
 
 /// One group of an aggregate: its key, then its state.
 fn group(r: &mut Reader<'_>, aggs: &[Agg]) -> Result<(Key, Group)> {
-    let key = Key::from_slice(&r.row()?);
+    let key = r.key()?;
     let mut g = Group {
         rows: r.i64()?,
         accs: aggs.iter().map(|a| Acc::new(a.func)).collect(),
