@@ -158,6 +158,7 @@ impl<'a> Reader<'a> {
         self.at >= self.buf.len()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self
             .at
@@ -169,10 +170,12 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
+    #[inline]
     pub fn u64(&mut self) -> Result<u64> {
         // Most numbers (lengths, counts, small values) take one byte.
         if let Some(&b) = self.buf.get(self.at)
@@ -193,6 +196,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A count of items, each at least one byte: no allocation beyond the input.
+    #[inline]
     pub fn len(&mut self) -> Result<usize> {
         let n = self.u64()?;
         if n > (self.buf.len() - self.at) as u64 {
@@ -216,11 +220,13 @@ impl<'a> Reader<'a> {
         Ok(f64::from_bits(u64::from_le_bytes(b)))
     }
 
+    #[inline]
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.len()?;
         self.take(n)
     }
 
+    #[inline]
     pub fn str(&mut self) -> Result<&'a str> {
         std::str::from_utf8(self.bytes()?).map_err(|e| Damaged(e.to_string()))
     }
@@ -257,6 +263,42 @@ impl<'a> Reader<'a> {
             Some(e) => Err(e),
             None => Ok(row),
         }
+    }
+
+    /// Reads over one value, neither built nor checked; its tag.
+    #[inline]
+    pub fn skip(&mut self) -> Result<u8> {
+        let tag = self.u8()?;
+        match tag {
+            0..=2 => {}
+            3 => {
+                self.u64()?;
+            }
+            4 => {
+                self.take(8)?;
+            }
+            5 | 6 => {
+                self.bytes()?;
+            }
+            t => return Err(Damaged(format!("unknown value tag {t}"))),
+        }
+        Ok(tag)
+    }
+
+    /// Reads over one value, checked as `datum` reads it but not built (JSON is not
+    /// parsed); whether it is JSON.
+    pub fn skip_datum(&mut self) -> Result<bool> {
+        if self.buf.get(self.at) == Some(&5) {
+            self.at += 1;
+            self.str()?;
+            return Ok(false);
+        }
+        Ok(self.skip()? == 6)
+    }
+
+    /// The bytes read since position `from`.
+    pub fn since(&self, from: usize) -> &'a [u8] {
+        &self.buf[from.min(self.at)..self.at]
     }
 
     /// A row read as a key of the engine's maps (`Key::from_slice` of the row, with

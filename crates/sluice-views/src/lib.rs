@@ -3,7 +3,7 @@
 //! `sql::compile` turns `CREATE VIEW ... AS SELECT ...` into a `Plan` (`plan.rs`);
 //! `View` runs it incrementally (`engine/`, the DBSP model: changes with weights
 //! through filters, projections, joins and aggregates) over events turned into
-//! source changes (`source.rs`); `naive` evaluates the same plan from scratch, the
+//! source changes (`source.rs`) kept in source tables (`table.rs`); `naive` evaluates the same plan from scratch, the
 //! reference the engine is tested against. `Views` (`service.rs`) keeps the views of a
 //! node: definitions in the log, each view fed from its sources by `runner.rs`.
 
@@ -23,6 +23,7 @@ mod service;
 pub mod snapshot;
 pub mod source;
 pub mod sql;
+pub mod table;
 mod view;
 
 pub use datum::{Datum, Row};

@@ -2,15 +2,13 @@
 //! row per key) turned into changes with weights, -1 for the row a key had, +1 for the
 //! row it has now.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::{HashTable, hash_table};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::datum::{Datum, Row, Seeded};
+use crate::datum::{Datum, Row};
 use crate::plan::{Scan, SourceKind};
 
 /// What an event does to its source.
@@ -392,144 +390,4 @@ fn whole_row(event: &Value, row: &Value, data_change: bool) -> Datum {
         ))),
         None => Datum::from_json(event),
     }
-}
-
-/// The current rows of one scan's source (tables only): one row per key, found by
-/// the key columns the row starts with (so the key is not stored twice).
-#[derive(Debug)]
-pub struct SourceTable {
-    key_len: usize,
-    rows: HashTable<Row>,
-    hasher: Seeded,
-}
-
-impl SourceTable {
-    pub fn new(key_len: usize) -> SourceTable {
-        SourceTable {
-            key_len,
-            rows: HashTable::new(),
-            hasher: Seeded::default(),
-        }
-    }
-
-    /// The seed of its hasher (kept with its state: `datum::Seeded`).
-    pub fn seed(&self) -> u64 {
-        self.hasher.seed
-    }
-
-    /// Hashes with the given seed from now on (for an empty table being restored).
-    pub fn reseed(&mut self, seed: u64) {
-        debug_assert!(self.rows.is_empty());
-        self.hasher = Seeded::with_seed(seed);
-    }
-
-    fn hash(&self, key: &[Datum]) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn key_len(&self) -> usize {
-        self.key_len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    pub fn rows(&self) -> impl Iterator<Item = &Row> {
-        self.rows.iter()
-    }
-
-    pub fn reserve(&mut self, n: usize) {
-        let (n_key, hasher) = (self.key_len, &self.hasher);
-        self.rows.reserve(n, |r| hasher.hash_one(&r[..n_key]));
-    }
-
-    /// Puts a row in place of the one with its key; the row it replaced.
-    pub fn put(&mut self, row: Row) -> Option<Row> {
-        let n = self.key_len;
-        let hash = self.hash(&row[..n]);
-        let hasher = &self.hasher;
-        match self
-            .rows
-            .entry(hash, |r| r[..n] == row[..n], |r| hasher.hash_one(&r[..n]))
-        {
-            hash_table::Entry::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), row)),
-            hash_table::Entry::Vacant(v) => {
-                v.insert(row);
-                None
-            }
-        }
-    }
-
-    /// The row with this key.
-    pub fn get(&self, key: &[Datum]) -> Option<&Row> {
-        let n = self.key_len;
-        self.rows.find(self.hash(key), |r| r[..n] == *key)
-    }
-
-    /// Takes out the row with this key.
-    pub fn take(&mut self, key: &[Datum]) -> Option<Row> {
-        let n = self.key_len;
-        let hash = self.hash(key);
-        self.rows
-            .find_entry(hash, |r| r[..n] == *key)
-            .ok()
-            .map(|o| o.remove().0)
-    }
-
-    /// Applies a change: pushes the weighted rows it makes to `out`; what undoes it.
-    pub fn apply(&mut self, scan: &Scan, change: Change, out: &mut Vec<(Row, i64)>) -> Undo {
-        match (&scan.info.kind, change) {
-            (SourceKind::Stream, Change::Upsert(row)) => {
-                out.push((row, 1));
-                Undo::Nothing
-            }
-            (SourceKind::Stream, Change::Delete(_)) => Undo::Nothing,
-            (SourceKind::Table { .. }, Change::Upsert(row)) => match self.put(row.clone()) {
-                Some(old) if old == row => Undo::Put(old),
-                Some(old) => {
-                    out.push((old.clone(), -1));
-                    out.push((row, 1));
-                    Undo::Put(old)
-                }
-                None => {
-                    out.push((row.clone(), 1));
-                    Undo::Remove(row)
-                }
-            },
-            (SourceKind::Table { .. }, Change::Delete(key)) => match self.take(&key) {
-                Some(old) => {
-                    out.push((old.clone(), -1));
-                    Undo::Put(old)
-                }
-                None => Undo::Nothing,
-            },
-        }
-    }
-
-    pub fn undo(&mut self, undo: Undo) {
-        match undo {
-            Undo::Nothing => {}
-            Undo::Put(row) => {
-                self.put(row);
-            }
-            Undo::Remove(row) => {
-                self.take(&row[..self.key_len]);
-            }
-        }
-    }
-}
-
-/// How to take a change to a source table back.
-#[derive(Debug)]
-pub enum Undo {
-    Nothing,
-    /// Put this row back (in place of the one with its key).
-    Put(Row),
-    /// Remove the row with this row's key.
-    Remove(Row),
 }

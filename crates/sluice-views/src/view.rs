@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::engine::{Node, Output, RowChange, ZSet};
 use crate::plan::{Plan, Scan};
-use crate::source::{Decoder, Event, SourceTable, Undo};
+use crate::source::{Decoder, Event};
+use crate::table::{SourceTable, Undo};
 
 /// What a view does with an event it cannot compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

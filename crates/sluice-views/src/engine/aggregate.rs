@@ -8,7 +8,7 @@ use super::{Errors, Hasher, Node, ZSet};
 use crate::datum::{Datum, Key, Row};
 use crate::expr::Expr;
 use crate::plan::{Agg, AggFunc};
-use crate::source::SourceTable;
+use crate::table::SourceTable;
 
 #[derive(Debug)]
 pub(crate) struct Aggregate {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::datum::{Datum, Key, Row, Text};
 use crate::expr::{Expr, Pair, truthy};
 use crate::plan::{JoinKind, Plan, Rel};
-use crate::source::SourceTable;
+use crate::table::SourceTable;
 
 mod aggregate;
 
@@ -175,7 +175,7 @@ impl Lookup {
             Lookup::Table(s) => {
                 let table = &tables[*s];
                 if let Some(r) = table.get(std::slice::from_ref(key)) {
-                    f(r);
+                    f(&r);
                 }
                 // Join keys are normalized (2.0 joins as 2): a table keyed by the
                 // double finds it under the double.
@@ -183,7 +183,7 @@ impl Lookup {
                     && i.unsigned_abs() < 9_000_000_000_000_000
                     && let Some(r) = table.get(&[Datum::Float(*i as f64)])
                 {
-                    f(r);
+                    f(&r);
                 }
             }
             Lookup::Join(l, r) => l.each(tables, key, &mut |left| {
