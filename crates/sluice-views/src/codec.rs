@@ -290,7 +290,12 @@ impl<'a> Reader<'a> {
     pub fn skip_datum(&mut self) -> Result<bool> {
         if self.buf.get(self.at) == Some(&5) {
             self.at += 1;
-            self.str()?;
+            // Nearly every text is ASCII, checked a word at a time; a short text takes
+            // `from_utf8` several times as long.
+            let b = self.bytes()?;
+            if !b.is_ascii() {
+                std::str::from_utf8(b).map_err(|e| Damaged(e.to_string()))?;
+            }
             return Ok(false);
         }
         Ok(self.skip()? == 6)

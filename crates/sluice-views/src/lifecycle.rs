@@ -263,7 +263,7 @@ async fn start(
     let started = std::time::Instant::now();
     let (view, loaded_from) = match load(state, config, def, &plan).await {
         Some((view, saved, path)) => {
-            tracing::info!(view = %def.name, %path, rows = view.output().rows.len(), ms = started.elapsed().as_millis() as u64, "view state loaded");
+            tracing::info!(view = %def.name, %path, rows = view.output().len(), ms = started.elapsed().as_millis() as u64, "view state loaded");
             // Partitions added since start from their beginning.
             from.extend(saved);
             (view, Some(path))

@@ -297,9 +297,8 @@ pub fn change_event(view: &str, key: &str, op: &str, data: Value) -> Value {
 /// The rows of a view as JSON, by key.
 fn rows_json(plan: &Plan, view: &View) -> BTreeMap<String, Value> {
     view.output()
-        .rows
-        .iter()
-        .filter_map(|(k, rows)| Some((k.to_string(), plan.row_json(rows.visible()?))))
+        .visible()
+        .map(|(k, row)| (k.to_string(), plan.row_json(&row)))
         .collect()
 }
 

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use sluice_bus::{Bus, BusError, CursorOffset, Follower, key_of};
 use sluice_log::{PartitionId, Record, StoredRecord, TopicName};
 
-use crate::datum::{Row, Text};
 use crate::frozen::Frozen;
 use crate::lease::Leases;
 use crate::lifecycle::reconcile_loop;
@@ -548,7 +547,7 @@ impl Views {
             Readable::Frozen(f) => return Ok(f.get(key).map(|row| f.plan().row_json(&row))),
         };
         let view = r.view.read();
-        Ok(view.output().get(key).map(|row| r.plan.row_json(row)))
+        Ok(view.output().get(key).map(|row| r.plan.row_json(&row)))
     }
 
     /// Rows in key order: keys starting with `prefix`, after `after`, at most `limit`.
@@ -560,31 +559,18 @@ impl Views {
         limit: usize,
     ) -> Result<Vec<serde_json::Value>> {
         use std::ops::Bound;
-        let r = match self.readable(name)? {
-            Readable::Live(r) => r,
-            Readable::Frozen(f) => {
-                let from = match after {
-                    Some(a) if a >= prefix => Bound::Excluded(a),
-                    _ => Bound::Included(prefix),
-                };
-                let rows: Vec<Row> = f.range(from, prefix, limit);
-                return Ok(rows.iter().map(|row| f.plan().row_json(row)).collect());
-            }
-        };
-        let view = r.view.read();
         let from = match after {
-            Some(a) if a >= prefix => Bound::Excluded(Text::new(a)),
-            _ => Bound::Included(Text::new(prefix)),
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
         };
-        Ok(view
-            .output()
-            .rows
-            .range((from, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter_map(|(_, rows)| rows.visible())
-            .take(limit)
-            .map(|row| r.plan.row_json(row))
-            .collect())
+        let (rows, plan) = match self.readable(name)? {
+            Readable::Live(r) => {
+                let rows = r.view.read().output().range(from, prefix, limit);
+                (rows, r.plan.clone())
+            }
+            Readable::Frozen(f) => (f.range(from, prefix, limit), f.plan().clone()),
+        };
+        Ok(rows.iter().map(|row| plan.row_json(row)).collect())
     }
 
     /// Waits (up to `wait`) until the view has applied every event before these
@@ -661,7 +647,7 @@ impl Views {
             return Ok(out);
         };
         let progress = r.progress.lock().clone();
-        let rows = r.view.read().output().rows.len();
+        let rows = r.view.read().output().len();
         let sources = self.lag(&progress).await;
         let behind = sources.iter().any(|s| s["lag_events"].as_u64() != Some(0));
         out["status"] = if progress.stopped.is_some() {

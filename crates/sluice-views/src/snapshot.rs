@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::codec::{Damaged, Reader, Result, Source, Writer};
-use crate::datum::{Key, Seeded, Text};
+use crate::datum::{Key, Seeded};
 use crate::engine::{Acc, Group, Index, Node, Output, Rows, Side, add, join_key};
 use crate::expr::Expr;
 use crate::plan::{Agg, Plan};
@@ -279,22 +279,19 @@ fn encode_output(w: &mut Writer, output: &Output) -> Writer {
     let mut blocks = Writer::default();
     let (mut rows, mut keys, mut n_blocks, mut in_block) = (0, 0, 0, BLOCK);
     in_groups(
-        output.rows.iter(),
-        |(_, rows)| touch(rows.as_slice()),
-        |(key, key_rows)| {
+        output.slots(),
+        |(_, slot)| slot.touch(),
+        |(key, slot)| {
             if in_block >= BLOCK {
                 blocks.str(key);
                 blocks.u64((w.buf.len() - start) as u64);
                 n_blocks += 1;
                 in_block = 0;
             }
-            for (row, weight) in key_rows {
-                w.row(row);
-                w.i64(*weight);
-                rows += 1;
-                in_block += 1;
-            }
-            keys += u64::from(key_rows.visible().is_some());
+            let n = slot.write(w);
+            rows += n;
+            in_block += n as usize;
+            keys += u64::from(slot.has_visible());
         },
     );
     w.fill_u64(count, rows);
@@ -497,28 +494,7 @@ fn decode_part(part: Part<'_>, src: &mut impl Source) -> Result<()> {
                 groups.insert(key, g);
             }
         }
-        Part::Output(plan, output) => {
-            // Written in key order: the map is built in one pass.
-            let n = src.count()?;
-            let mut rows: Vec<(Text, Rows)> = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (row, weight) = src.next(weighted)?;
-                if row.len() != plan.columns.len() {
-                    return Err(Damaged("an output row of another width".into()));
-                }
-                let key = plan.key_text(&row);
-                match rows.last_mut() {
-                    Some((k, rs)) if *k == key => {
-                        rs.add(row, weight);
-                    }
-                    Some((k, _)) if *k > key => {
-                        return Err(Damaged("output rows out of key order".into()));
-                    }
-                    _ => rows.push((key, Rows::One((row, weight)))),
-                }
-            }
-            output.rows = rows.into_iter().collect();
-        }
+        Part::Output(plan, output) => output.read(plan, src)?,
     }
     if src.left() != 0 {
         return Err(Damaged("bytes after a section".into()));

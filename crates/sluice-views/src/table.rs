@@ -332,7 +332,7 @@ mod tests {
         let rows = [
             row(Datum::str("sku-1"), Datum::Int(-7)),
             row(
-                Datum::str("a text longer than twenty-two bytes"),
+                Datum::str("a text longer than twenty-two bytes, größer"),
                 Datum::Float(2.5),
             ),
             row(Datum::Int(2), Datum::Null),

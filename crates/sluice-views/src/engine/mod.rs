@@ -9,19 +9,21 @@
 //! consistent; the step reports the errors and the caller decides (`View::apply`
 //! undoes the event that caused them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::datum::{Datum, Key, Row, Text};
+use crate::datum::{Datum, Key, Row};
 use crate::expr::{Expr, truthy};
 use crate::plan::{Plan, Rel};
 use crate::table::SourceTable;
 
 mod aggregate;
 mod join;
+mod output;
 
 pub(crate) use aggregate::{Acc, Aggregate, Group};
 pub(crate) use join::{Join, Side, concat, join_key, nulls};
+pub use output::{Output, RowChange};
 
 /// Changes to a relation.
 pub type ZSet = Vec<(Row, i64)>;
@@ -234,7 +236,7 @@ impl<'a> IntoIterator for &'a Rows {
 }
 
 /// Adds a row `w` times to a key's rows, which may be none.
-fn add_to(slot: &mut Option<Rows>, row: Row, w: i64) {
+pub(crate) fn add_to(slot: &mut Option<Rows>, row: Row, w: i64) {
     let emptied = match slot {
         Some(rows) => rows.add(row, w),
         None => {
@@ -263,76 +265,5 @@ pub(crate) fn add(index: &mut Index, key: Key, row: Row, w: i64) {
                 o.remove();
             }
         }
-    }
-}
-
-/// The view's rows by key text, each with its weight (1 unless the declared key is
-/// not unique).
-#[derive(Debug, Default)]
-pub struct Output {
-    pub rows: BTreeMap<Text, Rows>,
-}
-
-/// A key whose row changed in a step: the row it had before and the row it has now.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RowChange {
-    pub key: Text,
-    pub before: Option<Row>,
-    pub row: Option<Row>,
-}
-
-impl Output {
-    /// Integrates changes; returns the keys whose visible row changed, in key order.
-    pub fn apply(&mut self, plan: &Plan, z: ZSet) -> Vec<RowChange> {
-        use std::collections::btree_map::Entry;
-        let mut keyed: Vec<(Text, Row, i64)> = z
-            .into_iter()
-            .map(|(row, w)| (plan.key_text(&row), row, w))
-            .collect();
-        // Stable: a key's changes stay in their order. Each key is looked up once.
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut changes = Vec::new();
-        let mut keyed = keyed.into_iter().peekable();
-        while let Some((key, row, w)) = keyed.next() {
-            // The key's rows taken out (an empty list left in place) and put back.
-            let mut entry = self.rows.entry(key.clone());
-            let mut slot = match &mut entry {
-                Entry::Occupied(o) => Some(std::mem::replace(o.get_mut(), Rows::Many(Vec::new()))),
-                Entry::Vacant(_) => None,
-            };
-            let before = slot.as_ref().and_then(Rows::visible).cloned();
-            add_to(&mut slot, row, w);
-            while let Some((_, row, w)) = keyed.next_if(|(k, _, _)| *k == key) {
-                add_to(&mut slot, row, w);
-            }
-            let after = slot.as_ref().and_then(Rows::visible).cloned();
-            match (entry, slot) {
-                (Entry::Occupied(mut o), Some(rows)) => *o.get_mut() = rows,
-                (Entry::Occupied(o), None) => {
-                    o.remove();
-                }
-                (Entry::Vacant(v), Some(rows)) => {
-                    v.insert(rows);
-                }
-                (Entry::Vacant(_), None) => {}
-            }
-            if before != after {
-                changes.push(RowChange {
-                    key,
-                    before,
-                    row: after,
-                });
-            }
-        }
-        changes
-    }
-
-    /// The row of a key: the one with a positive weight.
-    pub fn get(&self, key: &str) -> Option<&Row> {
-        self.visible(&Text::new(key))
-    }
-
-    fn visible(&self, key: &Text) -> Option<&Row> {
-        self.rows.get(key)?.visible()
     }
 }

@@ -150,11 +150,10 @@ fn event(rng: &mut fastrand::Rng) -> (&'static str, Value) {
 /// The view as the engine holds it; every key must hold exactly one row.
 fn engine_rows(view: &View) -> BTreeMap<String, Row> {
     view.output()
-        .rows
-        .iter()
+        .weighted()
         .map(|(k, rows)| {
             assert_eq!(rows.len(), 1, "key {k}: {rows:?}");
-            let (row, weight) = &rows.as_slice()[0];
+            let (row, weight) = &rows[0];
             assert_eq!(*weight, 1, "key {k}: {rows:?}");
             (k.to_string(), row.clone())
         })

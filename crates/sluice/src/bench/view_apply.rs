@@ -101,7 +101,7 @@ pub fn run(args: &BenchViewApplyArgs) -> anyhow::Result<()> {
     };
     let (bytes, state_encode_ms) = encode(Vec::new());
     let (bytes, state_encode_again_ms) = encode(bytes);
-    let view_rows = view.output().rows.len() as u64;
+    let view_rows = view.output().len() as u64;
     if view_rows != args.keys {
         bail!("the view has {view_rows} rows, {} expected", args.keys);
     }

@@ -545,7 +545,7 @@ pub fn run_restore(args: &BenchViewRestoreArgs) -> anyhow::Result<()> {
     let restored = frozen.load()?;
     let restore_seconds = serving_seconds + decoding.elapsed().as_secs_f64();
     drop(frozen);
-    let keys = restored.output().rows.len() as u64;
+    let keys = restored.output().len() as u64;
     if keys != args.keys {
         bail!("restored {keys} keys, the view had {}", args.keys);
     }
