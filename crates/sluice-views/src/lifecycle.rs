@@ -54,8 +54,9 @@ pub(crate) async fn reconcile_loop(
         let def = state.defs.read().get(&name).cloned();
         let current = state.entries.read().get(&name).cloned();
         match (def, current) {
-            (None, _) => {
-                state.entries.write().remove(&name);
+            (None, current) => {
+                let removed = state.entries.write().remove(&name);
+                free_later((removed, current));
                 state.outlets.remove(&name);
                 if let Some(dir) = &config.state_dir {
                     let _ = std::fs::remove_dir_all(dir.join(&name));
@@ -84,7 +85,8 @@ pub(crate) async fn reconcile_loop(
                                         let p = state.outlets.publish(&bus, &def.name, event_type);
                                         hand_over(&old, &r, p);
                                     }
-                                    state.entries.write().insert(
+                                    set_entry(
+                                        &state,
                                         def.name.clone(),
                                         Entry {
                                             def,
@@ -97,6 +99,7 @@ pub(crate) async fn reconcile_loop(
                                     );
                                     state.wake_leases.notify_one();
                                 }
+                                free_later(old);
                             });
                             if let Some(e) = state.entries.write().get_mut(&name) {
                                 e.pending = Some(pending);
@@ -128,7 +131,8 @@ pub(crate) async fn reconcile_loop(
                         }
                     }
                 };
-                state.entries.write().insert(name, entry);
+                set_entry(&state, name, entry);
+                free_later(current);
                 state.wake_leases.notify_one();
             }
         }
@@ -336,4 +340,17 @@ async fn caught_up(bus: &Bus, r: &Running) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sets a view's entry. The entry it replaces is dropped after the lock, on a blocking
+/// thread: a large view takes seconds to free (10M keys: tens of millions of
+/// allocations), and every read of every view takes that lock.
+fn set_entry(state: &State, name: String, entry: Entry) {
+    let replaced = state.entries.write().insert(name, entry);
+    free_later(replaced);
+}
+
+/// Drops `value` on a blocking thread (see `set_entry`).
+fn free_later<T: Send + 'static>(value: T) {
+    tokio::task::spawn_blocking(move || drop(value));
 }

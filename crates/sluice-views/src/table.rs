@@ -6,9 +6,12 @@
 //! which come first; a row is decoded when read. A source table is most of a view's
 //! state (the stock of a shop is a row per sku and location), so this is most of the
 //! memory saved, and a load copies each row's bytes from the state file as they are.
-//! A row holding JSON (an object or array taken whole) is kept as values: decoding
-//! it would parse the JSON again at every read.
+//! A row holding JSON (an object or array taken whole) is kept as values, in a map of
+//! its own: decoding it would parse the JSON again at every read. Kept apart, the
+//! table's slots are one boxed slice each (16 bytes, not 24 for a slot that could be
+//! either; at 10M keys the tables are ~2^25 slots).
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use hashbrown::{HashTable, hash_table};
@@ -18,11 +21,12 @@ use crate::datum::{Datum, Row, Seeded};
 use crate::plan::{Scan, SourceKind};
 use crate::source::Change;
 
-/// One row of a table.
+/// One row of a table, taken out of it or to be put in.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stored {
     /// As `Writer::row` writes it: the count, then each value, the key's first.
     Packed(Box<[u8]>),
+    /// A row holding JSON.
     Values(Row),
 }
 
@@ -39,22 +43,27 @@ impl Stored {
     /// The row's values.
     pub fn row(&self) -> Row {
         match self {
-            // Written by `Writer::row` (`of`) or checked as `Reader::row` reads it
-            // (`SourceTable::put_packed`): it reads back.
-            Stored::Packed(bytes) => Reader::new(bytes)
-                .row()
-                .expect("a table's rows are checked when put"),
+            Stored::Packed(bytes) => unpack(bytes),
             Stored::Values(row) => row.clone(),
         }
     }
+}
 
+/// A row as the table holds it (`SourceTable::rows`).
+#[derive(Clone, Copy, Debug)]
+pub enum RowRef<'a> {
+    Packed(&'a [u8]),
+    Values(&'a Row),
+}
+
+impl RowRef<'_> {
     /// Loads the row's first bytes (`snapshot::in_groups`).
     pub fn touch(&self) {
         match self {
-            Stored::Packed(bytes) => {
+            RowRef::Packed(bytes) => {
                 std::hint::black_box(bytes.first());
             }
-            Stored::Values(row) => {
+            RowRef::Values(row) => {
                 std::hint::black_box(row.first().map(std::mem::discriminant));
             }
         }
@@ -63,33 +72,31 @@ impl Stored {
     /// Writes the row as `Writer::row` does.
     pub fn write(&self, w: &mut Writer) {
         match self {
-            Stored::Packed(bytes) => w.buf.extend_from_slice(bytes),
-            Stored::Values(row) => w.row(row),
+            RowRef::Packed(bytes) => w.buf.extend_from_slice(bytes),
+            RowRef::Values(row) => w.row(row),
         }
     }
 }
 
-/// The bytes of a row's first `n` values as `Writer::datum` writes them: in place for
-/// a packed row, else written into `scratch`.
+/// A packed row's values. Written by `Writer::row` (`Stored::of`) or checked as
+/// `Reader::row` reads it (`SourceTable::read_row`): it reads back.
+fn unpack(bytes: &[u8]) -> Row {
+    Reader::new(bytes)
+        .row()
+        .expect("a table's rows are checked when put")
+}
+
+/// The bytes of a packed row's first `n` values, as `Writer::datum` writes them.
 #[inline]
-fn key_bytes<'a>(stored: &'a Stored, n: usize, scratch: &'a mut Writer) -> &'a [u8] {
-    match stored {
-        Stored::Packed(bytes) => {
-            let mut r = Reader::new(bytes);
-            // Checked when put: a count, then at least `n` values.
-            let _ = r.u64();
-            let from = r.position();
-            for _ in 0..n {
-                let _ = r.skip();
-            }
-            &bytes[from..r.position()]
-        }
-        Stored::Values(row) => {
-            scratch.buf.clear();
-            row.iter().take(n).for_each(|d| scratch.datum(d));
-            &scratch.buf
-        }
+fn key_bytes(bytes: &[u8], n: usize) -> &[u8] {
+    let mut r = Reader::new(bytes);
+    // Checked when put: a count, then at least `n` values.
+    let _ = r.u64();
+    let from = r.position();
+    for _ in 0..n {
+        let _ = r.skip();
     }
+    &bytes[from..r.position()]
 }
 
 /// Where a key looked up is written (`Writer::datum`), kept per thread.
@@ -112,7 +119,10 @@ thread_local! {
 #[derive(Debug)]
 pub struct SourceTable {
     key_len: usize,
-    rows: HashTable<Stored>,
+    rows: HashTable<Box<[u8]>>,
+    /// Rows holding JSON, by the bytes of their key (no row of the table has the key
+    /// of one of these).
+    json: HashMap<Box<[u8]>, Row, Seeded>,
     hasher: Seeded,
     /// Where a row or key is encoded before it is stored or looked up.
     scratch: Writer,
@@ -123,6 +133,7 @@ impl SourceTable {
         SourceTable {
             key_len,
             rows: HashTable::new(),
+            json: HashMap::default(),
             hasher: Seeded::default(),
             scratch: Writer::default(),
         }
@@ -135,12 +146,12 @@ impl SourceTable {
 
     /// Hashes with the given seed from now on (for an empty table being restored).
     pub fn reseed(&mut self, seed: u64) {
-        debug_assert!(self.rows.is_empty());
+        debug_assert!(self.is_empty());
         self.hasher = Seeded::with_seed(seed);
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() + self.json.len()
     }
 
     pub fn key_len(&self) -> usize {
@@ -148,38 +159,70 @@ impl SourceTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 
-    pub fn rows(&self) -> impl Iterator<Item = &Stored> {
-        self.rows.iter()
+    /// Every row: the packed ones in the order the table holds them, then those
+    /// holding JSON.
+    pub fn rows(&self) -> impl Iterator<Item = RowRef<'_>> {
+        self.rows
+            .iter()
+            .map(|b| RowRef::Packed(b))
+            .chain(self.json.values().map(RowRef::Values))
     }
 
     pub fn reserve(&mut self, n: usize) {
         let (n_key, hasher) = (self.key_len, &self.hasher);
-        self.rows.reserve(n, |r| hash_of(hasher, r, n_key));
+        self.rows
+            .reserve(n, |r| hasher.hash_one(key_bytes(r, n_key)));
     }
 
     /// Puts a row in place of the one with its key; the row it replaced, and whether
     /// that was the same row.
     fn put(&mut self, stored: Stored) -> Option<(Stored, bool)> {
         let n = self.key_len;
-        let mut own = Writer::default();
-        let key = key_bytes(&stored, n, &mut own);
         let hasher = &self.hasher;
-        let mut scratch = Writer::default();
-        match self.rows.entry(
-            hasher.hash_one(key),
-            |r| key_bytes(r, n, &mut scratch) == key,
-            |r| hash_of(hasher, r, n),
-        ) {
-            hash_table::Entry::Occupied(mut o) => {
-                let same = *o.get() == stored;
-                Some((std::mem::replace(o.get_mut(), stored), same))
+        match stored {
+            Stored::Packed(bytes) => {
+                let key = key_bytes(&bytes, n);
+                let hash = hasher.hash_one(key);
+                let was_json = if self.json.is_empty() {
+                    None
+                } else {
+                    self.json.remove(key)
+                };
+                match self.rows.entry(
+                    hash,
+                    |r| key_bytes(r, n) == key,
+                    |r| hasher.hash_one(key_bytes(r, n)),
+                ) {
+                    hash_table::Entry::Occupied(mut o) => {
+                        let same = *o.get() == bytes;
+                        let old = std::mem::replace(o.get_mut(), bytes);
+                        Some((Stored::Packed(old), same))
+                    }
+                    hash_table::Entry::Vacant(v) => {
+                        v.insert(bytes);
+                        was_json.map(|row| (Stored::Values(row), false))
+                    }
+                }
             }
-            hash_table::Entry::Vacant(v) => {
-                v.insert(stored);
-                None
+            Stored::Values(row) => {
+                self.scratch.buf.clear();
+                row.iter().take(n).for_each(|d| self.scratch.datum(d));
+                let key: Box<[u8]> = self.scratch.buf.as_slice().into();
+                let was_packed = self
+                    .rows
+                    .find_entry(hasher.hash_one(&key[..]), |r| key_bytes(r, n) == &key[..])
+                    .ok()
+                    .map(|o| Stored::Packed(o.remove().0));
+                match self.json.insert(key, row.clone()) {
+                    Some(old) => {
+                        let same = old == row;
+                        Some((Stored::Values(old), same))
+                    }
+                    None => was_packed.map(|old| (old, false)),
+                }
             }
         }
     }
@@ -210,12 +253,14 @@ impl SourceTable {
         let n = self.key_len;
         PROBE.with_borrow_mut(|probe| {
             let key = probe.of(key);
-            let mut scratch = Writer::default();
-            self.rows
-                .find(self.hasher.hash_one(key), |r| {
-                    key_bytes(r, n, &mut scratch) == key
-                })
-                .map(Stored::row)
+            match self
+                .rows
+                .find(self.hasher.hash_one(key), |r| key_bytes(r, n) == key)
+            {
+                Some(bytes) => Some(unpack(bytes)),
+                None if self.json.is_empty() => None,
+                None => self.json.get(key).cloned(),
+            }
         })
     }
 
@@ -224,13 +269,14 @@ impl SourceTable {
         let n = self.key_len;
         PROBE.with_borrow_mut(|probe| {
             let key = probe.of(key);
-            let mut scratch = Writer::default();
-            self.rows
-                .find_entry(self.hasher.hash_one(key), |r| {
-                    key_bytes(r, n, &mut scratch) == key
-                })
-                .ok()
-                .map(|o| o.remove().0)
+            match self
+                .rows
+                .find_entry(self.hasher.hash_one(key), |r| key_bytes(r, n) == key)
+            {
+                Ok(o) => Some(Stored::Packed(o.remove().0)),
+                Err(_) if self.json.is_empty() => None,
+                Err(_) => self.json.remove(key).map(Stored::Values),
+            }
         })
     }
 
@@ -278,12 +324,6 @@ impl SourceTable {
             }
         }
     }
-}
-
-/// The hash of a stored row's key (a scratch of its own: the table's hasher is
-/// called where nothing can be borrowed mutably; only a row of values writes to it).
-fn hash_of(hasher: &Seeded, stored: &Stored, n: usize) -> u64 {
-    hasher.hash_one(key_bytes(stored, n, &mut Writer::default()))
 }
 
 /// How to take a change to a source table back.
@@ -345,13 +385,7 @@ mod tests {
             t.apply(&scan, Change::Upsert(r.clone()), &mut out);
         }
         assert_eq!(out, rows.iter().map(|r| (r.clone(), 1)).collect::<Vec<_>>());
-        assert!(matches!(
-            t.rows
-                .iter()
-                .filter(|s| matches!(s, Stored::Values(_)))
-                .count(),
-            1
-        ));
+        assert_eq!((t.rows.len(), t.json.len()), (4, 1));
         for r in &rows {
             assert_eq!(t.get(&r[..1]).as_ref(), Some(r));
         }
@@ -402,6 +436,44 @@ mod tests {
             back.read_row(&mut Reader::new(&w.buf)).unwrap(),
             "a key twice"
         );
+    }
+
+    #[test]
+    fn a_key_whose_row_comes_to_hold_json_or_not_is_in_one_place_only() {
+        let scan = scan();
+        let mut t = SourceTable::new(1);
+        let plain = row(Datum::str("sku-1"), Datum::Int(1));
+        let json = row(
+            Datum::str("sku-1"),
+            Datum::Json(Arc::new(json!({"size": "M"}))),
+        );
+        let mut out = Vec::new();
+        t.apply(&scan, Change::Upsert(plain.clone()), &mut out);
+        let undo = t.apply(&scan, Change::Upsert(json.clone()), &mut out);
+        assert_eq!(out[1..], [(plain.clone(), -1), (json.clone(), 1)]);
+        assert_eq!((t.rows.len(), t.json.len()), (0, 1));
+        assert_eq!(t.get(&plain[..1]), Some(json.clone()));
+        t.undo(undo);
+        assert_eq!((t.rows.len(), t.json.len()), (1, 0));
+        assert_eq!(t.get(&plain[..1]), Some(plain.clone()));
+
+        t.apply(&scan, Change::Upsert(json.clone()), &mut out);
+        out.clear();
+        // The same JSON row again is no change; a plain row replaces it.
+        t.apply(&scan, Change::Upsert(json.clone()), &mut out);
+        assert!(out.is_empty());
+        let undo = t.apply(&scan, Change::Upsert(plain.clone()), &mut out);
+        assert_eq!(out, [(json.clone(), -1), (plain.clone(), 1)]);
+        assert_eq!((t.rows.len(), t.json.len()), (1, 0));
+        t.undo(undo);
+        assert_eq!(t.get(&plain[..1]), Some(json.clone()));
+        out.clear();
+        let undo = t.apply(&scan, Change::Delete(plain[..1].to_vec()), &mut out);
+        assert_eq!(out, [(json.clone(), -1)]);
+        assert!(t.is_empty());
+        t.undo(undo);
+        assert_eq!(t.get(&plain[..1]), Some(json));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

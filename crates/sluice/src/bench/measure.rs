@@ -120,10 +120,12 @@ pub fn round2(x: f64) -> f64 {
 
 /// Memory the kernel can give a process now without swapping (MemAvailable), in MB.
 pub fn available_mb() -> Option<f64> {
-    mb_field(
-        &std::fs::read_to_string("/proc/meminfo").ok()?,
-        "MemAvailable:",
-    )
+    meminfo_mb("MemAvailable:")
+}
+
+/// A field of /proc/meminfo (`MemFree:`, `Cached:`...), in MB.
+pub fn meminfo_mb(field: &str) -> Option<f64> {
+    mb_field(&std::fs::read_to_string("/proc/meminfo").ok()?, field)
 }
 
 /// A `field:  N kB` line of a /proc file, in MB.
