@@ -108,7 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Views(args)) => runtime()?.block_on(bench::views::run(args)),
         Command::Bench(BenchCommand::Lookups(args)) => bench::lookups::run(args),
         Command::Bench(BenchCommand::Freshness(args)) => {
-            runtime()?.block_on(bench::freshness::run(args))
+            runtime()?.block_on(bench::freshness::run(args, &cli.global, &config))
         }
         Command::Bench(BenchCommand::ViewRestore(args)) => bench::views::run_restore(&args),
         Command::Bench(BenchCommand::ViewApply(args)) => bench::view_apply::run(&args),

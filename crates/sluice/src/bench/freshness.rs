@@ -1,5 +1,6 @@
 //! `sluice bench freshness`: the simulated shop against a `sluice serve` of this binary
-//! (a process of its own, on an embedded log in the data dir, fsync durability).
+//! (a process of its own, on the data dir, with this command's `--config` and `--set`:
+//! by default an embedded log with fsync durability).
 //! First the shop publishes as fast as the server acknowledges for a while: the
 //! maximum rate. Then it publishes on schedule at a fraction of it while
 //!
@@ -24,7 +25,8 @@ use serde::Serialize;
 
 use super::measure::{Percentiles, context_switches, process_cpu_seconds, round2};
 use super::stream_client::{Committer, Line, StreamClient, connect};
-use crate::cli::BenchFreshnessArgs;
+use crate::cli::{BenchFreshnessArgs, GlobalArgs};
+use crate::config::Config;
 use crate::shop::driver::{self, Acked, Driver, OnAck};
 use crate::shop::{EVENT_TYPES, OFFER, PRODUCT, STOCK, Shop};
 
@@ -58,7 +60,8 @@ struct Report {
     /// on the machine beside the server).
     client_cpu_us_per_event: f64,
     catalog_products: usize,
-    durability: &'static str,
+    /// The server's `log.durability`.
+    durability: String,
 }
 
 /// A `sluice serve` of this binary on 127.0.0.1:0.
@@ -70,10 +73,22 @@ struct Server {
 impl Server {
     /// With `log`, the server logs at that filter and every line is shown; without,
     /// at `info` and only errors are shown.
-    fn spawn(dir: &std::path::Path, log: Option<&str>) -> anyhow::Result<Server> {
+    /// The server takes `global`'s config file and overrides, as this command did.
+    fn spawn(
+        dir: &std::path::Path,
+        log: Option<&str>,
+        global: &GlobalArgs,
+    ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
         let show_all = log.is_some();
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(file) = &global.config {
+            command.arg("--config").arg(file);
+        }
+        for o in &global.overrides {
+            command.arg("--set").arg(o);
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", log.unwrap_or("info"))
@@ -137,7 +152,11 @@ async fn view_caught_up(url: &str, view: &str) -> anyhow::Result<()> {
     .await?
 }
 
-pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: BenchFreshnessArgs,
+    global: &GlobalArgs,
+    config: &Config,
+) -> anyhow::Result<()> {
     if args.duration == 0 || args.max_seconds < 2 || !(args.fraction > 0.0 && args.fraction <= 1.0)
     {
         bail!("--duration must be positive, --max-seconds at least 2, --fraction in (0, 1]");
@@ -157,7 +176,7 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(dir)?;
-    let server = Server::spawn(dir, args.server_log.as_deref())?;
+    let server = Server::spawn(dir, args.server_log.as_deref(), global)?;
     let authority = server.authority.clone();
     let url = format!("http://{authority}");
     let u = url.clone();
@@ -206,7 +225,7 @@ pub async fn run(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         events_per_sec: rate,
         seconds: args.duration,
         catalog_products: args.products,
-        durability: "fsync",
+        durability: config.log.durability.to_string(),
         server_cpu_us_per_event: round2(cpu * 1e6 / total as f64),
         server_context_switches_per_1k_events: round2(switches as f64 * 1e3 / total as f64),
         client_cpu_us_per_event: round2(client_cpu * 1e6 / total as f64),
@@ -357,7 +376,7 @@ async fn measure(
         server_context_switches_per_1k_events: 0.0,
         client_cpu_us_per_event: 0.0,
         catalog_products: 0,
-        durability: "fsync",
+        durability: String::new(),
     })
 }
 

@@ -210,16 +210,17 @@ fn bench_freshness_measures_the_shop_end_to_end() {
         ])
         .args(["--products", "100", "--rate", "2000", "--data-dir"])
         .arg(&data)
-        .args(["--server-log", "info"])
+        .args(["--server-log", "info", "--set", "log.durability=interval"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // The server's own log is shown when asked for.
+    // The server's own log is shown when asked for, and the server took the
+    // command's `--set`.
     let stderr = text(&out.stderr);
     assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with("server: ") && l.contains("listen=")),
+        stderr.lines().any(|l| l.starts_with("server: ")
+            && l.contains("listen=")
+            && l.contains("interval durability")),
         "{stderr}"
     );
     let stdout = text(&out.stdout);
@@ -240,6 +241,7 @@ fn bench_freshness_measures_the_shop_end_to_end() {
     assert_eq!(v["refused"], 0, "{v}");
     assert!(v["view_reads"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["view_reads_not_caught_up"], 0, "{v}");
+    assert_eq!(v["durability"], "interval", "{v}");
     assert!(v["max_events_per_sec"].as_f64().unwrap() > 0.0, "{v}");
     // The server's cost of the measured events, read from its /proc entries.
     assert!(v["server_cpu_us_per_event"].as_f64().unwrap() > 0.0, "{v}");
