@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{sluice, spawn_serve, wait_for_listen_address};
+use crate::{Node, sluice, spawn_serve, wait_for_listen_address};
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -272,14 +272,16 @@ fn a_view_counts_every_event_once_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let spawn = || {
-        sluice()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .env("SLUICE_VIEWS__CHECKPOINT_INTERVAL_MS", "100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Node(
+            sluice()
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .env("SLUICE_VIEWS__CHECKPOINT_INTERVAL_MS", "100")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
     };
     let mut server = spawn();
     let (addr, _lines) = wait_for_listen_address(&mut server);

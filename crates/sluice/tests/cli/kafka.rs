@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use sluice_kafka::testing::Broker;
 use sluice_kafka::{KafkaConfig, KafkaLog};
 use sluice_log::{PartitionId, TopicName};
 
-use crate::wait_for_listen_address;
+use crate::{Node, wait_for_listen_address};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -42,29 +42,6 @@ fn serve_cmd(data: &Path, bootstrap: &str, settings: &[&str]) -> Command {
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     cmd
-}
-
-/// A `sluice serve` process, killed when dropped (a failing test leaves none behind).
-pub(crate) struct Node(pub(crate) Child);
-
-impl std::ops::Deref for Node {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 pub(crate) fn serve_on_kafka(data: &Path, bootstrap: &str, settings: &[&str]) -> Node {

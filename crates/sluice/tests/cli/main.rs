@@ -5,11 +5,12 @@ mod crash;
 mod demo;
 mod interop;
 mod kafka;
+mod process;
 mod publishers;
 mod tidy;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+pub(crate) use process::{Node, spawn_serve, wait_for_listen_address};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn sluice() -> Command {
@@ -90,38 +91,6 @@ fn config_layers_and_rejects_mistakes() {
     );
 }
 
-pub(crate) fn spawn_serve(dir: &Path) -> Child {
-    sluice()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Reads the server's stderr in the background until it says where it listens.
-pub(crate) fn wait_for_listen_address(
-    server: &mut Child,
-) -> (String, std::sync::mpsc::Receiver<String>) {
-    let stderr = server.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if let Some(rest) = line.split("listen=").nth(1) {
-            return (rest.split_whitespace().next().unwrap().to_string(), rx);
-        }
-    }
-    panic!("sluice serve never said where it listens");
-}
-
 #[test]
 fn serve_answers_http_until_sigterm_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,14 +148,16 @@ fn thp_enabled(pid: u32) -> String {
 fn serve_uses_small_pages_unless_huge_pages_are_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let start = |extra: &[&str], data: &str| {
-        let mut server = sluice()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join(data))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut server = Node(
+            sluice()
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.path().join(data))
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         wait_for_listen_address(&mut server);
         let thp = thp_enabled(server.id());
         server.kill().unwrap();

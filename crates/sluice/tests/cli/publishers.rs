@@ -12,7 +12,8 @@ use sluice_kafka::testing::Broker;
 use sluice_kafka::{KafkaConfig, KafkaLog};
 use sluice_log::{PartitionId, TopicName};
 
-use crate::kafka::{Node, agent, post, serve_on_kafka};
+use crate::Node;
+use crate::kafka::{agent, post, serve_on_kafka};
 use crate::wait_for_listen_address;
 
 /// The lease of the test nodes: a takeover comes ~1.5 s after the publisher died.
