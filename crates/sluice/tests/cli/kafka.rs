@@ -15,6 +15,7 @@ use sluice_kafka::testing::Broker;
 use sluice_kafka::{KafkaConfig, KafkaLog};
 use sluice_log::{PartitionId, TopicName};
 
+use crate::process::stderr_lines;
 use crate::{Node, wait_for_listen_address};
 
 fn free_port() -> u16 {
@@ -104,15 +105,7 @@ fn serve_waits_for_kafka_at_start_and_serves_once_it_is_there() {
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let mut server = serve_on_kafka(&dir.path().join("data"), &bootstrap, &[]);
-    let stderr = server.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = stderr_lines(&mut server);
     let said = |what: &str, within: Duration| {
         let deadline = Instant::now() + within;
         while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))

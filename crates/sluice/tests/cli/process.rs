@@ -47,6 +47,18 @@ impl Drop for Node {
 pub(crate) fn wait_for_listen_address(
     server: &mut Child,
 ) -> (String, std::sync::mpsc::Receiver<String>) {
+    let rx = stderr_lines(server);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(rest) = line.split("listen=").nth(1) {
+            return (rest.split_whitespace().next().unwrap().to_string(), rx);
+        }
+    }
+    panic!("sluice serve never said where it listens");
+}
+
+/// The server's stderr, line by line, read on a thread of its own.
+pub(crate) fn stderr_lines(server: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let stderr = server.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -56,11 +68,5 @@ pub(crate) fn wait_for_listen_address(
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if let Some(rest) = line.split("listen=").nth(1) {
-            return (rest.split_whitespace().next().unwrap().to_string(), rx);
-        }
-    }
-    panic!("sluice serve never said where it listens");
+    rx
 }
