@@ -355,6 +355,11 @@ pub struct BenchLogArgs {
     /// The log's `preallocate_bytes` (zeros written ahead of the data; 0 = off).
     #[arg(long, default_value_t = sluice_log::EmbeddedConfig::default().preallocate_bytes)]
     pub preallocate_bytes: u64,
+    /// The log's `wal_bytes` (durability fsync: each of the two write-ahead files that
+    /// make a commit round durable with one fdatasync; 0 = off, each partition's
+    /// segment is synced instead).
+    #[arg(long, default_value_t = sluice_log::EmbeddedConfig::default().wal_bytes)]
+    pub wal_bytes: u64,
     /// Records per second in all, sent on a fixed schedule (open loop, latency counted
     /// from when each append was due); 0 = as fast as possible.
     #[arg(long, default_value_t = 0)]

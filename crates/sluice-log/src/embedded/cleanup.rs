@@ -46,6 +46,9 @@ impl Partition {
             return Ok(stats);
         }
         let _m = self.maintenance.lock();
+        if self.is_removed() {
+            return Ok(stats);
+        }
         let segs = self.segments.read().clone();
         let mut remaining: u64 = segs.iter().map(|s| s.len()).sum();
         let mut doomed = 0;
@@ -97,6 +100,9 @@ impl Partition {
             return Ok(stats);
         }
         let _m = self.maintenance.lock();
+        if self.is_removed() {
+            return Ok(stats);
+        }
         self.needs_compaction.store(false, Ordering::Release);
         let segs = self.segments.read().clone();
         let sealed = &segs[..segs.len().saturating_sub(1)];

@@ -12,6 +12,10 @@
 //!                                                    -> reply (fsync)
 //! ```
 //!
+//! With a wal (`wal.rs`), a group of at most `wal_max_group_bytes` goes to the stage
+//! with the wal mark that makes it durable, and is published by the wal's syncer
+//! instead (`publish_logged`); the stage keeps both kinds in write order.
+//!
 //! With `durability = fsync` the writer does not wait for the fsync: while the syncer
 //! flushes group N, the writer already writes group N+1, and the next fsync covers all
 //! groups written meanwhile. Readers see a batch only once it is published, so nothing
@@ -68,6 +72,8 @@ struct Written {
     max_timestamp: i64,
     index: LiveIndex,
     replies: Vec<(Reply, Vec<Offset>)>,
+    /// With a wal record: the wal's `durable` mark that makes the group durable.
+    logged: Option<u64>,
 }
 
 /// Batches assembled for one write.
@@ -145,9 +151,13 @@ impl Partition {
 
     fn commit(self: &Arc<Self>, group: Vec<Pending>) {
         let mut w = self.writer.lock();
-        if self.is_poisoned() {
+        if self.is_poisoned() || self.is_removed() {
+            let e = match self.is_removed() {
+                true => LogError::TopicNotFound(self.topic.to_string()),
+                false => self.poisoned_error(),
+            };
             for p in group {
-                let _ = p.reply.send(Err(self.poisoned_error()));
+                let _ = p.reply.send(Err(e.duplicate()));
             }
             return;
         }
@@ -227,7 +237,15 @@ impl Partition {
         }
         let file = &w.active.file;
         let data_len = staged.buf.len();
-        let mut zeroed_end = self.zero_ahead(w, staged, segment_bytes);
+        let fsync = self.settings.durability == Durability::Fsync;
+        let wal = self
+            .committer
+            .wal()
+            .filter(|_| fsync && data_len as u64 <= self.settings.wal_max_group_bytes);
+        let mut zeroed_end = match wal {
+            Some(_) => w.zeroed_end, // the segment is not synced now: no zeros needed
+            None => self.zero_ahead(w, staged, segment_bytes),
+        };
         let mut wrote = fs::write_all_at(&**file, &staged.buf, staged.start);
         if wrote.is_err() && staged.buf.len() > data_len && file.set_len(staged.start).is_ok() {
             // No room for the zeros (a full disk): the data alone may still fit.
@@ -247,7 +265,8 @@ impl Partition {
                 source: e,
             });
         }
-        let end = staged.start + staged.buf.len() as u64;
+        let start = staged.start;
+        let end = start + staged.buf.len() as u64;
         w.written_len = end;
         w.zeroed_end = zeroed_end.max(end);
         w.next_offset = staged.next;
@@ -258,17 +277,27 @@ impl Partition {
             max_timestamp: staged.max_timestamp,
             index: std::mem::take(&mut staged.index),
             replies: std::mem::take(&mut staged.done),
+            logged: None,
         };
-        staged.buf.clear();
-        staged.start = end;
-        staged.max_timestamp = i64::MIN;
-        match self.settings.durability {
-            Durability::Fsync => self.hand_to_syncer(written),
-            Durability::Interval | Durability::None => {
+        match (self.settings.durability, wal) {
+            (Durability::Fsync, Some(wal)) => {
+                wal.append(self, w.active.base, start, &staged.buf, |durable_at| {
+                    let logged = Written {
+                        logged: Some(durable_at),
+                        ..written
+                    };
+                    self.stage.lock().pending.push(logged);
+                });
+            }
+            (Durability::Fsync, None) => self.hand_to_syncer(written),
+            (Durability::Interval | Durability::None, _) => {
                 self.dirty.store(true, Ordering::Release);
                 self.publish(written);
             }
         }
+        staged.buf.clear();
+        staged.start = end;
+        staged.max_timestamp = i64::MIN;
         Ok(())
     }
 
@@ -328,6 +357,40 @@ impl Partition {
         let _order = self.sync_lock.lock();
         let groups = std::mem::take(&mut self.stage.lock().pending);
         self.sync_and_publish(groups)
+    }
+
+    /// Publishes the groups at the front of the stage whose wal records are durable
+    /// up to `durable` (on the wal's syncer thread, after its fdatasync). A group the
+    /// syncer must fsync first stops it, keeping publication in write order: the
+    /// syncer then publishes the groups after it too.
+    pub(super) fn publish_logged(&self, durable: u64) {
+        let _order = self.sync_lock.lock();
+        for g in self.take_logged(durable) {
+            self.publish(g);
+        }
+    }
+
+    /// The wal round that held the groups up to `end` failed: they fail, and the
+    /// partition refuses writes until the log is reopened.
+    pub(super) fn fail_logged(&self, end: u64, why: &std::io::Error) {
+        let _order = self.sync_lock.lock();
+        let groups = self.take_logged(end);
+        self.poison(why);
+        for g in groups {
+            for (reply, _) in g.replies {
+                let _ = reply.send(Err(self.poisoned_error()));
+            }
+        }
+    }
+
+    fn take_logged(&self, durable: u64) -> Vec<Written> {
+        let mut stage = self.stage.lock();
+        let n = stage
+            .pending
+            .iter()
+            .take_while(|g| g.logged.is_some_and(|at| at <= durable))
+            .count();
+        stage.pending.drain(..n).collect()
     }
 
     /// One fdatasync for all `groups` (all in the active segment: a roll drains the

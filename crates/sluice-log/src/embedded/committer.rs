@@ -3,7 +3,11 @@
 //!
 //! ```text
 //!  append(p) --enqueue--> p.queue --(p not scheduled yet)--> writer lane
-//!  writer:   each ready partition in turn: one group -> one pwrite --> syncer lane
+//!  writer:   each ready partition in turn: one group -> one pwrite, and then
+//!              small group, with a wal: a record in the pass's wal round
+//!              otherwise: --> syncer lane
+//!            end of the pass: the wal round, one pwrite --> the wal's syncer thread:
+//!            one fdatasync for all rounds written so far -> publish -> reply (wal.rs)
 //!  syncers:  each takes one ready partition: one fdatasync for all the groups
 //!            written to it so far -> publish -> reply
 //! ```
@@ -25,11 +29,14 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 use super::partition::Partition;
+use super::wal::Wal;
 
 /// The writer and the syncer lanes of one log.
 pub(crate) struct Committer {
     write: Lane,
     sync: Lane,
+    /// The write-ahead file, if the log has one: the writer syncs it once per pass.
+    wal: Option<Arc<Wal>>,
     /// The runtime the log was opened on, if any, for background work started from
     /// the lanes' threads (sealing a rolled segment).
     runtime: Option<tokio::runtime::Handle>,
@@ -112,12 +119,17 @@ impl std::fmt::Debug for Committer {
 
 impl Committer {
     /// Lanes for a log opened now (on the current runtime, if any).
-    pub fn new(sync_threads: usize) -> Committer {
+    pub fn new(sync_threads: usize, wal: Option<Wal>) -> Committer {
         Committer {
             write: Lane::new("sluice-writer", 1),
             sync: Lane::new("sluice-sync", sync_threads),
+            wal: wal.map(Arc::new),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
+    }
+
+    pub fn wal(&self) -> Option<&Arc<Wal>> {
+        self.wal.as_ref()
     }
 
     pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
@@ -142,6 +154,9 @@ impl Committer {
     pub fn stop(&self) {
         self.write.stop();
         self.sync.stop();
+        if let Some(wal) = &self.wal {
+            wal.stop();
+        }
     }
 
     fn start(self: &Arc<Self>, lane: &Lane, run: fn(&Committer)) {
@@ -157,13 +172,17 @@ impl Committer {
     }
 
     /// One group per ready partition per pass, so a busy partition cannot starve the
-    /// others; a partition with more queued goes round again.
+    /// others; a partition with more queued goes round again. With a wal, the pass
+    /// ends with its one fdatasync, which publishes every group of the pass.
     fn run_writer(&self) {
         while let Some(ready) = self.write.take(usize::MAX) {
             for p in ready {
                 if p.write_round() {
                     self.write.state.lock().ready.push(p);
                 }
+            }
+            if let Some(wal) = &self.wal {
+                wal.commit();
             }
         }
     }

@@ -63,6 +63,14 @@ pub struct EmbeddedConfig {
     /// zeros are written with it. An fdatasync of data written over them does not also
     /// have to write the file's new size, one disk write fewer per sync (0: off).
     pub preallocate_bytes: u64,
+    /// With `durability = "fsync"`: the size of each of the two write-ahead files
+    /// shared by all partitions. A commit round then takes one fdatasync, of the
+    /// write-ahead file, however many partitions it wrote to (0: off; each partition
+    /// fsyncs its own segment).
+    pub wal_bytes: u64,
+    /// Group commits larger than this skip the write-ahead file and fsync their own
+    /// segment: for bulk writes the write-ahead file would double the bytes written.
+    pub wal_max_group_bytes: u64,
 }
 
 impl Default for EmbeddedConfig {
@@ -75,6 +83,8 @@ impl Default for EmbeddedConfig {
             sync_threads: 4,
             maintenance_interval_ms: 30_000,
             preallocate_bytes: 256 << 10,
+            wal_bytes: 16 << 20,
+            wal_max_group_bytes: 256 << 10,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! <data-dir>/topics/<topic>/<partition>/<base>.log  record batches
 //!                                     /<base>.index      sparse offset index (sealed)
 //!                                     /<base>.timeindex  sparse time index (sealed)
+//! <data-dir>/wal/0.wal, 1.wal                       write-ahead files (`wal.rs`)
 //! ```
 
 mod cleanup;
@@ -14,8 +15,10 @@ mod committer;
 mod config;
 mod partition;
 mod recovery;
+mod replay;
 mod segment;
 mod verify;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,8 @@ const TOPIC_FILE: &str = "topic.json";
 const DELETED_PREFIX: &str = ".deleted-";
 /// The most `preallocate_bytes` may be: the zeros ride in the group commit's buffer.
 const MAX_PREALLOCATE_BYTES: u64 = 64 << 20;
+/// The smallest write-ahead file.
+const MIN_WAL_BYTES: u64 = 16 << 10;
 
 struct Topic {
     dir: PathBuf,
@@ -114,6 +119,24 @@ impl EmbeddedLog {
                 ),
             });
         }
+        if settings.wal_bytes > 0 && settings.wal_bytes < MIN_WAL_BYTES {
+            return Err(LogError::InvalidConfig {
+                field: "log.wal_bytes",
+                reason: format!(
+                    "{} is less than the {MIN_WAL_BYTES} bytes a write-ahead file needs (0 turns it off)",
+                    settings.wal_bytes
+                ),
+            });
+        }
+        if settings.wal_bytes > 0 && settings.wal_max_group_bytes > settings.wal_bytes / 4 {
+            return Err(LogError::InvalidConfig {
+                field: "log.wal_max_group_bytes",
+                reason: format!(
+                    "{} is more than a quarter of log.wal_bytes ({})",
+                    settings.wal_max_group_bytes, settings.wal_bytes
+                ),
+            });
+        }
         if !fs.exists(dir) {
             tracing::info!(dir = %dir.display(), "creating a new, empty data dir");
         }
@@ -131,8 +154,21 @@ impl EmbeddedLog {
         let topics_dir = dir.join(TOPICS_DIR);
         fs.create_dir_all(&topics_dir)
             .map_err(LogError::io(&topics_dir))?;
+        // Before any partition opens: they then recover from what the wal rewrote.
+        let generation = replay::replay(&*fs, dir, &topics_dir)?;
+        let wal = (settings.durability == Durability::Fsync && settings.wal_bytes > 0)
+            .then(|| {
+                wal::Wal::open(
+                    &*fs,
+                    dir,
+                    settings.wal_bytes,
+                    settings.wal_max_group_bytes,
+                    generation,
+                )
+            })
+            .transpose()?;
         let settings = Arc::new(settings);
-        let committer = Arc::new(Committer::new(settings.sync_threads));
+        let committer = Arc::new(Committer::new(settings.sync_threads, wal));
         let mut topics = BTreeMap::new();
         for name in fs
             .read_dir(&topics_dir)
@@ -476,7 +512,7 @@ impl Log for EmbeddedLog {
                 .remove(&name)
                 .ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
             for p in topic.partitions.read().iter() {
-                p.shut();
+                p.remove();
             }
             let fs = &this.inner.fs;
             let topics_dir = this.inner.dir.join(TOPICS_DIR);
@@ -488,6 +524,10 @@ impl Log for EmbeddedLog {
                 .map_err(LogError::io(&topic.dir))?;
             fs.sync_dir(&topics_dir)
                 .map_err(LogError::io(&topics_dir))?;
+            // Before a topic of the same name can be created: its records are void.
+            if let Some(wal) = this.inner.committer.wal() {
+                wal.drop_topic(&name)?;
+            }
             fs.remove_dir_all(&grave).map_err(LogError::io(&grave))
         })
         .await

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -64,6 +64,11 @@ pub(crate) struct Partition {
     /// The last sealed segment's live index memory, for the next active segment.
     spare_index: Mutex<LiveIndex>,
     pub(super) needs_compaction: AtomicBool,
+    /// Set when its topic is deleted: from then on nothing writes in `dir`, which a
+    /// topic created with the same name may own (`remove`).
+    removed: AtomicBool,
+    /// The wal generation this partition last wrote a record in (`wal.rs`).
+    pub(super) wal_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -158,6 +163,8 @@ impl Partition {
             unsealed: Mutex::new(Vec::new()),
             spare_index: Mutex::new(LiveIndex::default()),
             needs_compaction: AtomicBool::new(true),
+            removed: AtomicBool::new(false),
+            wal_generation: AtomicU64::new(0),
         })
     }
 
@@ -206,13 +213,15 @@ impl Partition {
             },
             std::mem::take(&mut *self.spare_index.lock()),
         ));
+        // Listed as unsealed before its successor is listed: a wal checkpoint reads
+        // the list of segments, then the unsealed ones (`sync_for_checkpoint`).
+        self.unsealed.lock().push(w.active.clone());
         self.segments.write().push(active.clone());
-        let old = std::mem::replace(&mut w.active, active);
+        w.active = active;
         w.written_len = 0;
         w.zeroed_end = 0;
         w.index = IndexBuilder::new(self.settings.index_interval_bytes);
         w.first_append_ms = None;
-        self.unsealed.lock().push(old);
         // Rolls happen on the writer thread, which is no runtime thread: the runtime
         // the log was opened on is asked to seal in the background.
         match self.committer.runtime() {
@@ -252,15 +261,20 @@ impl Partition {
     /// compaction replaced meanwhile are skipped.
     pub(super) fn seal_pending(&self) -> Result<()> {
         let _m = self.maintenance.lock();
-        let pending = std::mem::take(&mut *self.unsealed.lock());
+        if self.is_removed() {
+            return Ok(());
+        }
+        // Each stays listed until synced: a wal checkpoint syncs the listed ones.
+        let pending = self.unsealed.lock().clone();
         for seg in pending {
             let listed = self.segments.read().iter().any(|s| Arc::ptr_eq(s, &seg));
-            if !listed {
-                continue;
-            }
-            if let Err(e) = seg.file.sync_data() {
+            if listed && let Err(e) = seg.file.sync_data() {
                 self.poison(&e);
                 return Err(self.poisoned_error());
+            }
+            self.unsealed.lock().retain(|s| !Arc::ptr_eq(s, &seg));
+            if !listed {
+                continue;
             }
             let summary = seg.summary();
             seg.with_live_entries(|offsets, times| {
@@ -282,12 +296,41 @@ impl Partition {
         Ok(())
     }
 
+    /// Fsyncs every segment the partition may have written since the last wal
+    /// checkpoint: the active one and those rolled but not sealed yet. Errors poison
+    /// the partition (a deleted or closed one is left alone). Takes no writer lock:
+    /// the writer thread may be waiting for this checkpoint while holding one. A roll
+    /// lists the old segment as unsealed before it lists the new one, so reading in
+    /// the other order cannot miss a segment (a sealed one was synced).
+    pub(super) fn sync_for_checkpoint(&self) {
+        let active = self.segments.read().last().cloned();
+        let files: Vec<_> = {
+            let unsealed = self.unsealed.lock();
+            unsealed
+                .iter()
+                .chain(active.as_ref())
+                .map(|s| s.file.clone())
+                .collect()
+        };
+        for file in files {
+            if let Err(e) = file.sync_data() {
+                if !self.queue.lock().closed {
+                    self.poison(&e);
+                }
+                return;
+            }
+        }
+    }
+
     /// Rolls the active segment now if it holds data, and seals it before returning
     /// (so compaction and retention may act on everything written so far).
     pub fn roll_now(self: &Arc<Self>) -> Result<()> {
         let mut w = self.writer.lock();
         if self.is_poisoned() {
             return Err(self.poisoned_error());
+        }
+        if self.is_removed() {
+            return Err(LogError::TopicNotFound(self.topic.to_string()));
         }
         if !w.active.is_empty() {
             self.roll(&mut w)?;
@@ -450,9 +493,19 @@ impl Partition {
         self.fs.sync_dir(&self.dir).map_err(LogError::io(&self.dir))
     }
 
-    /// Marks the partition gone (topic deleted): later appends fail.
-    pub fn shut(&self) {
+    /// Marks the partition gone (topic deleted): later appends fail, and once this
+    /// returns no group commit, roll, seal or cleanup writes in its directory again.
+    pub fn remove(&self) {
         self.queue.lock().closed = true;
+        self.removed.store(true, Ordering::Release);
+        // Whoever holds these now finishes first; whoever takes them later sees the flag.
+        drop(self.writer.lock());
+        drop(self.maintenance.lock());
+    }
+
+    /// Whether the topic was deleted (checked under the writer or maintenance lock).
+    pub(super) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     pub fn size_bytes(&self) -> u64 {

@@ -117,7 +117,11 @@ async fn torn_tails_are_cut_back_to_whole_batches() {
 #[tokio::test]
 async fn a_flipped_bit_in_the_tail_truncates_and_in_a_sealed_segment_is_reported() {
     let fs = MemFs::new();
-    let log = open(&fs, Durability::Fsync).unwrap();
+    let no_wal = || EmbeddedConfig {
+        wal_bytes: 0, // or it rewrites the tail from its records
+        ..settings(Durability::Fsync)
+    };
+    let log = open_with(&fs, no_wal()).unwrap();
     log.create_topic(&topic(), small_segments()).await.unwrap();
     for i in 0..90 {
         log.append(&topic(), P0, vec![record(i)]).await.unwrap();
@@ -136,7 +140,7 @@ async fn a_flipped_bit_in_the_tail_truncates_and_in_a_sealed_segment_is_reported
         "but not past where the segment rolls: {file_len}"
     );
     fs.flip_bit(active, len - 3, 2).unwrap(); // inside the last batch
-    let log = open(&fs, Durability::Fsync).unwrap();
+    let log = open_with(&fs, no_wal()).unwrap();
     let after = read_all(&log, &topic()).await.unwrap();
     assert_eq!(
         after.len(),
@@ -195,6 +199,7 @@ async fn a_failed_fsync_poisons_the_partition_until_reopened() {
 async fn one_partition(fs: &MemFs, preallocate_bytes: u64) -> (EmbeddedLog, EmbeddedConfig) {
     let settings = EmbeddedConfig {
         preallocate_bytes,
+        wal_bytes: 0, // zeros are written ahead only where segments are synced
         ..settings(Durability::Fsync)
     };
     let log = open_with(fs, settings.clone()).unwrap();
@@ -479,6 +484,21 @@ fn settings_the_log_cannot_use_are_refused_by_name() {
                 ..EmbeddedConfig::default()
             },
             "log.preallocate_bytes",
+        ),
+        (
+            EmbeddedConfig {
+                wal_bytes: 1000,
+                ..EmbeddedConfig::default()
+            },
+            "log.wal_bytes",
+        ),
+        (
+            EmbeddedConfig {
+                wal_bytes: 1 << 20,
+                wal_max_group_bytes: 512 << 10,
+                ..EmbeddedConfig::default()
+            },
+            "log.wal_max_group_bytes",
         ),
     ] {
         let fs = MemFs::new();

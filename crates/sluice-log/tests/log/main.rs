@@ -6,3 +6,4 @@ mod crash;
 mod faults;
 mod golden;
 mod model;
+mod wal;

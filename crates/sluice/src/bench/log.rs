@@ -23,6 +23,7 @@ struct Report {
     concurrency: usize,
     durability: String,
     preallocate_bytes: u64,
+    wal_bytes: u64,
     target_records_per_sec: u64,
     append_records_per_sec: f64,
     append_mb_per_sec: f64,
@@ -78,6 +79,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
     let settings = EmbeddedConfig {
         durability: args.durability,
         preallocate_bytes: args.preallocate_bytes,
+        wal_bytes: args.wal_bytes,
         ..EmbeddedConfig::default()
     };
     let dir = root.join("log");
@@ -143,6 +145,7 @@ async fn bench(args: &BenchLogArgs, root: &std::path::Path) -> anyhow::Result<Re
         target_records_per_sec: args.rate,
         durability: args.durability.to_string(),
         preallocate_bytes: args.preallocate_bytes,
+        wal_bytes: args.wal_bytes,
         append_records_per_sec: (args.records as f64 / append_elapsed.as_secs_f64()).round(),
         append_mb_per_sec: round2(append_mb),
         append_latency_ms: Percentiles::of(&mut latencies),
