@@ -84,6 +84,8 @@ struct Staged {
     index: LiveIndex,
     max_timestamp: i64,
     done: Vec<(Reply, Vec<Offset>)>,
+    /// Written in a pass with other partitions (`write_round`).
+    shared: bool,
 }
 
 impl Staged {
@@ -96,6 +98,7 @@ impl Staged {
             index: LiveIndex::default(),
             max_timestamp: i64::MIN,
             done: Vec::new(),
+            shared: false,
         }
     }
 
@@ -126,7 +129,11 @@ impl Partition {
 
     /// Commits one group of the queued batches (on the log's writer thread). Returns
     /// whether more are queued; when not, the partition is no longer scheduled.
-    pub(super) fn write_round(self: &Arc<Self>) -> bool {
+    /// `shared`: the pass writes at least `wal_min_partitions` partitions, so the wal
+    /// (if any) makes them all durable with one fdatasync. A partition written alone
+    /// gains nothing from it, and syncs its segment (the wal would write its bytes
+    /// twice).
+    pub(super) fn write_round(self: &Arc<Self>, shared: bool) -> bool {
         let group = {
             let mut q = self.queue.lock();
             let mut bytes = 0;
@@ -142,14 +149,14 @@ impl Partition {
             group
         };
         if !group.is_empty() {
-            self.commit(group);
+            self.commit(group, shared);
         }
         let mut q = self.queue.lock();
         q.scheduled = !q.pending.is_empty();
         q.scheduled
     }
 
-    fn commit(self: &Arc<Self>, group: Vec<Pending>) {
+    fn commit(self: &Arc<Self>, group: Vec<Pending>, shared: bool) {
         let mut w = self.writer.lock();
         if self.is_poisoned() || self.is_removed() {
             let e = match self.is_removed() {
@@ -165,6 +172,7 @@ impl Partition {
         let now = Timestamp::now().0;
         let total: usize = group.iter().map(|p| p.batch.bytes.len()).sum();
         let mut staged = Staged::new(w.written_len, w.next_offset, std::mem::take(&mut w.scratch));
+        staged.shared = shared;
         staged.buf.reserve(total);
         let mut group = group.into_iter();
         while let Some(p) = group.next() {
@@ -191,6 +199,7 @@ impl Partition {
                     return;
                 }
                 staged = Staged::new(0, w.next_offset, std::mem::take(&mut staged.buf));
+                staged.shared = shared;
             }
             let mut bytes = p.batch.bytes;
             let base = staged.next;
@@ -238,10 +247,11 @@ impl Partition {
         let file = &w.active.file;
         let data_len = staged.buf.len();
         let fsync = self.settings.durability == Durability::Fsync;
+        let small = data_len as u64 <= self.settings.wal_max_group_bytes;
         let wal = self
             .committer
             .wal()
-            .filter(|_| fsync && data_len as u64 <= self.settings.wal_max_group_bytes);
+            .filter(|_| fsync && small && staged.shared);
         let mut zeroed_end = match wal {
             Some(_) => w.zeroed_end, // the segment is not synced now: no zeros needed
             None => self.zero_ahead(w, staged, segment_bytes),

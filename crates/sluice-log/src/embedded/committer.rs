@@ -4,7 +4,8 @@
 //! ```text
 //!  append(p) --enqueue--> p.queue --(p not scheduled yet)--> writer lane
 //!  writer:   each ready partition in turn: one group -> one pwrite, and then
-//!              small group, with a wal: a record in the pass's wal round
+//!              small group, with a wal (in a pass over at least wal_min_partitions):
+//!              a record in the pass's wal round
 //!              otherwise: --> syncer lane
 //!            end of the pass: the wal round, one pwrite --> the wal's syncer thread:
 //!            one fdatasync for all rounds written so far -> publish -> reply (wal.rs)
@@ -37,6 +38,8 @@ pub(crate) struct Committer {
     sync: Lane,
     /// The write-ahead file, if the log has one: the writer syncs it once per pass.
     wal: Option<Arc<Wal>>,
+    /// Passes over fewer partitions do not use the wal (`EmbeddedConfig`).
+    wal_min_partitions: usize,
     /// The runtime the log was opened on, if any, for background work started from
     /// the lanes' threads (sealing a rolled segment).
     runtime: Option<tokio::runtime::Handle>,
@@ -119,11 +122,12 @@ impl std::fmt::Debug for Committer {
 
 impl Committer {
     /// Lanes for a log opened now (on the current runtime, if any).
-    pub fn new(sync_threads: usize, wal: Option<Wal>) -> Committer {
+    pub fn new(sync_threads: usize, wal: Option<Wal>, wal_min_partitions: usize) -> Committer {
         Committer {
             write: Lane::new("sluice-writer", 1),
             sync: Lane::new("sluice-sync", sync_threads),
             wal: wal.map(Arc::new),
+            wal_min_partitions,
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -176,8 +180,9 @@ impl Committer {
     /// ends with its one fdatasync, which publishes every group of the pass.
     fn run_writer(&self) {
         while let Some(ready) = self.write.take(usize::MAX) {
+            let shared = ready.len() >= self.wal_min_partitions;
             for p in ready {
-                if p.write_round() {
+                if p.write_round(shared) {
                     self.write.state.lock().ready.push(p);
                 }
             }

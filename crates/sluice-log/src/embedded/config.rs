@@ -71,6 +71,11 @@ pub struct EmbeddedConfig {
     /// Group commits larger than this skip the write-ahead file and fsync their own
     /// segment: for bulk writes the write-ahead file would double the bytes written.
     pub wal_max_group_bytes: u64,
+    /// The wal is used by writer passes over at least this many partitions (at least
+    /// 1). With 2, a pass over one partition syncs its segment and does not write its
+    /// bytes twice: better for one busy partition alone, worse for several (passes
+    /// then alternate between the two ways; BENCHMARKS.md, "The write-ahead file").
+    pub wal_min_partitions: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -85,6 +90,7 @@ impl Default for EmbeddedConfig {
             preallocate_bytes: 256 << 10,
             wal_bytes: 16 << 20,
             wal_max_group_bytes: 256 << 10,
+            wal_min_partitions: 1,
         }
     }
 }

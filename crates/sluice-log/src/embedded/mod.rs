@@ -119,6 +119,12 @@ impl EmbeddedLog {
                 ),
             });
         }
+        if settings.wal_min_partitions == 0 {
+            return Err(LogError::InvalidConfig {
+                field: "log.wal_min_partitions",
+                reason: "must be at least 1".into(),
+            });
+        }
         if settings.wal_bytes > 0 && settings.wal_bytes < MIN_WAL_BYTES {
             return Err(LogError::InvalidConfig {
                 field: "log.wal_bytes",
@@ -168,7 +174,11 @@ impl EmbeddedLog {
             })
             .transpose()?;
         let settings = Arc::new(settings);
-        let committer = Arc::new(Committer::new(settings.sync_threads, wal));
+        let committer = Arc::new(Committer::new(
+            settings.sync_threads,
+            wal,
+            settings.wal_min_partitions,
+        ));
         let mut topics = BTreeMap::new();
         for name in fs
             .read_dir(&topics_dir)

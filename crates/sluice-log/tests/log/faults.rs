@@ -487,6 +487,13 @@ fn settings_the_log_cannot_use_are_refused_by_name() {
         ),
         (
             EmbeddedConfig {
+                wal_min_partitions: 0,
+                ..EmbeddedConfig::default()
+            },
+            "log.wal_min_partitions",
+        ),
+        (
+            EmbeddedConfig {
                 wal_bytes: 1000,
                 ..EmbeddedConfig::default()
             },

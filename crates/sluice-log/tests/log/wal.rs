@@ -347,3 +347,43 @@ async fn concurrent_appends_through_a_small_wal_all_survive_a_crash() {
     stored.sort();
     assert_eq!(stored, acked);
 }
+
+#[tokio::test]
+async fn a_pass_over_one_partition_syncs_its_segment_and_a_wider_one_shares_the_wal() {
+    let fs = MemFs::new();
+    let settings = EmbeddedConfig {
+        wal_min_partitions: 2,
+        ..small_wal()
+    };
+    let log = open_with(&fs, settings).unwrap();
+    log.create_topic(&topic(), config()).await.unwrap();
+    for i in 0..20 {
+        let r = Record::keyed("k", format!("alone-{i}"));
+        log.append(&topic(), PartitionId(0), vec![r]).await.unwrap();
+    }
+    assert!(
+        !contains(&wal_bytes(&fs), b"alone-"),
+        "one at a time: no wal"
+    );
+    // Appends to three partitions at once: the writer usually takes them in one pass.
+    let mut shared = false;
+    let t = topic();
+    for i in 0..100 {
+        let append = |p: u32| {
+            let r = Record::keyed("k", format!("together-{i}-{p}"));
+            log.append(&t, PartitionId(p), vec![r])
+        };
+        let (a, b, c) = tokio::join!(append(0), append(1), append(2));
+        for appended in [a, b, c] {
+            appended.unwrap();
+        }
+        if contains(&wal_bytes(&fs), format!("together-{i}-").as_bytes()) {
+            shared = true;
+            break;
+        }
+    }
+    assert!(
+        shared,
+        "a pass over several partitions went through the wal"
+    );
+}
