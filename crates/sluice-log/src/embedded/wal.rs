@@ -223,7 +223,9 @@ impl Wal {
             allocated[i] = file.size().map_err(LogError::io(&path))?.min(capacity);
             files.push(file);
         }
+        // The files' entries, and the wal directory's own entry in the data dir.
         fs.sync_dir(&dir).map_err(LogError::io(&dir))?;
+        fs.sync_dir(data_dir).map_err(LogError::io(data_dir))?;
         let current = (generation % 2) as usize;
         let mut free = [true; 2];
         free[current] = false;
@@ -337,8 +339,10 @@ impl Wal {
                 self.write_round(&mut s);
             } else if s.buf.is_empty() && s.position > 0 && !fits_file {
                 // Every round in this file is synced before the next one is written.
-                while s.durable < s.written && !s.failed {
+                // The lock is let go while waiting: all is checked again after.
+                if s.durable < s.written && !s.failed {
                     self.synced.wait(&mut s);
+                    continue;
                 }
                 self.switch(&mut s);
             } else {

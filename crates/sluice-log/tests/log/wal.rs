@@ -303,7 +303,7 @@ async fn a_damaged_unsynced_tail_is_written_again_from_the_wal_whatever_the_new_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_through_a_small_wal_all_survive_a_crash() {
+async fn concurrent_appends_and_deletions_through_a_small_wal_all_survive_a_crash() {
     let fs = MemFs::new();
     let log = Arc::new(open_with(&fs, small_wal()).unwrap());
     log.create_topic(&topic(), config()).await.unwrap();
@@ -325,10 +325,27 @@ async fn concurrent_appends_through_a_small_wal_all_survive_a_crash() {
             acked
         }));
     }
+    // Meanwhile topics are created and deleted: deletion records go through the same
+    // rounds and files, from another thread than the writer's.
+    let side = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let t = TopicName::new("side").unwrap();
+            for _ in 0..30 {
+                log.create_topic(&t, TopicConfig::with_partitions(1))
+                    .await
+                    .unwrap();
+                let r = Record::keyed("k", "side");
+                log.append(&t, PartitionId(0), vec![r]).await.unwrap();
+                log.delete_topic(&t).await.unwrap();
+            }
+        })
+    };
     let mut acked = Vec::new();
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
+    side.await.unwrap();
     // Over 100 KiB of records through two 16 KiB files: each was reused many times.
     let image = fs.crash_image(7);
     drop(log);
