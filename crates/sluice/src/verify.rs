@@ -28,6 +28,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             s.display()
         );
     }
+    if report.wal_records > 0 {
+        println!(
+            "{} write-ahead records are written again into their segments at the next open",
+            report.wal_records
+        );
+    }
     for d in &report.damage {
         println!(
             "DAMAGE {} at byte {}: {}",
@@ -38,7 +44,8 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     }
     if !report.damage.is_empty() {
         bail!(
-            "{} damaged segment(s); in an active segment the tail is cut off at the next open",
+            "{} damaged segment(s); in an active segment the tail is cut off at the next open \
+             (after the write-ahead records above, if any, are written again)",
             report.damage.len()
         );
     }

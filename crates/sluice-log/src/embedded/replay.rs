@@ -26,30 +26,41 @@ struct Found {
     data_len: usize,
 }
 
-/// Replays both wal files of the data dir (if any) into the segments under
-/// `topics_dir`, syncs what it wrote and invalidates the files. Returns the
-/// generation the wal goes on with: higher than any found.
-pub(crate) fn replay(fs: &dyn Fs, data_dir: &Path, topics_dir: &Path) -> Result<u64> {
+/// The wal files of a data dir, and what recovery does with their records.
+pub(crate) struct Plan {
+    dir: PathBuf,
+    files: [Option<Arc<dyn FsFile>>; 2],
+    /// The valid records of both files, in generation order.
+    records: Vec<Found>,
+    /// The data records to write again (indexes into `records`), with their segment.
+    pub to_replay: Vec<(usize, PathBuf)>,
+    max_generation: u64,
+}
+
+/// Reads both wal files of the data dir (if any; `mode` Read or ReadWrite) and picks
+/// the records to replay into the segments under `topics_dir`. Changes nothing.
+pub(crate) fn plan(
+    fs: &dyn Fs,
+    data_dir: &Path,
+    topics_dir: &Path,
+    mode: OpenMode,
+) -> Result<Plan> {
     let dir = data_dir.join(WAL_DIR);
-    fs.create_dir_all(&dir).map_err(LogError::io(&dir))?;
-    let mut files = Vec::new();
+    let mut files = [None, None];
     let mut found = Vec::new();
     let mut max_generation = 0;
     for (i, name) in FILES.iter().enumerate() {
         let path = dir.join(name);
         if !fs.exists(&path) {
-            files.push(None);
             continue;
         }
-        let file = fs
-            .open(&path, OpenMode::ReadWrite)
-            .map_err(LogError::io(&path))?;
+        let file = fs.open(&path, mode).map_err(LogError::io(&path))?;
         let records = read_records(&*file, i).map_err(LogError::io(&path))?;
         if let Some(last) = records.last() {
             max_generation = max_generation.max(last.header.generation);
         }
         found.push(records);
-        files.push(Some(file));
+        files[i] = Some(file);
     }
     found.sort_by_key(|records| records.first().map(|r| r.header.generation));
     let records: Vec<Found> = found.into_iter().flatten().collect();
@@ -59,8 +70,8 @@ pub(crate) fn replay(fs: &dyn Fs, data_dir: &Path, topics_dir: &Path) -> Result<
             last_drop.insert(r.header.topic.as_str(), i);
         }
     }
-    let mut touched: BTreeMap<PathBuf, Arc<dyn FsFile>> = BTreeMap::new();
-    let mut replayed = 0;
+    let mut to_replay = Vec::new();
+    let mut writable: HashMap<PathBuf, bool> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         let h = &r.header;
         let dropped = last_drop.get(h.topic.as_str()).is_some_and(|&d| d > i);
@@ -69,28 +80,53 @@ pub(crate) fn replay(fs: &dyn Fs, data_dir: &Path, topics_dir: &Path) -> Result<
         }
         let part_dir = topics_dir.join(&h.topic).join(h.partition.to_string());
         let path = segment_path(&part_dir, h.base, LOG_EXT);
-        if !touched.contains_key(&path) {
-            if !fs.exists(&path) || fs.exists(&segment_path(&part_dir, h.base, INDEX_EXT)) {
-                continue;
-            }
+        let open = *writable.entry(path.clone()).or_insert_with(|| {
+            fs.exists(&path) && !fs.exists(&segment_path(&part_dir, h.base, INDEX_EXT))
+        });
+        if open {
+            to_replay.push((i, path));
+        }
+    }
+    Ok(Plan {
+        dir,
+        files,
+        records,
+        to_replay,
+        max_generation,
+    })
+}
+
+/// Replays both wal files of the data dir (if any) into the segments under
+/// `topics_dir`, syncs what it wrote and invalidates the files. Returns the
+/// generation the wal goes on with: higher than any found.
+pub(crate) fn replay(fs: &dyn Fs, data_dir: &Path, topics_dir: &Path) -> Result<u64> {
+    let plan = plan(fs, data_dir, topics_dir, OpenMode::ReadWrite)?;
+    let dir = &plan.dir;
+    fs.create_dir_all(dir).map_err(LogError::io(dir))?;
+    let mut touched: BTreeMap<&Path, Arc<dyn FsFile>> = BTreeMap::new();
+    for (i, path) in &plan.to_replay {
+        let r = &plan.records[*i];
+        if !touched.contains_key(path.as_path()) {
             let seg = fs
-                .open(&path, OpenMode::ReadWrite)
-                .map_err(LogError::io(&path))?;
-            touched.insert(path.clone(), seg);
+                .open(path, OpenMode::ReadWrite)
+                .map_err(LogError::io(path))?;
+            touched.insert(path, seg);
         }
         let mut data = vec![0; r.data_len];
-        let wal_file = files[r.file].as_ref().expect("a file with records is open");
+        let wal_file = plan.files[r.file]
+            .as_ref()
+            .expect("a file with records is open");
         fs::read_exact_at(&**wal_file, &mut data, r.data_at)
             .map_err(LogError::io(dir.join(FILES[r.file])))?;
-        fs::write_all_at(&*touched[&path], &data, h.position).map_err(LogError::io(&path))?;
-        replayed += 1;
+        fs::write_all_at(&*touched[path.as_path()], &data, r.header.position)
+            .map_err(LogError::io(path))?;
     }
     for (path, seg) in &touched {
         seg.sync_data().map_err(LogError::io(path))?;
     }
-    if !records.is_empty() {
+    if !plan.records.is_empty() {
         // Invalidate: a record at the start of a file that does not check out ends it.
-        for (i, file) in files.iter().enumerate() {
+        for (i, file) in plan.files.iter().enumerate() {
             if let Some(file) = file {
                 let path = dir.join(FILES[i]);
                 let len = file.size().map_err(LogError::io(&path))?;
@@ -101,13 +137,13 @@ pub(crate) fn replay(fs: &dyn Fs, data_dir: &Path, topics_dir: &Path) -> Result<
             }
         }
         tracing::info!(
-            records = records.len(),
-            replayed,
+            records = plan.records.len(),
+            replayed = plan.to_replay.len(),
             segments = touched.len(),
             "recovered appends from the wal"
         );
     }
-    Ok(max_generation + 1)
+    Ok(plan.max_generation + 1)
 }
 
 /// The valid records at the start of one wal file: all of one use of it (the first

@@ -27,6 +27,9 @@ pub struct VerifyReport {
     pub damage: Vec<Damage>,
     /// Sealed segments whose index files are missing or stale (rebuilt on open).
     pub stale_indexes: Vec<PathBuf>,
+    /// Records of the write-ahead files that the next open writes again into their
+    /// (unsealed) segments, before it checks them: a damaged tail may be one of them.
+    pub wal_records: usize,
 }
 
 /// Verifies the data dir at `dir`, holding its lock so no writer runs meanwhile.
@@ -61,6 +64,9 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
             verify_partition(&fs, &pdir, &mut report)?;
         }
     }
+    report.wal_records = super::replay::plan(&fs, dir, &topics_dir, OpenMode::Read)?
+        .to_replay
+        .len();
     Ok(report)
 }
 

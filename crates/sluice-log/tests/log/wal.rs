@@ -404,3 +404,28 @@ async fn a_pass_over_one_partition_syncs_its_segment_and_a_wider_one_shares_the_
         "a pass over several partitions went through the wal"
     );
 }
+
+#[tokio::test]
+async fn verify_counts_the_records_the_next_open_writes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), small_wal()).unwrap();
+    log.create_topic(&topic(), config()).await.unwrap();
+    for i in 0..6 {
+        let r = Record::keyed("k", format!("v{i}"));
+        log.append(&topic(), PartitionId(i % PARTITIONS), vec![r])
+            .await
+            .unwrap();
+    }
+    drop(log); // unclean: the active segments have no index files
+    let report = sluice_log::embedded::verify_dir(dir.path()).unwrap();
+    assert_eq!(report.wal_records, 6);
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+    let log = EmbeddedLog::open(dir.path(), small_wal()).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let report = sluice_log::embedded::verify_dir(dir.path()).unwrap();
+    assert_eq!(
+        report.wal_records, 0,
+        "replayed and invalidated at the open"
+    );
+}
