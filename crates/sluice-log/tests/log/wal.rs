@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_log::fs::{Fs, OpenMode};
-use sluice_log::testing::MemFs;
+use sluice_log::testing::{MemFs, read_partition};
 use sluice_log::{
-    Durability, EmbeddedConfig, EmbeddedLog, FetchRequest, Log, LogError, Offset, PartitionId,
-    Record, StoredRecord, TopicConfig, TopicName,
+    Durability, EmbeddedConfig, EmbeddedLog, Log, LogError, Offset, PartitionId, Record,
+    TopicConfig, TopicName,
 };
 
 const PARTITIONS: u32 = 3;
@@ -38,24 +38,6 @@ fn config() -> TopicConfig {
     TopicConfig {
         segment_bytes: 4096,
         ..TopicConfig::with_partitions(PARTITIONS)
-    }
-}
-
-async fn read_partition(
-    log: &EmbeddedLog,
-    t: &TopicName,
-    p: u32,
-) -> Result<Vec<StoredRecord>, LogError> {
-    let p = PartitionId(p);
-    let mut out = Vec::new();
-    let mut from = log.offsets(t, p).await?.earliest;
-    loop {
-        let f = log.fetch(t, p, FetchRequest::new(from)).await?;
-        if f.records.is_empty() {
-            return Ok(out);
-        }
-        from = f.next;
-        out.extend(f.records);
     }
 }
 
@@ -137,7 +119,7 @@ async fn a_crash_at_every_sync_point_of_a_small_wal_keeps_every_acknowledged_rec
         let mut present = Vec::new();
         if log.topic(&topic()).await.is_ok() {
             for p in 0..PARTITIONS {
-                let records = read_partition(&log, &topic(), p)
+                let records = read_partition(&log, &topic(), PartitionId(p))
                     .await
                     .unwrap_or_else(|e| panic!("sync point {k}: {e}"));
                 present.extend(records.into_iter().map(|r| (p, r)));
@@ -217,15 +199,20 @@ async fn records_of_a_deleted_topic_never_reach_one_created_with_its_name() {
         }
         let image = fs.crash_image(seed);
         drop(log);
-        let log = open_with(&image, small_wal()).unwrap();
-        let values: Vec<Bytes> = read_partition(&log, &topic(), 0)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|r| r.value)
-            .collect();
+        let values = values_after_crash(&image).await;
         assert_eq!(values, ["new-0", "new-1"], "seed {seed}");
     }
+}
+
+/// The values of partition 0 once the log is opened on a crash image.
+async fn values_after_crash(image: &MemFs) -> Vec<Bytes> {
+    let log = open_with(image, small_wal()).unwrap();
+    read_partition(&log, &topic(), PartitionId(0))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect()
 }
 
 /// The bytes of both wal files.
@@ -266,13 +253,7 @@ async fn groups_over_wal_max_group_bytes_skip_the_wal_and_survive_a_crash() {
         assert!(!contains(&wal, large.as_bytes()), "a large one is not");
         let image = fs.crash_image(seed);
         drop(log);
-        let log = open_with(&image, small_wal()).unwrap();
-        let values: Vec<Bytes> = read_partition(&log, &topic(), 0)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|r| r.value)
-            .collect();
+        let values = values_after_crash(&image).await;
         assert_eq!(values, [small.as_str(), large.as_str()], "seed {seed}");
     }
 }
@@ -288,7 +269,9 @@ async fn a_damaged_unsynced_tail_is_written_again_from_the_wal_whatever_the_new_
         let r = Record::keyed("k", format!("v{i}"));
         log.append(&topic(), PartitionId(0), vec![r]).await.unwrap();
     }
-    let before = read_partition(&log, &topic(), 0).await.unwrap();
+    let before = read_partition(&log, &topic(), PartitionId(0))
+        .await
+        .unwrap();
     drop(log); // unclean: as after kill -9
     let segment = Path::new("/data/topics/orders/0/00000000000000000000.log");
     let len = fs.file_len(segment).unwrap() as usize;
@@ -299,7 +282,12 @@ async fn a_damaged_unsynced_tail_is_written_again_from_the_wal_whatever_the_new_
         ..small_wal()
     };
     let log = open_with(&fs, interval).unwrap();
-    assert_eq!(read_partition(&log, &topic(), 0).await.unwrap(), before);
+    assert_eq!(
+        read_partition(&log, &topic(), PartitionId(0))
+            .await
+            .unwrap(),
+        before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -352,7 +340,10 @@ async fn concurrent_appends_and_deletions_through_a_small_wal_all_survive_a_cras
     let log = open_with(&image, small_wal()).unwrap();
     let mut stored = Vec::new();
     for p in 0..PARTITIONS {
-        for r in read_partition(&log, &topic(), p).await.unwrap() {
+        for r in read_partition(&log, &topic(), PartitionId(p))
+            .await
+            .unwrap()
+        {
             stored.push((
                 p,
                 r.offset,
